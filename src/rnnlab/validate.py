@@ -1,0 +1,91 @@
+"""Input checks for the public boundary: each error names what was expected and what came."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_dtype(name: str, x: object, dtype: np.dtype) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array of {dtype}, got {type(x).__name__}")
+    if x.dtype != dtype:
+        raise TypeError(
+            f"{name}: expected dtype {dtype}, got {x.dtype} "
+            f"(convert with .astype(np.{dtype}) or build the module with dtype=np.{x.dtype})"
+            if np.issubdtype(x.dtype, np.floating)
+            else f"{name}: expected dtype {dtype}, got {x.dtype}"
+        )
+    return x
+
+
+def _check_finite(name: str, x: np.ndarray) -> None:
+    if not np.isfinite(x).all():
+        bad = tuple(int(b) for b in np.argwhere(~np.isfinite(x))[0])
+        raise ValueError(f"{name}: expected finite values, got {x[bad]} at index {bad}")
+
+
+def check_array(
+    name: str,
+    x: object,
+    dtype: np.dtype,
+    shape: Sequence[int | None],
+    dims: Sequence[str],
+) -> np.ndarray:
+    """Check dtype, rank, the fixed sizes in ``shape`` (None = any) and finiteness."""
+    x = _check_dtype(name, x, dtype)
+    legend = "(" + ", ".join(dims) + ")"
+    if x.ndim != len(shape):
+        raise ValueError(
+            f"{name}: expected a {len(shape)}-D array {legend}, got shape {x.shape}"
+        )
+    for axis, (want, got) in enumerate(zip(shape, x.shape, strict=True)):
+        if want is not None and want != got:
+            raise ValueError(
+                f"{name}: expected shape {legend} with {dims[axis]}={want}, got shape {x.shape}"
+            )
+    _check_finite(name, x)
+    return x
+
+
+def check_state(
+    name: str, x: object, dtype: np.dtype, shape: tuple[int, ...], allow_nonfinite: bool = False
+) -> np.ndarray:
+    """Check that a state (or a state's gradient) has exactly ``shape``: nothing is broadcast."""
+    x = _check_dtype(name, x, dtype)
+    if x.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {x.shape}")
+    if not allow_nonfinite:
+        _check_finite(name, x)
+    return x
+
+
+def check_lengths(lengths: object, batch: int, steps: int) -> np.ndarray:
+    """Sequence lengths: ``batch`` integers in [1, steps], in any order."""
+    try:
+        arr = np.asarray(lengths)
+    except Exception as err:  # noqa: BLE001 - anything that is not array-like
+        raise TypeError(
+            f"lengths: expected a sequence of {batch} integers, got {lengths!r}"
+        ) from err
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        if not (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))):
+            raise TypeError(f"lengths: expected integers, got dtype {arr.dtype}")
+    if arr.ndim != 1 or arr.shape[0] != batch:
+        raise ValueError(
+            f"lengths: expected one length per sequence, {batch} in all, got shape {arr.shape}"
+        )
+    arr = arr.astype(np.int64)
+    if arr.min() < 1 or arr.max() > steps:
+        raise ValueError(
+            f"lengths: expected values in [1, {steps}] (the padded length T), "
+            f"got min {arr.min()} max {arr.max()}"
+        )
+    return arr
