@@ -65,10 +65,6 @@ def _state(kind, rng, *shape, dtype=np.float32):
     return (h, _arr(rng, *shape, dtype=dtype)) if kind == "lstm" else h
 
 
-def _dstate(kind, rng, *shape):
-    return _state(kind, rng, *shape)
-
-
 # ----------------------------------------------------------------------------- layers: x
 
 
@@ -283,7 +279,7 @@ def test_load_state_dict_wrong_shape(family, kind):
 
 
 @pytest.mark.parametrize("family", ["layer", "cell"])
-def test_load_state_dict_failure_names_key_not_values(family):
+def test_load_state_dict_same_size_wrong_rank(family):
     """A bias of the right size but wrong rank must be rejected too (no silent reshape)."""
     m = _module(family, "gru")
     sd = m.state_dict()
@@ -322,10 +318,6 @@ def test_constructor_rejects_invalid_args(cls_name, kwargs, pattern):
 
 
 # ----------------------------------------------------------------------------- cells
-
-
-def _cell_call(cell, kind, x, state):
-    return cell(x, state)
 
 
 @pytest.mark.parametrize("kind", LAYER_KINDS)
