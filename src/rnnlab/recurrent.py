@@ -242,6 +242,11 @@ class _RecurrentBase(Module):
             x = check_array("x", x, self.dtype, (None, D), ("T", "input_size"))
             return np.ascontiguousarray(x[:, None, :]), True
         dims = ("B", "T", "input_size") if self.batch_first else ("T", "B", "input_size")
+        if isinstance(x, np.ndarray) and x.ndim != 3:
+            raise ValueError(
+                f"x: expected a 3-D array ({', '.join(dims)}={D}) or an unbatched 2-D array "
+                f"(T, input_size={D}), got shape {x.shape}"
+            )
         x = check_array("x", x, self.dtype, (None, None, D), dims)
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"x: expected at least one time step and one sequence, got {x.shape}")

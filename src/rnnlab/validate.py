@@ -41,16 +41,12 @@ def check_array(
 ) -> np.ndarray:
     """Check dtype, rank, the fixed sizes in ``shape`` (None = any) and finiteness."""
     x = _check_dtype(name, x, dtype)
-    legend = "(" + ", ".join(dims) + ")"
+    named = zip(dims, shape, strict=True)
+    legend = "(" + ", ".join(d if w is None else f"{d}={w}" for d, w in named) + ")"
     if x.ndim != len(shape):
-        raise ValueError(
-            f"{name}: expected a {len(shape)}-D array {legend}, got shape {x.shape}"
-        )
-    for axis, (want, got) in enumerate(zip(shape, x.shape, strict=True)):
-        if want is not None and want != got:
-            raise ValueError(
-                f"{name}: expected shape {legend} with {dims[axis]}={want}, got shape {x.shape}"
-            )
+        raise ValueError(f"{name}: expected a {len(shape)}-D array {legend}, got shape {x.shape}")
+    if any(w is not None and w != g for w, g in zip(shape, x.shape, strict=True)):
+        raise ValueError(f"{name}: expected shape {legend}, got shape {x.shape}")
     _check_finite(name, x)
     return x
 
