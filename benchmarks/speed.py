@@ -638,11 +638,15 @@ def summarize(cases: list[Case], runs: dict[tuple[int, str], list[WorkerResult]]
         row: dict[str, Any] = {"case": asdict(case), "flops": case_flops(case)}
         for impl in IMPLS:
             res = runs.get((i, impl), [])
-            ms = [r.data["median_ms"] for r in res if r.ok]
-            med = _median_or_none(ms)
+            ok = [r for r in res if r.ok]
+            clean = [r for r in ok if not _contended(r, args)]
+            ms = [r.data["median_ms"] for r in ok]
+            # disturbed measurements are known-bad: use the clean rounds when there are any
+            med = _median_or_none([r.data["median_ms"] for r in (clean or ok)])
             row[impl] = {
                 "median_ms": med, "round_ms": ms, "rounds_ok": len(ms), "rounds": args.repeats,
-                "contended_rounds": sum(_contended(r, args) for r in res),
+                "contended_rounds": len(ok) - len(clean),
+                "clean_rounds": len(clean),
                 "foreign_load": [r.data.get("foreign_load") for r in res if r.ok],
                 "min_ms": min(ms) if ms else None, "max_ms": max(ms) if ms else None,
                 "errors": [r.error for r in res if not r.ok],
@@ -664,7 +668,7 @@ def _fmt_ms(side: dict[str, Any]) -> str:
     v = side["median_ms"]
     s = f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
     return (s + ("*" if side["rounds_ok"] < side["rounds"] else "")
-            + ("!" if side["contended_rounds"] else ""))
+            + ("!" if side["rounds_ok"] and not side["clean_rounds"] else ""))
 
 
 def format_table(rows: list[dict[str, Any]], markdown: bool) -> str:
@@ -849,7 +853,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        for name, value in (("warmup_time", 0.1), ("min_time", 0.25), ("min_iters", 3)):
+        for name, value in (("warmup_time", 0.1), ("min_time", 0.25), ("min_iters", 3),
+                            ("max_wait", 5.0)):
             if getattr(args, name) == p.get_default(name):
                 setattr(args, name, value)
     if args.repeats < 1 or args.layers < 1 or args.threads < 1:
@@ -920,8 +925,9 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("* = some rounds failed; median over the successful ones.")
     n_cont = sum(r[s]["contended_rounds"] for r in rows for s in IMPLS)
     if n_cont:
-        notes.append(f"! = other processes used > {args.contention:.0%} of the CPUs during "
-                     f"{n_cont} measurement(s) even after retries; treat those values with care.")
+        notes.append(f"{n_cont} measurement(s) stayed disturbed (other processes used "
+                     f"> {args.contention:.0%} of the CPUs) after retries and were left out of "
+                     "the medians; ! = every round of that value was disturbed.")
     if check_ok is not None:
         notes.append(f"--check: {'passed' if check_ok else 'FAILED'} (tol {args.check_tol:g}).")
     notes.append(f"benchmark wall time {elapsed:.0f} s.")

@@ -164,7 +164,7 @@ class _Cell(Module):
         return self._tape.pop()
 
     def _accumulate(self, x, h_prev, da_x, da_h):
-        gr = self.grads
+        gr = self._grads
         gr["weight_ih"] += da_x.T @ x
         gr["weight_hh"] += da_h.T @ h_prev
         if self.bias:

@@ -1,8 +1,10 @@
 """The parameter container every layer shares: parameters, gradients, state dicts, modes.
 
 A module owns its parameters as NumPy arrays in an insertion-ordered dict whose keys and order
-match ``torch.nn``'s ``state_dict()``. ``grads`` has the same keys. Optimizers update the arrays of
-``parameters()`` in place, so layers keep their references.
+match ``torch.nn``'s ``state_dict()``; a model made of modules names its children's parameters
+``child.name`` as PyTorch does. ``grads`` has the same keys as ``state_dict()`` and holds the live
+gradient arrays, and ``parameters()`` the live parameter arrays, so optimizers update both in
+place and every layer keeps its references.
 """
 
 from __future__ import annotations
@@ -13,49 +15,67 @@ import numpy as np
 
 
 class Module:
-    """Base class: named parameters, their gradients, train/eval mode."""
+    """Base class: named parameters, their gradients, child modules, train/eval mode."""
 
     def __init__(self) -> None:
         self._params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
+        self._grads: dict[str, np.ndarray] = {}
+        self._children: dict[str, Module] = {}
         self.training = True
 
     def _add_param(self, name: str, value: np.ndarray) -> None:
         self._params[name] = value
-        self.grads[name] = np.zeros_like(value)
+        self._grads[name] = np.zeros_like(value)
+
+    def _add_child(self, name: str, module: Module) -> Module:
+        self._children[name] = module
+        return module
+
+    def _named(self, attr: str) -> dict[str, np.ndarray]:
+        named = dict(getattr(self, attr))
+        for prefix, child in self._children.items():
+            named.update({f"{prefix}.{k}": v for k, v in child._named(attr).items()})
+        return named
 
     def parameters(self) -> dict[str, np.ndarray]:
         """The live parameter arrays, by name (updating them in place changes the model)."""
-        return self._params
+        return self._named("_params")
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        """The live gradient arrays, with the same keys as :meth:`state_dict`."""
+        return self._named("_grads")
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """A copy of every parameter, by name, in ``torch.nn``'s order."""
-        return {name: value.copy() for name, value in self._params.items()}
+        return {name: value.copy() for name, value in self.parameters().items()}
 
     def load_state_dict(self, state: Mapping[str, object], strict: bool = True) -> None:
         """Copy arrays into the parameters, checking names and shapes.
 
         With ``strict`` (the default) missing and unexpected keys are errors; a wrongly shaped
         array is always an error. Values are cast to the module's dtype. Anything with
-        ``__array__`` (a CPU torch tensor, for instance) is accepted.
+        ``__array__`` (a CPU torch tensor, for instance) is accepted. Nothing changes unless
+        every array passes.
         """
         if not isinstance(state, Mapping):
             raise TypeError(
                 f"load_state_dict: expected a mapping of name -> array, got {type(state).__name__}"
             )
-        missing = [k for k in self._params if k not in state]
-        unexpected = [k for k in state if k not in self._params]
+        params = self.parameters()
+        missing = [k for k in params if k not in state]
+        unexpected = [k for k in state if k not in params]
         if strict and (missing or unexpected):
             raise ValueError(
                 f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}; "
-                f"expected exactly {list(self._params)}"
+                f"expected exactly {list(params)}"
             )
         arrays = {}
         for name, value in state.items():
-            if name not in self._params:
+            if name not in params:
                 continue
             array = np.asarray(value)
-            target = self._params[name]
+            target = params[name]
             if array.shape != target.shape:
                 raise ValueError(
                     f"load_state_dict: {name!r} expected shape {target.shape}, got {array.shape}"
@@ -65,8 +85,8 @@ class Module:
             if not np.isfinite(array).all():
                 raise ValueError(f"load_state_dict: {name!r} contains NaN or Inf")
             arrays[name] = array
-        for name, array in arrays.items():  # all checked first: a failed load changes nothing
-            self._params[name][...] = array
+        for name, array in arrays.items():
+            params[name][...] = array
 
     def zero_grad(self) -> None:
         """Reset every gradient to zero (gradients accumulate across backward calls)."""
@@ -74,8 +94,12 @@ class Module:
             g.fill(0)
 
     def train(self, mode: bool = True) -> Module:
+        """Training mode (dropout on); returns self."""
         self.training = bool(mode)
+        for child in self._children.values():
+            child.train(mode)
         return self
 
     def eval(self) -> Module:
+        """Evaluation mode (dropout off); returns self."""
         return self.train(False)

@@ -80,7 +80,7 @@ class _RecurrentBase(Module):
     def reset_parameters(self) -> None:
         """Draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn`` does."""
         self._params.clear()
-        self.grads.clear()
+        self._grads.clear()
         H, G = self.hidden_size, self.gates * self.hidden_size
         k = 1.0 / np.sqrt(H)
         for layer in range(self.num_layers):
@@ -224,7 +224,7 @@ class _RecurrentBase(Module):
 
     def _accumulate(self, layer, d, inp, h_prev, dA_x, dA_h, dinp):
         """The weight gradients as single GEMMs over all time steps; dx += dA_x W_ih."""
-        s, gr = self._suffix(layer, d), self.grads
+        s, gr = self._suffix(layer, d), self._grads
         W_ih = self._params[f"weight_ih{s}"]
         TB = inp.shape[0] * inp.shape[1]
         ax, ah = dA_x.reshape(TB, -1), dA_h.reshape(TB, -1)
