@@ -1,0 +1,63 @@
+"""Text generation from a language model: greedy, or sampling with temperature, top-k, top-p.
+
+    p = softmax(logits / temperature)
+    top-k: keep the k most probable tokens;  top-p: keep the smallest set whose mass >= p
+    renormalise, draw the next token, feed it back as the next input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnlab.backend import Seed, make_rng
+from rnnlab.models.language_model import LanguageModel
+
+
+def next_token_distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0,
+                            top_p: float = 1.0) -> np.ndarray:
+    """Probabilities (float64, summing to 1) after temperature, top-k and top-p filtering."""
+    if temperature <= 0:
+        raise ValueError(f"temperature: expected a positive number, got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p: expected a number in (0, 1], got {top_p}")
+    if top_k < 0:
+        raise ValueError(f"top_k: expected 0 (off) or a positive integer, got {top_k}")
+    z = logits.astype(np.float64) / temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if 0 < top_k < p.size:
+        cutoff = np.partition(p, -top_k)[-top_k]
+        p = np.where(p >= cutoff, p, 0.0)
+    if top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        mass = np.cumsum(p[order]) / p.sum()
+        keep = order[: int(np.searchsorted(mass, top_p) + 1)]  # smallest set reaching top_p
+        filtered = np.zeros_like(p)
+        filtered[keep] = p[keep]
+        p = filtered
+    return p / p.sum()
+
+
+def generate(model: LanguageModel, prompt_ids: list[int] | np.ndarray, length: int,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
+             seed: Seed = None) -> list[int]:
+    """Continue ``prompt_ids`` by ``length`` tokens; returns only the new ids."""
+    if len(prompt_ids) == 0:
+        raise ValueError("prompt: expected at least one token, got none")
+    rng = make_rng(seed)
+    was_training = model.training
+    model.eval()
+    ids = np.asarray(prompt_ids, dtype=np.int64).reshape(-1, 1)  # (T, B=1)
+    logits, state = model(ids)
+    out: list[int] = []
+    for _ in range(length):
+        last = logits[-1, 0]
+        if greedy:
+            token = int(np.argmax(last))
+        else:
+            p = next_token_distribution(last, temperature, top_k, top_p)
+            token = int(rng.choice(p.size, p=p))
+        out.append(token)
+        logits, state = model(np.array([[token]], dtype=np.int64), state)
+    model.train(was_training)
+    return out

@@ -1,0 +1,224 @@
+"""Feed-forward layers with hand-written backward: Embedding, Linear, Dropout, SoftmaxCrossEntropy.
+
+Each layer has the same shape as the recurrent ones: parameters and ``grads`` (accumulated until
+``zero_grad``), ``forward`` caching what ``backward`` needs, ``backward(dout)`` returning the
+gradient of the input. Names and initialisation follow ``torch.nn``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnlab.backend import Seed, make_rng, resolve_dtype
+from rnnlab.module import Module
+from rnnlab.validate import check_array, check_positive_int
+
+
+def _no_cache(layer: object):
+    raise RuntimeError(
+        f"{type(layer).__name__}.backward: expected a forward call before backward, got none"
+    )
+
+
+def check_ids(name: str, ids: object, upper: int) -> np.ndarray:
+    """Integer ids in [0, upper)."""
+    if not isinstance(ids, np.ndarray) or not np.issubdtype(ids.dtype, np.integer):
+        got = ids.dtype if isinstance(ids, np.ndarray) else type(ids).__name__
+        raise TypeError(f"{name}: expected an integer numpy array, got {got}")
+    if ids.size and (ids.min() < 0 or ids.max() >= upper):
+        raise ValueError(
+            f"{name}: expected ids in [0, {upper}), got min {ids.min()} max {ids.max()}"
+        )
+    return ids
+
+
+class Embedding(Module):
+    """Lookup table: ``out[...] = weight[ids[...]]``; weight (V, E) drawn from N(0, 1) as in torch.
+
+    Backward scatters ``dout`` into the rows that were looked up, adding up repeated ids.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: object = np.float32,
+                 seed: Seed = None) -> None:
+        super().__init__()
+        self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
+        self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        self.dtype = resolve_dtype(dtype)
+        rng = make_rng(seed)
+        self._add_param("weight", rng.standard_normal((num_embeddings, embedding_dim))
+                        .astype(self.dtype))
+        self._ids: np.ndarray | None = None
+
+    def forward(self, ids: np.ndarray) -> np.ndarray:
+        self._ids = check_ids("ids", ids, self.num_embeddings)
+        return self._params["weight"][ids]  # (..., E)
+
+    __call__ = forward
+
+    def backward(self, dout: np.ndarray) -> None:
+        if self._ids is None:
+            _no_cache(self)
+        E = self.embedding_dim
+        dout = check_array("dout", dout, self.dtype, (*self._ids.shape, E),
+                           (*("N" for _ in self._ids.shape), "E"))
+        np.add.at(self._grads["weight"], self._ids.ravel(), dout.reshape(-1, E))
+
+
+class Linear(Module):
+    """y = x W^T + b over the last axis (time-distributed). W (out, in), b (out,).
+
+    Initialisation as torch.nn.Linear: U(-1/sqrt(in), 1/sqrt(in)) for both.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 dtype: object = np.float32, seed: Seed = None) -> None:
+        super().__init__()
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
+        self.dtype = resolve_dtype(dtype)
+        rng = make_rng(seed)
+        k = 1.0 / np.sqrt(in_features)
+        shape = (out_features, in_features)
+        self._add_param("weight", rng.uniform(-k, k, shape).astype(self.dtype))
+        if bias:
+            self._add_param("bias", rng.uniform(-k, k, out_features).astype(self.dtype))
+        self._x: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+        """``weight`` overrides the layer's own (weight tying: the embedding matrix)."""
+        W = self._params["weight"] if weight is None else weight
+        if W.shape != (self.out_features, self.in_features):
+            raise ValueError(f"weight: expected shape {(self.out_features, self.in_features)}, "
+                             f"got {W.shape}")
+        lead = max(np.ndim(x) - 1, 1)
+        x = check_array("x", x, self.dtype, (*(None,) * lead, self.in_features),
+                        (*("N",) * lead, "in_features"))
+        self._x = x
+        y = x @ W.T
+        if "bias" in self._params:
+            y += self._params["bias"]
+        return y
+
+    __call__ = forward
+
+    def backward(self, dy: np.ndarray, weight: np.ndarray | None = None,
+                 dweight: np.ndarray | None = None) -> np.ndarray:
+        """Returns dx; adds dW into ``grads['weight']`` (or into ``dweight`` when tied)."""
+        if self._x is None:
+            _no_cache(self)
+        W = self._params["weight"] if weight is None else weight
+        want = (*self._x.shape[:-1], self.out_features)
+        if not isinstance(dy, np.ndarray) or dy.shape != want or dy.dtype != self.dtype:
+            raise ValueError(f"dy: expected a {self.dtype} array of shape {want}, "
+                             f"got {getattr(dy, 'dtype', type(dy).__name__)} {np.shape(dy)}")
+        x2 = self._x.reshape(-1, self.in_features)
+        dy2 = dy.reshape(-1, self.out_features)
+        target = self._grads["weight"] if dweight is None else dweight
+        target += dy2.T @ x2  # dW = dy^T x
+        if "bias" in self._params:
+            self._grads["bias"] += dy2.sum(axis=0)  # db = sum of dy
+        return (dy2 @ W).reshape(self._x.shape)  # dx = dy W
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zero each unit with probability p and scale the rest by
+    1/(1-p); in eval mode the identity. Masks come from the layer's seeded generator."""
+
+    def __init__(self, p: float = 0.5, seed: Seed = None) -> None:
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p < 1.0:
+            raise ValueError(f"p: expected a probability in [0, 1), got {p!r}")
+        self.p = float(p)
+        self._rng = make_rng(seed)
+        self._mask: np.ndarray | None = None
+        self._called = False
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._called = True
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        keep = 1.0 - self.p
+        self._mask = (self._rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep)
+        return x * self._mask
+
+    __call__ = forward
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        if not self._called:
+            _no_cache(self)
+        if self._mask is not None and dout.shape != self._mask.shape:
+            raise ValueError(f"dout: expected shape {self._mask.shape}, got {dout.shape}")
+        return dout if self._mask is None else dout * self._mask
+
+
+class SoftmaxCrossEntropy:
+    """Cross-entropy of softmax(logits) against integer targets, with dL/dlogits = p - onehot.
+
+    ``reduction``: "mean" over the counted tokens or "sum". Targets equal to ``ignore_index``
+    (or where ``mask`` is False) count for nothing and get zero gradient. The log-softmax is
+    computed stably: log p = x - max - log(sum(exp(x - max))).
+    """
+
+    def __init__(self, reduction: str = "mean", ignore_index: int | None = None) -> None:
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
+        self.ignore_index = ignore_index
+        self._cache = None
+
+    def forward(self, logits: np.ndarray, targets: np.ndarray,
+                mask: np.ndarray | None = None) -> float:
+        """logits (..., V), targets (...) -> the loss (a Python float)."""
+        if not isinstance(logits, np.ndarray) or logits.ndim < 1:
+            raise ValueError(f"logits: expected an array (..., V), got {np.shape(logits)}")
+        V = logits.shape[-1]
+        if not isinstance(targets, np.ndarray) or targets.shape != logits.shape[:-1]:
+            raise ValueError(
+                f"targets: expected shape {logits.shape[:-1]} (logits without the class axis), "
+                f"got {np.shape(targets)}"
+            )
+        if mask is None:
+            keep = np.ones(targets.shape, bool)
+        else:
+            keep = np.asarray(mask)
+            if keep.dtype != bool or keep.shape != targets.shape:
+                raise ValueError(
+                    f"mask: expected a boolean array of shape {targets.shape}, "
+                    f"got {keep.dtype} {keep.shape}"
+                )
+        if self.ignore_index is not None:
+            keep = keep & (targets != self.ignore_index)
+        t = np.where(keep, targets, 0).reshape(-1)
+        check_ids("targets", t, V)
+        z = logits.reshape(-1, V)
+        p = z - z.max(axis=1, keepdims=True)  # shift for stability
+        np.exp(p, out=p)
+        sums = p.sum(axis=1)
+        rows = np.arange(z.shape[0])
+        nll = np.log(sums) - (z[rows, t] - z.max(axis=1))  # -log softmax(z)[t]
+        p /= sums[:, None]  # softmax probabilities, kept for backward
+        k = keep.reshape(-1)
+        count = int(k.sum())
+        total = float(nll[k].sum())
+        self._cache = (p, t, k, count, logits.shape)
+        if self.reduction == "sum":
+            return total
+        return total / max(count, 1)
+
+    __call__ = forward
+
+    def backward(self, scale: float = 1.0) -> np.ndarray:
+        """dL/dlogits = (softmax - onehot) [/ count for "mean"] * scale; zero where ignored."""
+        if self._cache is None:
+            _no_cache(self)
+        p, t, k, count, shape = self._cache
+        d = p  # reuse the probabilities' buffer: backward is called once per forward
+        d[np.arange(d.shape[0]), t] -= 1.0  # p - onehot
+        if not k.all():
+            d[~k] = 0.0
+        factor = scale / max(count, 1) if self.reduction == "mean" else scale
+        if factor != 1.0:
+            d *= d.dtype.type(factor)
+        self._cache = None
+        return d.reshape(shape)

@@ -1,0 +1,115 @@
+"""Recurrent language model: Embedding -> dropout -> RNN/LSTM/GRU stack -> dropout -> Linear.
+
+    e_t = E[w_t]                      (T, B, E)   embedding
+    h_t = RNN(dropout(e_t), h_{t-1})  (T, B, H)   stacked cells, dropout between layers
+    logits_t = dropout(h_t) W^T + b   (T, B, V)   W = E when the weights are tied
+    p(w_{t+1} | w_<=t) = softmax(logits_t)
+
+The model knows one forward and one backward; the loss lives in the trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from rnnlab.backend import Seed, make_rng, resolve_dtype
+from rnnlab.layers import Dropout, Embedding, Linear
+from rnnlab.module import Module
+from rnnlab.recurrent import GRU, LSTM, RNN
+
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+
+
+@dataclass
+class LMConfig:
+    """Architecture of a :class:`LanguageModel` (saved with every checkpoint)."""
+
+    vocab_size: int
+    cell: str = "lstm"  # lstm | gru | rnn
+    embed_size: int = 200
+    hidden_size: int = 200
+    num_layers: int = 2
+    dropout: float = 0.0  # on the embedding output, between layers and before the decoder
+    tie_weights: bool = False  # decoder.weight is embedding.weight (needs embed == hidden)
+    init_range: float | None = 0.1  # U(-r, r) for every weight (Zaremba et al.); None = torch's
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {self.cell!r}")
+        if self.tie_weights and self.embed_size != self.hidden_size:
+            raise ValueError(
+                f"tie_weights: expected embed_size == hidden_size, got {self.embed_size} "
+                f"and {self.hidden_size}"
+            )
+        resolve_dtype(self.dtype)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LanguageModel(Module):
+    """Word- or character-level recurrent language model; see the module docstring."""
+
+    def __init__(self, config: LMConfig, seed: Seed = None) -> None:
+        super().__init__()
+        self.config = config
+        rng = make_rng(seed)
+        dt = resolve_dtype(config.dtype)
+        V, E, H = config.vocab_size, config.embed_size, config.hidden_size
+        self.embedding = self._add_child("embedding", Embedding(V, E, dtype=dt, seed=rng))
+        self.rnn = self._add_child("rnn", CELLS[config.cell](
+            E, H, num_layers=config.num_layers, dropout=config.dropout if config.num_layers > 1
+            else 0.0, dtype=dt, seed=rng))
+        self.decoder = self._add_child("decoder", Linear(H, V, dtype=dt, seed=rng))
+        if config.tie_weights:
+            del self.decoder._params["weight"], self.decoder._grads["weight"]
+        self.drop_in = Dropout(config.dropout, seed=rng)
+        self.drop_out = Dropout(config.dropout, seed=rng)
+        self.dtype = dt
+        self._rng = rng
+        if config.init_range is not None:
+            for p in self.parameters().values():
+                p[...] = rng.uniform(-config.init_range, config.init_range, p.shape)
+
+    def train(self, mode: bool = True) -> LanguageModel:
+        super().train(mode)
+        self.drop_in.train(mode)
+        self.drop_out.train(mode)
+        return self
+
+    def _decoder_weight(self):
+        return self.embedding._params["weight"] if self.config.tie_weights else None
+
+    def initial_state(self, batch_size: int):
+        """Zero state for ``batch_size`` streams, in the RNN's format."""
+        shape = (self.rnn.num_layers, batch_size, self.config.hidden_size)
+        h = np.zeros(shape, self.dtype)
+        return (h, np.zeros(shape, self.dtype)) if self.rnn.has_cell_state else h
+
+    def forward(self, ids: np.ndarray, state=None):
+        """ids (T, B) int -> logits (T, B, V) and the final state (carried to the next window)."""
+        e = self.drop_in(self.embedding(ids))
+        h, state = self.rnn(e, state)
+        logits = self.decoder(self.drop_out(h), weight=self._decoder_weight())
+        return logits, state
+
+    __call__ = forward
+
+    def backward(self, dlogits: np.ndarray) -> None:
+        """Accumulate every parameter's gradient from dL/dlogits (T, B, V)."""
+        tied = self.config.tie_weights
+        dweight = self.embedding._grads["weight"] if tied else None
+        dh = self.decoder.backward(dlogits, weight=self._decoder_weight(), dweight=dweight)
+        de, _ = self.rnn.backward(self.drop_out.backward(dh))
+        self.embedding.backward(self.drop_in.backward(de))
+
+    def rng_states(self) -> dict:
+        """The state of the generator every dropout mask comes from (JSON-able), for exact
+        resumption. The RNN and both dropout layers share this one generator."""
+        return {"dropout": self._rng.bit_generator.state}
+
+    def set_rng_states(self, states: dict) -> None:
+        self._rng.bit_generator.state = states["dropout"]
