@@ -1,0 +1,334 @@
+"""Training a language model: truncated BPTT over parallel streams, evaluation, checkpoints.
+
+The loop (one window of T steps over B streams):
+
+    logits, state = model(x, state)          state carried in, gradient truncated at the window
+    loss = CE(logits, y)                     summed over T, averaged over B (Zaremba et al.)
+    model.backward(dL/dlogits)               dL/dlogits = (softmax - onehot) / B
+    norm = clip_grad_norm(grads, clip)       global L2 norm, logged
+    optimizer.step(grads)
+
+Perplexity is exp(mean NLL per token) over every target token of a split. A run directory holds
+``checkpoint/`` (weights and optimizer state in safetensors, the rest in JSON), ``config.json``,
+``vocab.json`` and ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from rnnlab import optim
+from rnnlab.data.text import Corpus, Vocabulary, batchify, bptt_windows
+from rnnlab.io.atomic import atomic_write_json
+from rnnlab.io.checkpoint import load_checkpoint, save_checkpoint
+from rnnlab.layers import SoftmaxCrossEntropy
+from rnnlab.models.language_model import LanguageModel, LMConfig
+from rnnlab.progress import Progress
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN/Inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train (saved with every checkpoint)."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    bptt: int = 64
+    optimizer: str = "adam"  # sgd | adam | adamw
+    lr: float = 3e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    clip: float = 1.0  # max global gradient L2 norm; 0 disables clipping
+    loss: str = "mean"  # "mean" over tokens, or "sum_time" (sum over T, mean over B)
+    lr_schedule: str = "none"  # none | step | plateau
+    lr_decay_start: int = 4  # step: epochs at the initial lr
+    lr_decay: float = 0.5  # step: factor per epoch after the start; plateau: factor
+    patience: int = 0  # early stopping after this many evaluations without improvement (0: off)
+    eval_batch_size: int = 10
+    seed: int = 0
+    log_every: int = 50  # optimizer steps between metric records
+    max_steps: int = 0  # stop after this many steps in total (0: no limit)
+
+    def __post_init__(self) -> None:
+        choices = {"optimizer": ("sgd", "adam", "adamw"), "loss": ("mean", "sum_time"),
+                   "lr_schedule": ("none", "step", "plateau")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "bptt", "eval_batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr: expected a positive number, got {self.lr}")
+
+
+def dataclass_from_dict(cls, values: dict):
+    """Build a config dataclass, rejecting unknown keys."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"{cls.__name__}: unknown keys {unknown}; expected some of {sorted(known)}"
+        )
+    return cls(**values)
+
+
+def make_optimizer(params: dict, cfg: TrainConfig) -> optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    cls = optim.Adam if cfg.optimizer == "adam" else optim.AdamW
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def evaluate(model: LanguageModel, ids: np.ndarray, batch_size: int, bptt: int) -> float:
+    """Mean NLL per token over every target of ``ids`` (perplexity = exp of it).
+
+    The stream is cut into ``batch_size`` contiguous pieces; the shorter ones are padded at their
+    end and the padding is masked out, so no token is dropped and none counted twice.
+    """
+    was_training = model.training
+    model.eval()
+    n = len(ids) - 1  # targets
+    B = max(1, min(batch_size, n))
+    per = -(-n // B)  # ceil
+    starts = np.arange(B) * per
+    x_all = np.zeros((per, B), np.int64)
+    y_all = np.zeros((per, B), np.int64)
+    valid = np.zeros((per, B), bool)
+    for b, s in enumerate(starts):
+        m = max(0, min(per, n - s))
+        x_all[:m, b], y_all[:m, b], valid[:m, b] = ids[s:s + m], ids[s + 1:s + m + 1], True
+    ce = SoftmaxCrossEntropy(reduction="sum")
+    state, total = model.initial_state(B), 0.0
+    for i in range(0, per, bptt):
+        logits, state = model(x_all[i:i + bptt], state)
+        total += ce(logits, y_all[i:i + bptt], mask=valid[i:i + bptt])
+    model.train(was_training)
+    return total / n
+
+
+class Trainer:
+    """Runs epochs of truncated BPTT with evaluation, metrics, checkpoints and resumption."""
+
+    def __init__(self, model: LanguageModel, corpus: Corpus, cfg: TrainConfig, out_dir: Path,
+                 log: Callable[[str], None] = print, progress: bool = True) -> None:
+        self.model, self.corpus, self.cfg = model, corpus, cfg
+        self.out = Path(out_dir)
+        self.log = log
+        self.progress = progress
+        self.train_data = batchify(corpus.train, cfg.batch_size)
+        self.optimizer = make_optimizer(model.parameters(), cfg)
+        self.schedule = None
+        if cfg.lr_schedule == "step":
+            self.schedule = optim.StepDecay(self.optimizer, cfg.lr_decay_start, cfg.lr_decay)
+        elif cfg.lr_schedule == "plateau":
+            self.schedule = optim.ReduceOnPlateau(self.optimizer, factor=cfg.lr_decay)
+        self.epoch, self.window, self.step = 1, 0, 0
+        self.state = model.initial_state(cfg.batch_size)
+        self.best_valid = math.inf
+        self.bad_evals = 0
+        self.finished = False
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, x: np.ndarray, y: np.ndarray, ce: SoftmaxCrossEntropy):
+        model, cfg = self.model, self.cfg
+        T, B = x.shape
+        model.zero_grad()
+        logits, state = model(x, self.state)
+        loss_sum = ce(logits, y)
+        scale = 1.0 / B if cfg.loss == "sum_time" else 1.0 / (T * B)
+        model.backward(ce.backward(scale=scale))
+        grads = model.grads
+        norm = optim.clip_grad_norm(grads, cfg.clip) if cfg.clip > 0 else _norm(grads)
+        loss = loss_sum / (T * B)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            raise TrainingDiverged(
+                f"training diverged at epoch {self.epoch}, step {self.step + 1}: loss {loss}, "
+                f"gradient norm {norm}; the last good checkpoint in {self.out / 'checkpoint'} is "
+                "kept (try a lower --lr or a smaller --clip)"
+            )
+        self.optimizer.step(grads)
+        self.state = state
+        return loss, norm
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict:
+        """Train until ``epochs`` (or ``max_steps``); returns the final metrics record."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        ce = SoftmaxCrossEntropy(reduction="sum")
+        windows = list(bptt_windows(self.train_data, cfg.bptt))
+        record: dict = {}
+        try:
+            while self.epoch <= cfg.epochs and not self.finished:
+                if isinstance(self.schedule, optim.StepDecay):
+                    self.schedule.set_epoch(self.epoch)
+                record = self._run_epoch(windows, ce)
+                if self.finished:
+                    break
+        except KeyboardInterrupt:
+            self.save()
+            self.log(f"interrupted: checkpoint saved in {self.out / 'checkpoint'} "
+                     f"(epoch {self.epoch}, step {self.step}); continue with --resume")
+            raise
+        if self.finished or self.epoch > cfg.epochs:
+            record = self._final_record(record)
+        return record
+
+    def _run_epoch(self, windows, ce) -> dict:
+        cfg = self.cfg
+        bar = Progress(total=len(windows), desc=f"epoch {self.epoch}/{cfg.epochs}",
+                       enabled=self.progress, initial=self.window)
+        sums = {"loss": 0.0, "tokens": 0, "norm": 0.0, "n": 0}
+        tick = time.perf_counter()
+        with bar:
+            while self.window < len(windows):
+                x, y = windows[self.window]
+                loss, norm = self.train_step(x, y, ce)
+                self.window += 1
+                self.step += 1
+                sums["loss"] += loss
+                sums["tokens"] += x.size
+                sums["norm"] += norm
+                sums["n"] += 1
+                elapsed = time.perf_counter() - tick
+                bar.update(loss=f"{loss:.3f}", ppl=f"{math.exp(min(loss, 50)):.1f}",
+                           tok_s=f"{sums['tokens'] / max(elapsed, 1e-9):.0f}", gnorm=f"{norm:.2f}")
+                if self.step % cfg.log_every == 0:
+                    self._write_metrics(self._record(sums, elapsed))
+                    sums = {"loss": 0.0, "tokens": 0, "norm": 0.0, "n": 0}
+                    tick = time.perf_counter()
+                if cfg.max_steps and self.step >= cfg.max_steps:
+                    self.finished = True
+                    break
+        record = self._record(sums, time.perf_counter() - tick) if sums["n"] else {}
+        if not self.finished:
+            record = self._end_of_epoch(record)
+        else:
+            self.save()
+        return record
+
+    def _record(self, sums, elapsed) -> dict:
+        n = max(sums["n"], 1)
+        return {"epoch": self.epoch, "step": self.step, "loss": sums["loss"] / n,
+                "lr": self.optimizer.lr, "grad_norm": sums["norm"] / n,
+                "tokens_per_s": sums["tokens"] / max(elapsed, 1e-9)}
+
+    def _end_of_epoch(self, record: dict) -> dict:
+        cfg = self.cfg
+        valid = evaluate(self.model, self.corpus.valid, cfg.eval_batch_size, cfg.bptt)
+        record = {**(record or self._record({"loss": math.nan, "tokens": 0, "norm": 0.0,
+                                              "n": 0}, 1.0)),
+                  "valid_loss": valid, "valid_ppl": math.exp(valid)}
+        self._write_metrics(record)
+        self.log(f"epoch {self.epoch}: train loss {record['loss']:.4f}, valid loss {valid:.4f} "
+                 f"(ppl {math.exp(valid):.2f}), lr {self.optimizer.lr:g}")
+        if valid < self.best_valid:
+            self.best_valid, self.bad_evals = valid, 0
+        else:
+            self.bad_evals += 1
+        if isinstance(self.schedule, optim.ReduceOnPlateau):
+            self.schedule.step(valid)
+        if cfg.patience and self.bad_evals >= cfg.patience:
+            self.log(f"early stop: no improvement for {self.bad_evals} evaluations")
+            self.finished = True
+        self.epoch += 1
+        self.window = 0
+        self.state = self.model.initial_state(cfg.batch_size)
+        self.save()
+        return record
+
+    def _final_record(self, record: dict) -> dict:
+        cfg = self.cfg
+        valid = evaluate(self.model, self.corpus.valid, cfg.eval_batch_size, cfg.bptt)
+        test = evaluate(self.model, self.corpus.test, cfg.eval_batch_size, cfg.bptt)
+        last = record or {"epoch": min(self.epoch, cfg.epochs), "step": self.step,
+                          "loss": math.nan, "lr": self.optimizer.lr, "grad_norm": math.nan,
+                          "tokens_per_s": math.nan}
+        final = {**{k: last[k] for k in ("epoch", "step", "loss", "lr", "grad_norm",
+                                          "tokens_per_s")},
+                 "valid_loss": valid, "valid_ppl": math.exp(valid),
+                 "test_loss": test, "test_ppl": math.exp(test), "final": True}
+        self._write_metrics(final)
+        self.log(f"final: valid ppl {math.exp(valid):.2f}, test ppl {math.exp(test):.2f} "
+                 f"(valid loss {valid:.4f}, test loss {test:.4f} nats/token)")
+        return final
+
+    def _write_metrics(self, record: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> None:
+        """Write ``checkpoint/`` atomically (a failed write leaves the previous one intact)."""
+        carry = self.state if isinstance(self.state, tuple) else (self.state,)
+        arrays, meta = self.optimizer.state_dict()
+        arrays = {**arrays, **{f"carry/{i}": s for i, s in enumerate(carry)}}
+        state = {
+            "kind": "language_model",
+            "model_config": self.model.config.to_dict(),
+            "train_config": asdict(self.cfg),
+            "vocab": self.corpus.vocab.to_dict(),
+            "data": {"source": self.corpus.source, "level": self.corpus.level},
+            "optimizer": meta,
+            "schedule": self.schedule.state_dict() if self.schedule else None,
+            "rng": self.model.rng_states(),
+            "epoch": self.epoch, "window": self.window, "step": self.step,
+            "best_valid": self.best_valid if math.isfinite(self.best_valid) else None,
+            "bad_evals": self.bad_evals, "finished": self.finished,
+        }
+        save_checkpoint(self.out / "checkpoint", self.model.state_dict(), state, arrays)
+        atomic_write_json(self.out / "config.json", {"model": state["model_config"],
+                                                    "train": state["train_config"],
+                                                    "data": state["data"]})
+        self.corpus.vocab.save(self.out / "vocab.json")
+
+    def restore(self, state: dict, weights: dict, arrays: dict) -> None:
+        """Continue exactly where a saved run stopped."""
+        self.model.load_state_dict(weights)
+        carry = [arrays.pop(k) for k in sorted(k for k in list(arrays) if k.startswith("carry/"))]
+        self.optimizer.load_state_dict(arrays, state["optimizer"])
+        if self.schedule and state.get("schedule"):
+            self.schedule.load_state_dict(state["schedule"])
+        self.model.set_rng_states(state["rng"])
+        self.epoch, self.window, self.step = state["epoch"], state["window"], state["step"]
+        best = state.get("best_valid")
+        self.best_valid = math.inf if best is None else best
+        self.bad_evals = state.get("bad_evals", 0)
+        self.finished = bool(state.get("finished", False))
+        self.state = tuple(carry) if len(carry) == 2 else carry[0]
+
+
+def _norm(grads: dict) -> float:
+    return math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values()))
+
+
+def load_run(path: Path):
+    """Load a run directory (or its ``checkpoint/``): model, vocabulary and the saved state."""
+    path = Path(path)
+    # a run directory holds checkpoint/; a checkpoint directory holds checkpoint.json. Passing
+    # RUN/checkpoint also when it is missing lets load_checkpoint recover from a crash mid-save.
+    ckpt = path if (path / "checkpoint.json").is_file() else path / "checkpoint"
+    weights, state, arrays = load_checkpoint(ckpt)
+    if state.get("kind") != "language_model":
+        raise ValueError(f"{ckpt}: expected a language-model checkpoint, got {state.get('kind')!r}")
+    config = dataclass_from_dict(LMConfig, state["model_config"])
+    model = LanguageModel(config, seed=0)
+    model.load_state_dict(weights)
+    vocab = Vocabulary.from_dict(state["vocab"])
+    if len(vocab) != config.vocab_size:
+        raise ValueError(
+            f"{ckpt}: vocabulary has {len(vocab)} entries but the model expects "
+            f"{config.vocab_size}: the checkpoint and its vocabulary do not match"
+        )
+    return model, vocab, state, weights, arrays
