@@ -45,9 +45,10 @@ def _train_lm(args: argparse.Namespace) -> int:
         corpus = load_corpus(_data_path(data["source"]), level=data["level"])
         if corpus.vocab.fingerprint() != vocab.fingerprint():
             raise UserError(f"{out}: the data's vocabulary does not match the checkpoint's")
-        cfg = TrainConfig(**opts)
+        opts["max_steps"] = args.max_steps or 0  # a step limit applies to one invocation
         if args.epochs is not None:
-            cfg.epochs = args.epochs
+            opts["epochs"] = args.epochs
+        cfg = TrainConfig(**opts)
         trainer = Trainer(model, corpus, cfg, out, progress=not args.no_progress)
         trainer.restore(state, weights, arrays)
         print(f"resuming {out} at epoch {trainer.epoch}, step {trainer.step}")
@@ -88,10 +89,16 @@ def _train_lm(args: argparse.Namespace) -> int:
         for k in range(args.samples):
             prompt = "\n" if corpus.level == "char" else "<eos>"
             ids = vocab.encode(list(prompt) if corpus.level == "char" else [prompt])
-            new = generate(trainer.model, ids, args.sample_length, temperature=0.8, seed=k)
+            new = generate(trainer.model, ids, args.sample_length, temperature=0.8, seed=k,
+                           banned=_banned(vocab, corpus.level))
             print(f"--- sample {k + 1} (temperature 0.8) ---")
             print(_detokenize(vocab.decode(new), corpus.level))
     return 0
+
+
+def _banned(vocab, level: str) -> list[int]:
+    """Character models never write <unk>: it stands for no character."""
+    return [vocab.unk_id] if level == "char" else []
 
 
 def _data_path(source: str):
@@ -120,7 +127,8 @@ def _eval(args: argparse.Namespace) -> int:
         )
     ids = getattr(corpus, args.split)
     bptt = state["train_config"]["bptt"]
-    loss = evaluate(model, ids, args.batch_size, bptt)
+    batch = args.batch_size or state["train_config"]["eval_batch_size"]
+    loss = evaluate(model, ids, batch, bptt)
     print(f"{args.split}: {len(ids) - 1:,} tokens, loss {loss:.4f} nats/token, "
           f"perplexity {math.exp(loss):.2f}")
     return 0
@@ -141,7 +149,8 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"rnnlab: warning: {len(unknown)} prompt token(s) not in the vocabulary, "
               f"read as <unk>: {shown}", file=sys.stderr)
     new = generate(model, ids, args.length, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p, greedy=args.greedy, seed=args.seed)
+                   top_p=args.top_p, greedy=args.greedy, seed=args.seed,
+                   banned=_banned(vocab, level))
     sep = "" if level == "char" else " "
     print(args.prompt + sep + _detokenize(vocab.decode(new), level))
     return 0
@@ -247,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
     ev.add_argument("--data", metavar="PATH", help="the data (default: what it was trained on)")
     ev.add_argument("--split", choices=["train", "valid", "test"], default="test")
-    ev.add_argument("--batch-size", type=_positive_int, default=10, dest="batch_size")
+    ev.add_argument("--batch-size", type=_positive_int, dest="batch_size",
+                    help="parallel streams (default: the run's eval batch size, so the number "
+                    "matches the one the run reported)")
     ev.set_defaults(func=_eval)
 
     gen = sub.add_parser("generate", help="continue a prompt with a trained language model",

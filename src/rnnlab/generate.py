@@ -40,8 +40,12 @@ def next_token_distribution(logits: np.ndarray, temperature: float = 1.0, top_k:
 
 def generate(model: LanguageModel, prompt_ids: list[int] | np.ndarray, length: int,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
-             seed: Seed = None) -> list[int]:
-    """Continue ``prompt_ids`` by ``length`` tokens; returns only the new ids."""
+             seed: Seed = None, banned: list[int] | None = None) -> list[int]:
+    """Continue ``prompt_ids`` by ``length`` tokens; returns only the new ids.
+
+    ``banned`` ids are never produced (e.g. ``<unk>`` in a character model, where it stands
+    for no real character).
+    """
     if len(prompt_ids) == 0:
         raise ValueError("prompt: expected at least one token, got none")
     rng = make_rng(seed)
@@ -52,6 +56,9 @@ def generate(model: LanguageModel, prompt_ids: list[int] | np.ndarray, length: i
     out: list[int] = []
     for _ in range(length):
         last = logits[-1, 0]
+        if banned:
+            last = last.copy()
+            last[banned] = -np.inf
         if greedy:
             token = int(np.argmax(last))
         else:

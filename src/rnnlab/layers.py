@@ -91,8 +91,9 @@ class Linear(Module):
             raise ValueError(f"weight: expected shape {(self.out_features, self.in_features)}, "
                              f"got {W.shape}")
         lead = max(np.ndim(x) - 1, 1)
+        # no finiteness pass: inside a model a NaN is the trainer's to catch (at the loss)
         x = check_array("x", x, self.dtype, (*(None,) * lead, self.in_features),
-                        (*("N",) * lead, "in_features"))
+                        (*("N",) * lead, "in_features"), finite=False)
         self._x = x
         y = x @ W.T
         if "bias" in self._params:

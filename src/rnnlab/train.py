@@ -26,11 +26,13 @@ import numpy as np
 
 from rnnlab import optim
 from rnnlab.data.text import Corpus, Vocabulary, batchify, bptt_windows
-from rnnlab.io.atomic import atomic_write_json
+from rnnlab.io.atomic import atomic_write_json, atomic_write_text
 from rnnlab.io.checkpoint import load_checkpoint, save_checkpoint
 from rnnlab.layers import SoftmaxCrossEntropy
 from rnnlab.models.language_model import LanguageModel, LMConfig
 from rnnlab.progress import Progress
+
+TRAIN_KEYS = ("epoch", "step", "loss", "lr", "grad_norm", "tokens_per_s")
 
 
 class TrainingDiverged(RuntimeError):
@@ -138,6 +140,8 @@ class Trainer:
         self.best_valid = math.inf
         self.bad_evals = 0
         self.finished = False
+        self.stop_reason = ""
+        self.last_record: dict = {}
 
     # ------------------------------------------------------------------ one step
     def train_step(self, x: np.ndarray, y: np.ndarray, ce: SoftmaxCrossEntropy):
@@ -145,21 +149,24 @@ class Trainer:
         T, B = x.shape
         model.zero_grad()
         logits, state = model(x, self.state)
-        loss_sum = ce(logits, y)
+        loss = ce(logits, y) / (T * B)
+        if not math.isfinite(loss):
+            self._diverged(f"loss {loss}")
         scale = 1.0 / B if cfg.loss == "sum_time" else 1.0 / (T * B)
         model.backward(ce.backward(scale=scale))
         grads = model.grads
         norm = optim.clip_grad_norm(grads, cfg.clip) if cfg.clip > 0 else _norm(grads)
-        loss = loss_sum / (T * B)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise TrainingDiverged(
-                f"training diverged at epoch {self.epoch}, step {self.step + 1}: loss {loss}, "
-                f"gradient norm {norm}; the last good checkpoint in {self.out / 'checkpoint'} is "
-                "kept (try a lower --lr or a smaller --clip)"
-            )
+        if not math.isfinite(norm):
+            self._diverged(f"gradient norm {norm}")
         self.optimizer.step(grads)
         self.state = state
         return loss, norm
+
+    def _diverged(self, what: str):
+        raise TrainingDiverged(
+            f"training diverged at epoch {self.epoch}, step {self.step + 1} ({what}); the last "
+            f"good checkpoint in {self.out / 'checkpoint'} is kept (try a lower --lr or --clip)"
+        )
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
@@ -209,7 +216,7 @@ class Trainer:
                     sums = {"loss": 0.0, "tokens": 0, "norm": 0.0, "n": 0}
                     tick = time.perf_counter()
                 if cfg.max_steps and self.step >= cfg.max_steps:
-                    self.finished = True
+                    self.finished, self.stop_reason = True, "max_steps"
                     break
         record = self._record(sums, time.perf_counter() - tick) if sums["n"] else {}
         if not self.finished:
@@ -227,8 +234,7 @@ class Trainer:
     def _end_of_epoch(self, record: dict) -> dict:
         cfg = self.cfg
         valid = evaluate(self.model, self.corpus.valid, cfg.eval_batch_size, cfg.bptt)
-        record = {**(record or self._record({"loss": math.nan, "tokens": 0, "norm": 0.0,
-                                              "n": 0}, 1.0)),
+        record = {**(record or self._last_train_record()),
                   "valid_loss": valid, "valid_ppl": math.exp(valid)}
         self._write_metrics(record)
         self.log(f"epoch {self.epoch}: train loss {record['loss']:.4f}, valid loss {valid:.4f} "
@@ -241,7 +247,7 @@ class Trainer:
             self.schedule.step(valid)
         if cfg.patience and self.bad_evals >= cfg.patience:
             self.log(f"early stop: no improvement for {self.bad_evals} evaluations")
-            self.finished = True
+            self.finished, self.stop_reason = True, "early_stop"
         self.epoch += 1
         self.window = 0
         self.state = self.model.initial_state(cfg.batch_size)
@@ -252,11 +258,8 @@ class Trainer:
         cfg = self.cfg
         valid = evaluate(self.model, self.corpus.valid, cfg.eval_batch_size, cfg.bptt)
         test = evaluate(self.model, self.corpus.test, cfg.eval_batch_size, cfg.bptt)
-        last = record or {"epoch": min(self.epoch, cfg.epochs), "step": self.step,
-                          "loss": math.nan, "lr": self.optimizer.lr, "grad_norm": math.nan,
-                          "tokens_per_s": math.nan}
-        final = {**{k: last[k] for k in ("epoch", "step", "loss", "lr", "grad_norm",
-                                          "tokens_per_s")},
+        last = record or self._last_train_record()
+        final = {**{k: last[k] for k in TRAIN_KEYS},
                  "valid_loss": valid, "valid_ppl": math.exp(valid),
                  "test_loss": test, "test_ppl": math.exp(test), "final": True}
         self._write_metrics(final)
@@ -264,7 +267,14 @@ class Trainer:
                  f"(valid loss {valid:.4f}, test loss {test:.4f} nats/token)")
         return final
 
+    def _last_train_record(self) -> dict:
+        """The most recent training figures (when an epoch ended right after a record)."""
+        last = {"epoch": min(self.epoch, self.cfg.epochs), "step": self.step,
+                "lr": self.optimizer.lr}
+        return {**{k: self.last_record.get(k) for k in TRAIN_KEYS}, **last}
+
     def _write_metrics(self, record: dict) -> None:
+        self.last_record = record
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -286,6 +296,7 @@ class Trainer:
             "epoch": self.epoch, "window": self.window, "step": self.step,
             "best_valid": self.best_valid if math.isfinite(self.best_valid) else None,
             "bad_evals": self.bad_evals, "finished": self.finished,
+            "stop_reason": self.stop_reason, "last_record": self.last_record,
         }
         save_checkpoint(self.out / "checkpoint", self.model.state_dict(), state, arrays)
         atomic_write_json(self.out / "config.json", {"model": state["model_config"],
@@ -305,8 +316,24 @@ class Trainer:
         best = state.get("best_valid")
         self.best_valid = math.inf if best is None else best
         self.bad_evals = state.get("bad_evals", 0)
-        self.finished = bool(state.get("finished", False))
+        self.stop_reason = state.get("stop_reason", "")
+        # a run stopped by --max-steps goes on when resumed; one that stopped early does not
+        self.finished = bool(state.get("finished")) and self.stop_reason != "max_steps"
+        self.last_record = state.get("last_record") or {}
         self.state = tuple(carry) if len(carry) == 2 else carry[0]
+        self._truncate_metrics(self.step)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop records written after the checkpoint (a crash between the two), so a resumed
+        run's metrics.jsonl reads as if it had never stopped."""
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step
+                and not json.loads(ln).get("final")]
+        if len(kept) != len(lines):
+            atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
 
 def _norm(grads: dict) -> float:

@@ -38,8 +38,10 @@ def check_array(
     dtype: np.dtype,
     shape: Sequence[int | None],
     dims: Sequence[str],
+    finite: bool = True,
 ) -> np.ndarray:
-    """Check dtype, rank, the fixed sizes in ``shape`` (None = any) and finiteness."""
+    """Check dtype, rank, the fixed sizes in ``shape`` (None = any) and (if ``finite``) that
+    every value is finite."""
     x = _check_dtype(name, x, dtype)
     named = zip(dims, shape, strict=True)
     legend = "(" + ", ".join(d if w is None else f"{d}={w}" for d, w in named) + ")"
@@ -47,7 +49,8 @@ def check_array(
         raise ValueError(f"{name}: expected a {len(shape)}-D array {legend}, got shape {x.shape}")
     if any(w is not None and w != g for w, g in zip(shape, x.shape, strict=True)):
         raise ValueError(f"{name}: expected shape {legend}, got shape {x.shape}")
-    _check_finite(name, x)
+    if finite:
+        _check_finite(name, x)
     return x
 
 

@@ -1,0 +1,217 @@
+"""Trainer: exact resumption, NaN guard, evaluation; the CLI end to end on a tiny corpus."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnlab.cli import main
+from rnnlab.data.text import load_corpus
+from rnnlab.layers import SoftmaxCrossEntropy
+from rnnlab.models import LanguageModel, LMConfig
+from rnnlab.train import TrainConfig, Trainer, TrainingDiverged, evaluate, load_run
+
+TEXT = "".join(f"line {i}: the quick brown fox {i % 7} jumps over the lazy dog\n"
+               for i in range(60))
+
+
+@pytest.fixture
+def corpus_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def _trainer(corpus_file: Path, out: Path, **overrides) -> Trainer:
+    corpus = load_corpus(str(corpus_file), level="char")
+    model = LanguageModel(LMConfig(vocab_size=len(corpus.vocab), embed_size=8, hidden_size=12,
+                                   num_layers=2, dropout=0.2), seed=0)
+    cfg = TrainConfig(**{"epochs": 2, "batch_size": 4, "bptt": 16, "lr": 1e-2, "log_every": 1,
+                         "eval_batch_size": 3, **overrides})
+    return Trainer(model, corpus, cfg, out, log=lambda _: None, progress=False)
+
+
+def _losses(out: Path) -> list[tuple[int, float]]:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in records if "valid_ppl" not in r]
+
+
+def _resume(corpus_file: Path, out: Path, **overrides) -> Trainer:
+    model, vocab, state, weights, arrays = load_run(out)
+    trainer = _trainer(corpus_file, out, **overrides)
+    trainer.restore(state, weights, arrays)
+    return trainer
+
+
+def test_resume_after_step_limit_equals_uninterrupted_run(corpus_file, tmp_path):
+    full = _trainer(corpus_file, tmp_path / "full")
+    final_full = full.fit()
+    part = _trainer(corpus_file, tmp_path / "part", max_steps=11)  # stops mid-epoch 1
+    part.fit()
+    assert part.step == 11
+    resumed = _resume(corpus_file, tmp_path / "part")
+    final_resumed = resumed.fit()
+    assert _losses(tmp_path / "full") == _losses(tmp_path / "part")  # bit-identical
+    assert final_full["test_ppl"] == final_resumed["test_ppl"]
+    a = full.model.state_dict()
+    b = resumed.model.state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_saves_and_resume_continues_exactly(corpus_file, tmp_path, monkeypatch):
+    full = _trainer(corpus_file, tmp_path / "full", optimizer="sgd", lr=0.5, momentum=0.9,
+                    lr_schedule="step", lr_decay_start=1)
+    full.fit()
+    part = _trainer(corpus_file, tmp_path / "part", optimizer="sgd", lr=0.5, momentum=0.9,
+                    lr_schedule="step", lr_decay_start=1)
+    original = Trainer.train_step
+    calls = {"n": 0}
+
+    def interrupting(self, x, y, ce):
+        calls["n"] += 1
+        if calls["n"] == 17:  # in epoch 2
+            raise KeyboardInterrupt
+        return original(self, x, y, ce)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        part.fit()
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = _resume(corpus_file, tmp_path / "part", optimizer="sgd", lr=0.5, momentum=0.9,
+                      lr_schedule="step", lr_decay_start=1)
+    assert resumed.step == 16
+    resumed.fit()
+    assert _losses(tmp_path / "full") == _losses(tmp_path / "part")
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(corpus_file, tmp_path):
+    out = tmp_path / "run"
+    trainer = _trainer(corpus_file, out, epochs=1)
+    trainer.fit()
+    before = {p.name: p.read_bytes() for p in (out / "checkpoint").iterdir()}
+    resumed = _resume(corpus_file, out, epochs=2)
+    resumed.model.parameters()["rnn.weight_hh_l0"][0, 0] = np.inf  # poison the weights
+    with pytest.raises(TrainingDiverged, match="diverged.*last good checkpoint"):
+        resumed.fit()
+    after = {p.name: p.read_bytes() for p in (out / "checkpoint").iterdir()}
+    assert before == after
+
+
+def test_evaluate_counts_every_target_once(corpus_file):
+    corpus = load_corpus(str(corpus_file), level="char")
+    model = LanguageModel(LMConfig(vocab_size=len(corpus.vocab), embed_size=6, hidden_size=7,
+                                   num_layers=1), seed=1)
+    ids = corpus.valid
+    n = len(ids) - 1
+    ce = SoftmaxCrossEntropy(reduction="sum")
+    for batch, bptt in [(1, 5), (3, 4), (7, 100)]:
+        # reference: each of the `batch` contiguous pieces run on its own from a zero state
+        per = -(-n // batch)
+        total = 0.0
+        for start in range(0, n, per):
+            stop = min(start + per, n)
+            logits, _ = model(ids[start:stop, None])
+            total += ce(logits, ids[start + 1:stop + 1, None])
+        assert evaluate(model, ids, batch, bptt) == pytest.approx(total / n, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+SMALL = ["--level", "char", "--hidden", "12", "--embed", "8", "--layers", "1", "--batch-size",
+         "4", "--bptt", "16", "--epochs", "1", "--no-progress", "--samples", "1",
+         "--sample-length", "20"]
+
+
+def test_cli_train_generate_eval(corpus_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), *SMALL]) == 0
+    printed = capsys.readouterr().out
+    assert "sample 1" in printed and "test ppl" in printed
+    for name in ("checkpoint", "config.json", "vocab.json", "metrics.jsonl"):
+        assert (out / name).exists()
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("epoch", "step", "loss", "lr", "grad_norm", "tokens_per_s", "valid_ppl",
+                "test_ppl"):
+        assert key in last and math.isfinite(last[key])
+    assert main(["generate", "--checkpoint", str(out), "--prompt", "line", "--length", "30"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("line") and len(text.rstrip("\n")) == 34
+    assert main(["eval", "--checkpoint", str(out), "--data", str(corpus_file)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{last['test_ppl']:.2f}" in printed  # the same number the run reported
+
+
+def test_cli_preset_then_flags_override(corpus_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "lm", "--preset", "zaremba-small", "--data", str(corpus_file), "--out",
+            str(out), *SMALL, "--max-steps", "2"]
+    assert main(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["optimizer"] == "sgd" and config["train"]["loss"] == "sum_time"
+    assert config["model"]["hidden_size"] == 12  # flag beats the preset's 200
+    assert config["model"]["init_range"] == 0.1
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing.txt", "not found"),
+        (lambda d: _write(d / "empty.txt", b""), "empty"),
+        (lambda d: _write(d / "bad.txt", b"hello\nworld \xff\xfe there\n"), "byte 12"),
+        (lambda d: _write(d / "short.txt", b"abcdefghij" * 4), "shorter than one batch window"),
+    ],
+)
+def test_cli_bad_data_is_one_clear_line(tmp_path, capsys, make, message):
+    path = make(tmp_path)
+    code = main(["train", "lm", "--data", str(path), "--out", str(tmp_path / "run"), *SMALL,
+                 "--batch-size", "32"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("rnnlab: error:") and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_cli_refuses_to_overwrite_a_run_and_detects_corruption(corpus_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), *SMALL]) == 2
+    assert "--resume" in capsys.readouterr().err
+    weights = out / "checkpoint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])  # truncate
+    assert main(["generate", "--checkpoint", str(out), "--prompt", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "corrupted or truncated" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_eval_with_mismatched_vocabulary(corpus_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), *SMALL]) == 0
+    other = tmp_path / "other.txt"
+    other.write_text("completely different text with zebras!? " * 50, encoding="utf-8")
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out), "--data", str(other)]) == 2
+    assert "does not match" in capsys.readouterr().err
+
+
+def test_cli_unknown_option_exits_nonzero(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "lm", "--out", "x", "--bogus"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_generate_warns_about_unknown_prompt_tokens(corpus_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(out), "--prompt", "Zebra", "--length", "5"]) == 0
+    assert "not in the vocabulary" in capsys.readouterr().err
