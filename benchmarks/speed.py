@@ -22,8 +22,14 @@ Method
 * FLOP model (GEMMs only): per layer and direction the forward costs ``2*T*B*G*H*(D_k + H)`` with
   G = 4 (LSTM) or 3 (GRU), D_0 = input size, D_k = dirs*H above; forward+backward counts 3x that.
   GFLOP/s are also shown as a percentage of the machine's float32 GEMM rate, measured in its own
-  worker process with NumPy at the same thread count (1024x1024 @ 1024x1024, median), once per
-  round.
+  worker process with NumPy at the same thread count (1024x1024 @ 1024x1024, median of the
+  iterations), once per round; the best round is used as the peak.
+* Interference: other processes on the machine distort multi-threaded timings badly (a
+  descheduled BLAS/OpenMP thread stalls the whole team). Each worker measures the CPU time that
+  other processes used during its timed window (/proc/stat minus its own CPU time). Before every
+  worker the parent waits (up to ``--max-wait`` s) until less than ``--contention`` of the CPUs
+  are busy, reruns a disturbed worker up to ``--retries`` times, and leaves still-disturbed
+  rounds out of the medians when clean rounds exist (the table marks ``!`` if none did).
 * ``--check`` first verifies that both implementations agree: one torch worker builds each module
   with a fixed seed, runs forward+backward with random initial state and writes inputs, weights,
   outputs and gradients to a temporary .npz; one rnnlab worker loads those weights into rnnlab,
@@ -32,10 +38,12 @@ Method
 
 Usage
 -----
-    .venv/bin/python benchmarks/speed.py                      # full table, 3 rounds
+    .venv/bin/python benchmarks/speed.py                      # full table, 3 rounds (~10 min
+                                                              # on a 2-CPU machine)
     .venv/bin/python benchmarks/speed.py --quick              # 1 shape, short timing
     .venv/bin/python benchmarks/speed.py --cells lstm --modes fwdbwd --shapes 35x20x650
     .venv/bin/python benchmarks/speed.py --layers 2 --bidirectional --check
+    .venv/bin/python benchmarks/speed.py --check-only         # correctness check, no timing
     .venv/bin/python benchmarks/speed.py --markdown --json results.json  # for RESULTS.md
     .venv/bin/python benchmarks/speed.py --native-blas        # unset OPENBLAS_CORETYPE/L2_SIZE
 
@@ -238,8 +246,12 @@ def _time_loop(step: Callable[[], object], spec: dict[str, Any]) -> dict[str, An
     foreign = None
     if busy0 is not None and busy1 is not None and wall > 0:
         foreign = max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall * (os.cpu_count() or 1))
-    return {"median_ms": statistics.median(times), "times_ms": times, "warmup_iters": n_warm,
-            "foreign_load": foreign}
+    return {
+        "median_ms": statistics.median(times),
+        "times_ms": times,
+        "warmup_iters": n_warm,
+        "foreign_load": foreign,
+    }
 
 
 def worker_rnnlab(spec: dict[str, Any]) -> dict[str, Any]:
@@ -250,8 +262,14 @@ def worker_rnnlab(spec: dict[str, Any]) -> dict[str, Any]:
     rl = _import_rnnlab(spec["module"])
     case = Case(**spec["case"])
     cls = rl.LSTM if case.cell == "lstm" else rl.GRU
-    m = cls(case.D, case.H, num_layers=case.layers, bidirectional=case.bidirectional,
-            dtype=np.float32, seed=spec["seed"])
+    m = cls(
+        case.D,
+        case.H,
+        num_layers=case.layers,
+        bidirectional=case.bidirectional,
+        dtype=np.float32,
+        seed=spec["seed"],
+    )
     x, dout = _inputs(case, spec["seed"])
     if case.mode == "fwd":
         m.eval()
@@ -278,8 +296,13 @@ def worker_rnnlab(spec: dict[str, Any]) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - version is informational only
             version = "?"
     res.update(blas)
-    res.update({"numpy": np.__version__, "impl_version": version,
-                "impl_file": getattr(rl, "__file__", None)})
+    res.update(
+        {
+            "numpy": np.__version__,
+            "impl_version": version,
+            "impl_file": getattr(rl, "__file__", None),
+        }
+    )
     return res
 
 
@@ -296,12 +319,18 @@ def _torch_setup(threads: int) -> Any:
 
 def _torch_info(torch: Any) -> dict[str, Any]:
     cfg = torch.__config__.show()
-    blas = next((p.split("=", 1)[1] for p in cfg.replace(",", " ").split()
-                 if p.startswith("BLAS_INFO=")), "?")
-    return {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "torch_blas": blas, "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
-            "torch_mkldnn_enabled": bool(torch.backends.mkldnn.enabled),
-            "torch_capability": torch.backends.cpu.get_cpu_capability()}
+    blas = next(
+        (p.split("=", 1)[1] for p in cfg.replace(",", " ").split() if p.startswith("BLAS_INFO=")),
+        "?",
+    )
+    return {
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_blas": blas,
+        "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "torch_mkldnn_enabled": bool(torch.backends.mkldnn.enabled),
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+    }
 
 
 def _torch_module(torch: Any, case: Case) -> Any:
@@ -387,12 +416,19 @@ def worker_check_torch(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             out, hn = m(x, h0)
         (out * torch.from_numpy(dout_np)).sum().backward()
-        arrays = {"in.x": x_np, "in.h0": h0_np, "in.dout": dout_np,
-                  "out.out": out.detach().numpy(), "out.h_n": hn.detach().numpy(),
-                  "out.dx": x.grad.numpy(), "out.dh0": h0.grad.numpy()}
+        arrays = {
+            "in.x": x_np,
+            "in.h0": h0_np,
+            "in.dout": dout_np,
+            "out.out": out.detach().numpy(),
+            "out.h_n": hn.detach().numpy(),
+            "out.dx": x.grad.numpy(),
+            "out.dh0": h0.grad.numpy(),
+        }
         if case.cell == "lstm":
-            arrays.update({"in.c0": c0_np, "out.c_n": cn.detach().numpy(),
-                           "out.dc0": c0.grad.numpy()})
+            arrays.update(
+                {"in.c0": c0_np, "out.c_n": cn.detach().numpy(), "out.dc0": c0.grad.numpy()}
+            )
         for name, p in m.named_parameters():
             arrays["w." + name] = p.detach().numpy()
             arrays["out.grad." + name] = p.grad.numpy()
@@ -413,8 +449,13 @@ def worker_check_rnnlab(spec: dict[str, Any]) -> dict[str, Any]:
         case = Case(**cdict)
         ref = np.load(Path(spec["dir"]) / f"case{i}_torch.npz")
         cls = rl.LSTM if case.cell == "lstm" else rl.GRU
-        m = cls(case.D, case.H, num_layers=case.layers, bidirectional=case.bidirectional,
-                dtype=np.float32)
+        m = cls(
+            case.D,
+            case.H,
+            num_layers=case.layers,
+            bidirectional=case.bidirectional,
+            dtype=np.float32,
+        )
         m.load_state_dict({k[2:]: ref[k] for k in ref.files if k.startswith("w.")})
         m.train()
         m.zero_grad()
@@ -472,15 +513,16 @@ class WorkerResult:
     error: str = ""
 
 
-def run_worker(kind: str, spec: dict[str, Any], args: argparse.Namespace,
-               env: dict[str, str]) -> WorkerResult:
+def run_worker(
+    kind: str, spec: dict[str, Any], args: argparse.Namespace, env: dict[str, str]
+) -> WorkerResult:
     """Run one worker process; on failure print its stderr and return ok=False."""
-    cmd = [args.python, str(Path(__file__).resolve()), "--worker", kind,
-           "--spec", json.dumps(spec)]
+    cmd = [args.python, str(Path(__file__).resolve()), "--worker", kind, "--spec", json.dumps(spec)]
     what = f"{kind} worker" + (f" ({Case(**spec['case']).label})" if "case" in spec else "")
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                              timeout=args.worker_timeout, check=False)
+        proc = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=args.worker_timeout, check=False
+        )
     except subprocess.TimeoutExpired as exc:
         msg = f"timed out after {args.worker_timeout} s"
         tail = exc.stderr if isinstance(exc.stderr, str) else ""
@@ -489,11 +531,14 @@ def run_worker(kind: str, spec: dict[str, Any], args: argparse.Namespace,
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARKER)]
     if proc.returncode != 0 or not lines:
         msg = f"exit code {proc.returncode}"
-        print(f"\n!! {what} failed ({msg}); stderr:\n{proc.stderr.rstrip()}\n"
-              f"stdout:\n{proc.stdout.rstrip()[-2000:]}", file=sys.stderr)
+        print(
+            f"\n!! {what} failed ({msg}); stderr:\n{proc.stderr.rstrip()}\n"
+            f"stdout:\n{proc.stdout.rstrip()[-2000:]}",
+            file=sys.stderr,
+        )
         last = proc.stderr.strip().splitlines()
         return WorkerResult(False, {}, last[-1] if last else msg)
-    return WorkerResult(True, json.loads(lines[-1][len(RESULT_MARKER):]))
+    return WorkerResult(True, json.loads(lines[-1][len(RESULT_MARKER) :]))
 
 
 def system_busy_fraction(interval: float) -> float | None:
@@ -515,8 +560,9 @@ def wait_for_idle(args: argparse.Namespace) -> float | None:
             return busy
 
 
-def measure(kind: str, spec: dict[str, Any], args: argparse.Namespace,
-            env: dict[str, str]) -> WorkerResult:
+def measure(
+    kind: str, spec: dict[str, Any], args: argparse.Namespace, env: dict[str, str]
+) -> WorkerResult:
     """Run a timing worker; rerun it (up to --retries times) if other processes disturbed it.
 
     Keeps the attempt with the least foreign CPU load. Failed workers are not retried.
@@ -563,8 +609,9 @@ def worker_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def compare_check(files_ref: list[str], files_impl: list[str], cases: list[Case],
-                  tol: float) -> tuple[bool, list[str]]:
+def compare_check(
+    files_ref: list[str], files_impl: list[str], cases: list[Case], tol: float
+) -> tuple[bool, list[str]]:
     """Compare torch and rnnlab --check outputs; return (all ok, report lines)."""
     import numpy as np
 
@@ -593,20 +640,33 @@ def compare_check(files_ref: list[str], files_impl: list[str], cases: list[Case]
         ok = not problems
         ok_all &= ok
         status = "ok" if ok else "MISMATCH: " + "; ".join(problems)
-        lines.append(f"  {case.cell} T={case.T} B={case.B} D={case.D} H={case.H}: "
-                     f"max rel err {worst:.1e} ({worst_key or '-'}) {status}")
+        lines.append(
+            f"  {case.cell} T={case.T} B={case.B} D={case.D} H={case.H}: "
+            f"max rel err {worst:.1e} ({worst_key or '-'}) {status}"
+        )
     return ok_all, lines
 
 
 def run_check(cases: list[Case], args: argparse.Namespace, env: dict[str, str]) -> bool:
     """--check: torch worker writes reference .npz files, rnnlab worker recomputes, compare."""
-    uniq = list(dict.fromkeys(Case(c.cell, "fwdbwd", c.T, c.B, c.D, c.H, c.layers,
-                                   c.bidirectional) for c in cases))
-    print(f"checking rnnlab against torch on {len(uniq)} case(s) "
-          f"(forward+backward, tol {args.check_tol:g})...", file=sys.stderr)
+    uniq = list(
+        dict.fromkeys(
+            Case(c.cell, "fwdbwd", c.T, c.B, c.D, c.H, c.layers, c.bidirectional) for c in cases
+        )
+    )
+    print(
+        f"checking rnnlab against torch on {len(uniq)} case(s) "
+        f"(forward+backward, tol {args.check_tol:g})...",
+        file=sys.stderr,
+    )
     with tempfile.TemporaryDirectory(prefix="rnnlab_speed_check_") as tmp:
-        spec = {"cases": [asdict(c) for c in uniq], "dir": tmp, "seed": args.seed,
-                "threads": args.threads, "module": args.module}
+        spec = {
+            "cases": [asdict(c) for c in uniq],
+            "dir": tmp,
+            "seed": args.seed,
+            "threads": args.threads,
+            "module": args.module,
+        }
         ref = run_worker("check-torch", spec, args, env)
         if not ref.ok:
             print("check: torch reference worker failed", file=sys.stderr)
@@ -621,17 +681,29 @@ def run_check(cases: list[Case], args: argparse.Namespace, env: dict[str, str]) 
 
 
 def timing_spec(args: argparse.Namespace) -> dict[str, Any]:
-    return {"threads": args.threads, "seed": args.seed, "module": args.module,
-            "warmup": args.warmup, "warmup_time": args.warmup_time, "min_iters": args.min_iters,
-            "min_time": args.min_time, "max_iters": args.max_iters, "gemm_n": args.gemm_n}
+    return {
+        "threads": args.threads,
+        "seed": args.seed,
+        "module": args.module,
+        "warmup": args.warmup,
+        "warmup_time": args.warmup_time,
+        "min_iters": args.min_iters,
+        "min_time": args.min_time,
+        "max_iters": args.max_iters,
+        "gemm_n": args.gemm_n,
+    }
 
 
 def _median_or_none(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarize(cases: list[Case], runs: dict[tuple[int, str], list[WorkerResult]],
-              gemm_gflops: float | None, args: argparse.Namespace) -> list[dict[str, Any]]:
+def summarize(
+    cases: list[Case],
+    runs: dict[tuple[int, str], list[WorkerResult]],
+    gemm_gflops: float | None,
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
     """Per case: medians over rounds, ratio, GFLOP/s and % of GEMM rate."""
     rows = []
     for i, case in enumerate(cases):
@@ -644,11 +716,15 @@ def summarize(cases: list[Case], runs: dict[tuple[int, str], list[WorkerResult]]
             # disturbed measurements are known-bad: use the clean rounds when there are any
             med = _median_or_none([r.data["median_ms"] for r in (clean or ok)])
             row[impl] = {
-                "median_ms": med, "round_ms": ms, "rounds_ok": len(ms), "rounds": args.repeats,
+                "median_ms": med,
+                "round_ms": ms,
+                "rounds_ok": len(ms),
+                "rounds": args.repeats,
                 "contended_rounds": len(ok) - len(clean),
                 "clean_rounds": len(clean),
                 "foreign_load": [r.data.get("foreign_load") for r in res if r.ok],
-                "min_ms": min(ms) if ms else None, "max_ms": max(ms) if ms else None,
+                "min_ms": min(ms) if ms else None,
+                "max_ms": max(ms) if ms else None,
                 "errors": [r.error for r in res if not r.ok],
                 "gflops": case_flops(case) / (med * 1e-3) / 1e9 if med else None,
             }
@@ -667,38 +743,57 @@ def _fmt_ms(side: dict[str, Any]) -> str:
         return "error"
     v = side["median_ms"]
     s = f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
-    return (s + ("*" if side["rounds_ok"] < side["rounds"] else "")
-            + ("!" if side["rounds_ok"] and not side["clean_rounds"] else ""))
+    return (
+        s
+        + ("*" if side["rounds_ok"] < side["rounds"] else "")
+        + ("!" if side["rounds_ok"] and not side["clean_rounds"] else "")
+    )
 
 
 def format_table(rows: list[dict[str, Any]], markdown: bool) -> str:
     """Aligned pipe table (valid markdown when ``markdown`` adds the alignment row)."""
     show_d = any(r["case"]["D"] != r["case"]["H"] for r in rows)
-    headers = ["cell", "mode", "T", "B"] + (["D"] if show_d else []) + [
-        "H", "rnnlab ms", "torch ms", "ratio", "rnnlab GFLOP/s", "% of GEMM peak"]
+    headers = (
+        ["cell", "mode", "T", "B"]
+        + (["D"] if show_d else [])
+        + ["H", "rnnlab ms", "torch ms", "ratio", "rnnlab GFLOP/s", "% of GEMM peak"]
+    )
     body = []
     for r in rows:
         c = r["case"]
         g = r["rnnlab"]["gflops"]
-        body.append([c["cell"], c["mode"], str(c["T"]), str(c["B"])]
-                    + ([str(c["D"])] if show_d else [])
-                    + [str(c["H"]), _fmt_ms(r["rnnlab"]), _fmt_ms(r["torch"]),
-                       f"{r['ratio']:.2f}x" if r["ratio"] else "error",
-                       f"{g:.1f}" if g else "error",
-                       f"{r['pct_gemm_peak']:.1f}%" if r["pct_gemm_peak"] else "error"])
+        body.append(
+            [c["cell"], c["mode"], str(c["T"]), str(c["B"])]
+            + ([str(c["D"])] if show_d else [])
+            + [
+                str(c["H"]),
+                _fmt_ms(r["rnnlab"]),
+                _fmt_ms(r["torch"]),
+                f"{r['ratio']:.2f}x" if r["ratio"] else "error",
+                f"{g:.1f}" if g else "error",
+                f"{r['pct_gemm_peak']:.1f}%" if r["pct_gemm_peak"] else "error",
+            ]
+        )
     left = {0, 1}
     widths = [max(len(h), *(len(b[j]) for b in body)) for j, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
-        out = [c.ljust(w) if j in left else c.rjust(w)
-               for j, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        out = [
+            c.ljust(w) if j in left else c.rjust(w)
+            for j, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
         return "| " + " | ".join(out) + " |"
 
     lines = [line(headers)]
     if markdown:
-        lines.append("|" + "|".join(
-            ("-" * (w + 2)) if j in left else ("-" * (w + 1) + ":")
-            for j, w in enumerate(widths)) + "|")
+        lines.append(
+            "|"
+            + "|".join(
+                ("-" * (w + 2)) if j in left else ("-" * (w + 1) + ":")
+                for j, w in enumerate(widths)
+            )
+            + "|"
+        )
     else:
         lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     lines += [line(b) for b in body]
@@ -709,10 +804,15 @@ def _first_ok(results: list[WorkerResult]) -> dict[str, Any]:
     return next((r.data for r in results if r.ok), {})
 
 
-def header_info(args: argparse.Namespace, gemm: list[WorkerResult],
-                runs: dict[tuple[int, str], list[WorkerResult]], gemm_gflops: float | None,
-                load_start: tuple[float, float, float], load_end: tuple[float, float, float],
-                started: str) -> dict[str, Any]:
+def header_info(
+    args: argparse.Namespace,
+    gemm: list[WorkerResult],
+    runs: dict[tuple[int, str], list[WorkerResult]],
+    gemm_gflops: float | None,
+    load_start: tuple[float, float, float],
+    load_end: tuple[float, float, float],
+    started: str,
+) -> dict[str, Any]:
     """Collect the environment description printed above the table."""
     rl = _first_ok([r for (_, impl), rs in runs.items() if impl == "rnnlab" for r in rs])
     th = _first_ok([r for (_, impl), rs in runs.items() if impl == "torch" for r in rs])
@@ -761,26 +861,45 @@ def format_header(h: dict[str, Any], markdown: bool) -> str:
     core = h["env_OPENBLAS_CORETYPE"]
     items = [
         ("date", h["date"]),
-        ("CPU", f"{h['cpu']} ({h['cpus']} logical CPUs, {h['affinity']} usable), "
-                f"{h['platform']}"),
+        ("CPU", f"{h['cpu']} ({h['cpus']} logical CPUs, {h['affinity']} usable), {h['platform']}"),
         ("python", h["python"]),
-        ("numpy", f"{h['numpy']}; BLAS {h['blas']} {h['blas_version']} ({h['blas_prefix']}, "
-                  f"{h['blas_threading_layer']}), core type (threadpoolctl 'architecture') "
-                  f"{h['blas_architecture']}, {h['blas_threads']} threads (verified)"),
-        ("OpenBLAS env", f"OPENBLAS_CORETYPE={core if core is not None else '<unset>'}, "
-                         f"OPENBLAS_L2_SIZE={h['env_OPENBLAS_L2_SIZE'] or '<unset>'}"
-                         + (" (--native-blas)" if h["native_blas"] else "")),
-        ("torch", f"{h['torch']}; BLAS {h['torch_blas']}, mkldnn {h['torch_mkldnn']}, "
-                  f"CPU capability {h['torch_capability']}, {h['torch_threads']} threads "
-                  "(verified)"),
+        (
+            "numpy",
+            f"{h['numpy']}; BLAS {h['blas']} {h['blas_version']} ({h['blas_prefix']}, "
+            f"{h['blas_threading_layer']}), core type (threadpoolctl 'architecture') "
+            f"{h['blas_architecture']}, {h['blas_threads']} threads (verified)",
+        ),
+        (
+            "OpenBLAS env",
+            f"OPENBLAS_CORETYPE={core if core is not None else '<unset>'}, "
+            f"OPENBLAS_L2_SIZE={h['env_OPENBLAS_L2_SIZE'] or '<unset>'}"
+            + (" (--native-blas)" if h["native_blas"] else ""),
+        ),
+        (
+            "torch",
+            f"{h['torch']}; BLAS {h['torch_blas']}, mkldnn {h['torch_mkldnn']}, "
+            f"CPU capability {h['torch_capability']}, {h['torch_threads']} threads "
+            "(verified)",
+        ),
         ("rnnlab", f"{h['rnnlab_version']} (module {h['rnnlab_module']})"),
-        ("float32 GEMM rate", f"{gemm} (numpy {h['gemm_n']}^3 matmul, {h['threads']} threads, "
-                              f"best of rounds: {rounds})"),
-        ("setup", f"{h['layers']} layer(s), "
-                  f"{'bidirectional' if h['bidirectional'] else 'unidirectional'}, float32, "
-                  f"{h['repeats']} alternating rounds, one process per measurement"),
-        ("load average", "start " + " ".join(f"{v:.2f}" for v in h["load_start"])
-                         + ", end " + " ".join(f"{v:.2f}" for v in h["load_end"])),
+        (
+            "float32 GEMM rate",
+            f"{gemm} (numpy {h['gemm_n']}^3 matmul, {h['threads']} threads, "
+            f"best of rounds: {rounds})",
+        ),
+        (
+            "setup",
+            f"{h['layers']} layer(s), "
+            f"{'bidirectional' if h['bidirectional'] else 'unidirectional'}, float32, "
+            f"{h['repeats']} alternating rounds, one process per measurement",
+        ),
+        (
+            "load average",
+            "start "
+            + " ".join(f"{v:.2f}" for v in h["load_start"])
+            + ", end "
+            + " ".join(f"{v:.2f}" for v in h["load_end"]),
+        ),
     ]
     if markdown:
         return "\n".join(f"- **{k}**: {v}" for k, v in items)
@@ -790,8 +909,12 @@ def format_header(h: dict[str, Any], markdown: bool) -> str:
 
 def build_cases(args: argparse.Namespace) -> list[Case]:
     shapes = args.shapes or ([QUICK_SHAPE] if args.quick else DEFAULT_SHAPES)
-    return [Case(cell, mode, t, b, d, h, args.layers, args.bidirectional)
-            for cell in args.cells for (t, b, d, h) in shapes for mode in args.modes]
+    return [
+        Case(cell, mode, t, b, d, h, args.layers, args.bidirectional)
+        for cell in args.cells
+        for (t, b, d, h) in shapes
+        for mode in args.modes
+    ]
 
 
 def _csv(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
@@ -808,19 +931,33 @@ def _csv(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="rnnlab vs torch.nn CPU speed benchmark (float32, one process per run).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--cells", type=_csv(tuple(GATES)), default=["lstm", "gru"],
-                   help="comma list of cells")
-    p.add_argument("--modes", type=_csv(MODES), default=list(MODES), help="comma list of modes")
-    p.add_argument("--shapes", type=lambda s: [parse_shape(x) for x in s.split(",") if x],
-                   default=None, help="comma list of TxBxH or TxBxDxH (default: the 5 standard "
-                   "shapes; --quick: 35x20x200)")
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--cells", type=_csv(tuple(GATES)), default="lstm,gru", help="comma list of cells"
+    )
+    p.add_argument("--modes", type=_csv(MODES), default="fwd,fwdbwd", help="comma list of modes")
+    p.add_argument(
+        "--shapes",
+        type=lambda s: [parse_shape(x) for x in s.split(",") if x],
+        default=None,
+        help="comma list of TxBxH or TxBxDxH; None means "
+        + ",".join(f"{t}x{b}x{h}" for t, b, _, h in DEFAULT_SHAPES)
+        + " (--quick: 35x20x200)",
+    )
     p.add_argument("--layers", type=int, default=1, help="num_layers")
     p.add_argument("--bidirectional", action="store_true", help="bidirectional modules")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="alternating rounds (rnnlab, torch) per case; median over rounds")
-    p.add_argument("--quick", action="store_true",
-                   help="one shape (unless --shapes) and short timing per worker")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="alternating rounds (rnnlab, torch) per case; median over rounds",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="one shape (unless --shapes) and short timing per worker",
+    )
     p.add_argument("--threads", type=int, default=2, help="BLAS / torch intra-op threads")
     p.add_argument("--warmup", type=int, default=2, help="minimum warm-up iterations")
     p.add_argument("--warmup-time", type=float, default=0.3, help="minimum warm-up seconds")
@@ -828,33 +965,62 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--min-time", type=float, default=1.0, help="minimum timed seconds")
     p.add_argument("--max-iters", type=int, default=1000, help="maximum timed iterations")
     p.add_argument("--gemm-n", type=int, default=1024, help="GEMM size for the peak measurement")
-    p.add_argument("--native-blas", action="store_true",
-                   help="unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in the workers' env")
-    p.add_argument("--check", action="store_true",
-                   help="first verify rnnlab matches torch (forward+backward) on the cases")
+    p.add_argument(
+        "--native-blas",
+        action="store_true",
+        help="unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in the workers' env",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="first verify rnnlab matches torch (forward+backward) on the cases",
+    )
     p.add_argument("--check-only", action="store_true", help="run --check and exit")
-    p.add_argument("--check-tol", type=float, default=1e-4,
-                   help="max |a-b| / max(1, max|torch|) allowed by --check")
+    p.add_argument(
+        "--check-tol",
+        type=float,
+        default=1e-4,
+        help="max |a-b| / max(1, max|torch|) allowed by --check",
+    )
     p.add_argument("--markdown", action="store_true", help="print header + table as markdown")
     p.add_argument("--json", metavar="OUT", default=None, help="save raw results as JSON")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and inputs")
-    p.add_argument("--module", default="rnnlab",
-                   help="module implementing the rnnlab API (to benchmark a stand-in)")
+    p.add_argument(
+        "--module",
+        default="rnnlab",
+        help="module implementing the rnnlab API (to benchmark a stand-in)",
+    )
     p.add_argument("--python", default=sys.executable, help="interpreter for worker processes")
-    p.add_argument("--contention", type=float, default=0.1,
-                   help="fraction of all CPUs used by other processes above which a "
-                   "measurement counts as disturbed (waited for beforehand, retried after)")
-    p.add_argument("--max-wait", type=float, default=15.0,
-                   help="seconds to wait for the machine to go idle before each worker (0: off)")
-    p.add_argument("--retries", type=int, default=2,
-                   help="reruns of a worker whose timing window was disturbed")
+    p.add_argument(
+        "--contention",
+        type=float,
+        default=0.1,
+        help="fraction of all CPUs used by other processes above which a "
+        "measurement counts as disturbed (waited for beforehand, retried after)",
+    )
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        default=15.0,
+        help="seconds to wait for the machine to go idle before each worker (0: off)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="reruns of a worker whose timing window was disturbed",
+    )
     p.add_argument("--worker-timeout", type=float, default=900.0, help="seconds per worker")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        for name, value in (("warmup_time", 0.1), ("min_time", 0.25), ("min_iters", 3),
-                            ("max_wait", 5.0)):
+        for name, value in (
+            ("warmup_time", 0.1),
+            ("min_time", 0.25),
+            ("min_iters", 3),
+            ("max_wait", 5.0),
+        ):
             if getattr(args, name) == p.get_default(name):
                 setattr(args, name, value)
     if args.repeats < 1 or args.layers < 1 or args.threads < 1:
@@ -872,11 +1038,25 @@ def main(argv: list[str] | None = None) -> int:
     env = worker_env(args)
     cases = build_cases(args)
     if args.repeats < 3:
-        print(f"note: --repeats {args.repeats} < 3; medians over rounds are less robust",
-              file=sys.stderr)
-    if load_start[0] > 0.5:
-        print(f"warning: load average {load_start[0]:.2f} at start; timings may be noisy",
-              file=sys.stderr)
+        print(
+            f"note: --repeats {args.repeats} < 3; medians over rounds are less robust",
+            file=sys.stderr,
+        )
+    if not args.native_blas and any(k in os.environ for k in NATIVE_BLAS_UNSET):
+        print(
+            "note: "
+            + ", ".join(f"{k}={os.environ[k]}" for k in NATIVE_BLAS_UNSET if k in os.environ)
+            + " is set and passed to the workers (--native-blas removes it)",
+            file=sys.stderr,
+        )
+    busy = system_busy_fraction(0.5)
+    if busy is not None and busy > args.contention:
+        print(
+            f"warning: other processes use {busy:.0%} of the CPUs; timings may be noisy "
+            f"(each worker waits up to {args.max_wait:g} s for idle and is retried up to "
+            f"{args.retries} times if disturbed)",
+            file=sys.stderr,
+        )
 
     check_ok = None
     if args.check or args.check_only:
@@ -898,12 +1078,19 @@ def main(argv: list[str] | None = None) -> int:
             for impl in IMPLS:
                 res = measure(impl, {**spec, "case": asdict(case)}, args, env)
                 runs.setdefault((i, impl), []).append(res)
-                parts.append(f"{impl} " + (
-                    f"{res.data['median_ms']:.3f} ms (other load "
-                    f"{res.data.get('foreign_load') or 0:.2f}, try {res.data['attempt']})"
-                    if res.ok else "error"))
-            print(f"[round {rnd + 1}/{args.repeats}] {case.label}: " + ", ".join(parts),
-                  file=sys.stderr)
+                parts.append(
+                    f"{impl} "
+                    + (
+                        f"{res.data['median_ms']:.3f} ms (other load "
+                        f"{res.data.get('foreign_load') or 0:.2f}, try {res.data['attempt']})"
+                        if res.ok
+                        else "error"
+                    )
+                )
+            print(
+                f"[round {rnd + 1}/{args.repeats}] {case.label}: " + ", ".join(parts),
+                file=sys.stderr,
+            )
     elapsed = time.perf_counter() - t_begin
 
     gemm_ok = [r.data["gflops"] for r in gemm if r.ok]
@@ -919,27 +1106,33 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_table(rows, args.markdown))
     print()
-    notes = ["ratio = rnnlab ms / torch ms (> 1: rnnlab slower); ms = median over rounds of "
-             "per-process medians; GFLOP/s counts GEMM FLOPs only (fwd+bwd = 3x fwd)."]
+    notes = [
+        "ratio = rnnlab ms / torch ms (> 1: rnnlab slower); ms = median over rounds of "
+        "per-process medians; GFLOP/s counts GEMM FLOPs only (fwd+bwd = 3x fwd)."
+    ]
     if any(r[s]["rounds_ok"] < args.repeats for r in rows for s in IMPLS):
         notes.append("* = some rounds failed; median over the successful ones.")
     n_cont = sum(r[s]["contended_rounds"] for r in rows for s in IMPLS)
     if n_cont:
-        notes.append(f"{n_cont} measurement(s) stayed disturbed (other processes used "
-                     f"> {args.contention:.0%} of the CPUs) after retries and were left out of "
-                     "the medians; ! = every round of that value was disturbed.")
+        notes.append(
+            f"{n_cont} measurement(s) stayed disturbed (other processes used "
+            f"> {args.contention:.0%} of the CPUs) after retries; they are left out of "
+            "the medians when clean rounds exist (! = no clean round)."
+        )
     if check_ok is not None:
         notes.append(f"--check: {'passed' if check_ok else 'FAILED'} (tol {args.check_tol:g}).")
     notes.append(f"benchmark wall time {elapsed:.0f} s.")
     print("\n".join(("- " if args.markdown else "") + n for n in notes))
 
     if args.json:
-        payload = {"header": header, "args": {k: v for k, v in vars(args).items()
-                                              if k not in ("worker", "spec")},
-                   "check_ok": check_ok, "results": rows,
-                   "raw": {f"{i}:{impl}": [asdict(r) for r in rs]
-                           for (i, impl), rs in runs.items()},
-                   "gemm": [asdict(r) for r in gemm]}
+        payload = {
+            "header": header,
+            "args": {k: v for k, v in vars(args).items() if k not in ("worker", "spec")},
+            "check_ok": check_ok,
+            "results": rows,
+            "raw": {f"{i}:{impl}": [asdict(r) for r in rs] for (i, impl), rs in runs.items()},
+            "gemm": [asdict(r) for r in gemm],
+        }
         Path(args.json).write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
         print(f"raw results written to {args.json}", file=sys.stderr)
     failed = any(r["ratio"] is None for r in rows) or check_ok is False

@@ -40,6 +40,22 @@ def _backward_order(T: int, reverse: bool):
     return reversed(list(_order(T, reverse)))
 
 
+CHUNK_BYTES = 1 << 18  # backward factors are computed for ~256 KiB of gates at a time
+
+
+def _backward_chunks(T: int, reverse: bool, step_bytes: int):
+    """Blocks of consecutive time steps in backward order: (lo, hi, steps), where ``steps`` are
+    the (t, prev, cur) triples of [lo, hi) in the order backward visits them. A block is as
+    many steps as fit in CHUNK_BYTES, so its factors are computed in a few vectorised calls and
+    are still in cache when the steps use them."""
+    k = max(1, CHUNK_BYTES // max(step_bytes, 1))
+    order = list(_backward_order(T, reverse))
+    for s in range(0, T, k):
+        block = order[s:s + k]
+        lo, hi = min(block[0][0], block[-1][0]), max(block[0][0], block[-1][0]) + 1
+        yield lo, hi, block
+
+
 def _live(batch_sizes, t: int, B: int) -> int:
     return B if batch_sizes is None else int(batch_sizes[t])
 
@@ -83,46 +99,68 @@ def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False):
     return hs, cs, gates, tanh_cs
 
 
+def _lstm_factors(gates4, c_prev, tanh_c, P, M):
+    """The parts of the LSTM step derivative that do not depend on the incoming gradient,
+    for a block of time steps at once (vectorised over time, no per-step Python overhead):
+
+        P = [g i (1-i), c_prev f (1-f), i (1-g^2), tanh(c) o (1-o)]     (.., 4, H)
+        M = o (1 - tanh(c)^2)                                            (.., H)
+
+    so that the step itself is da_{i,f,g} = dc * P_{i,f,g}, da_o = dh * P_o, dc += dh * M.
+    """
+    i, f, g, o = gates4[..., 0, :], gates4[..., 1, :], gates4[..., 2, :], gates4[..., 3, :]
+    Pi, Pf, Pg, Po = P[..., 0, :], P[..., 1, :], P[..., 2, :], P[..., 3, :]
+    np.subtract(1.0, i, out=Pi)
+    Pi *= i
+    Pi *= g  # g * sigma'(a_i)
+    np.subtract(1.0, f, out=Pf)
+    Pf *= f
+    Pf *= c_prev  # c_prev * sigma'(a_f)
+    np.multiply(g, g, out=Pg)
+    np.subtract(1.0, Pg, out=Pg)
+    Pg *= i  # i * tanh'(a_g)
+    np.subtract(1.0, o, out=Po)
+    Po *= o
+    Po *= tanh_c  # tanh(c) * sigma'(a_o)
+    np.multiply(tanh_c, tanh_c, out=M)
+    np.subtract(1.0, M, out=M)
+    M *= o  # o * tanh'(c)
+
+
 def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
     """Returns dA (T, B, 4H), the gradient of the pre-activations, and (dh0, dc0).
 
-    ``dH`` (T, B, H) is dL/d(output) of this direction (any strides) or None.
+    ``dH`` (T, B, H) is dL/d(output) of this direction (any strides) or None. Per step:
+
+        dh = dh_next + dH[t];  dc = dc_next + dh * o (1 - tanh(c)^2)
+        da_i, da_f, da_g = dc * P_{i,f,g};  da_o = dh * P_o     (P from :func:`_lstm_factors`)
+        dc_prev = dc * f;  dh_prev = da W_hh
     """
     hs, cs, gates, tanh_cs = cache
     T, B, G = gates.shape
     H = G // 4
-    dA = np.empty_like(gates) if batch_sizes is None else np.zeros_like(gates)
+    gates4 = gates.reshape(T, B, 4, H)
+    dA = np.empty_like(gates)
+    dA4 = dA.reshape(T, B, 4, H)
+    M = np.empty_like(tanh_cs)
+    c_prev = cs[1:] if reverse else cs[:T]
     dh, dc = dh_n.copy(), dc_n.copy()
     tmp = np.empty((B, H), gates.dtype)
-    tmp2 = np.empty((B, 2 * H), gates.dtype)
-    for t, p, _ in _backward_order(T, reverse):
-        n = _live(batch_sizes, t, B)
-        a, da = gates[t, :n], dA[t, :n]
-        i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-        di, df, dg, do = da[:, :H], da[:, H : 2 * H], da[:, 2 * H : 3 * H], da[:, 3 * H :]
-        dh_, dc_, tanh_c, t1 = dh[:n], dc[:n], tanh_cs[t, :n], tmp[:n]
-        if dH is not None:
-            dh_ += dH[t, :n]
-        np.multiply(dh_, tanh_c, out=do)  # do = dh * tanh(c)
-        np.multiply(tanh_c, tanh_c, out=t1)
-        np.subtract(1.0, t1, out=t1)
-        t1 *= o
-        t1 *= dh_
-        dc_ += t1  # dc += dh * o * (1 - tanh(c)^2)
-        np.multiply(dc_, g, out=di)  # di = dc * g
-        np.multiply(dc_, cs[p, :n], out=df)  # df = dc * c_prev
-        np.multiply(dc_, i, out=dg)  # dg = dc * i
-        dc_ *= f  # dc_prev = dc * f
-        s = np.subtract(1.0, a[:, : 2 * H], out=tmp2[:n])
-        s *= a[:, : 2 * H]
-        da[:, : 2 * H] *= s  # da_i, da_f: sigma' = sigma (1 - sigma)
-        np.subtract(1.0, o, out=t1)
-        t1 *= o
-        do *= t1  # da_o
-        np.multiply(g, g, out=t1)
-        np.subtract(1.0, t1, out=t1)
-        dg *= t1  # da_g: tanh' = 1 - tanh^2
-        np.matmul(da, W_hh, out=dh_)  # dh_prev = da W_hh
+    with np.errstate(all="ignore"):  # padded rows hold stale values; they are zeroed below
+        for lo, hi, steps in _backward_chunks(T, reverse, B * G * gates.itemsize):
+            _lstm_factors(gates4[lo:hi], c_prev[lo:hi], tanh_cs[lo:hi], dA4[lo:hi], M[lo:hi])
+            for t, _, _ in steps:
+                n = _live(batch_sizes, t, B)
+                da4, dh_, dc_ = dA4[t, :n], dh[:n], dc[:n]
+                if dH is not None:
+                    dh_ += dH[t, :n]
+                dc_ += np.multiply(dh_, M[t, :n], out=tmp[:n])  # dc += dh * o * tanh'(c)
+                da4[:, :3] *= dc_[:, None, :]  # da_i, da_f, da_g
+                da4[:, 3] *= dh_  # da_o
+                dc_ *= gates4[t, :n, 1]  # dc_prev = dc * f
+                np.matmul(dA[t, :n], W_hh, out=dh_)  # dh_prev = da W_hh
+                if n < B:
+                    dA[t, n:] = 0.0
     return dA, (dh, dc)
 
 
@@ -162,42 +200,60 @@ def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False):
     return hs, gates, gh_ns
 
 
+def _gru_factors(gates4, h_prev, gh_n, F, S):
+    """The input-independent parts of the GRU step derivative, for a block of time steps:
+
+        F = [gh_n r (1-r), (h_prev - n) z (1-z), (1-z) (1-n^2)]     (.., 3, H)
+
+    so that da_z = dh F_z, da_n = dh F_n, da_r = da_n F_r. ``S`` is scratch space (.., H).
+    """
+    r, z, n = gates4[..., 0, :], gates4[..., 1, :], gates4[..., 2, :]
+    Fr, Fz, Fn = F[..., 0, :], F[..., 1, :], F[..., 2, :]
+    np.subtract(1.0, r, out=Fr)
+    Fr *= r
+    Fr *= gh_n  # gh_n * sigma'(a_r)
+    np.subtract(1.0, z, out=Fz)
+    Fz *= z
+    Fz *= np.subtract(h_prev, n, out=S)  # (h_prev - n) * sigma'(a_z)
+    np.multiply(n, n, out=Fn)
+    np.subtract(1.0, Fn, out=Fn)
+    Fn *= np.subtract(1.0, z, out=S)  # (1 - z) * tanh'(a_n)
+
+
 def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
-    """Returns dA_x (T, B, 3H) (gradient of XW), dA_h (T, B, 3H) (of h W_hh^T + b_hh) and dh0."""
+    """Returns dA_x (T, B, 3H) (gradient of XW), dA_h (T, B, 3H) (of h W_hh^T + b_hh) and dh0.
+
+    Per step: dh = dh_next + dH[t]; da_z, da_n = dh F_z, dh F_n; da_r = da_n F_r;
+    d(gh_n) = da_n r;  dh_prev = dh z + dA_h W_hh   (F from :func:`_gru_factors`).
+    """
     hs, gates, gh_ns = cache
     T, B, G = gates.shape
     H = G // 3
-    alloc = np.empty_like if batch_sizes is None else np.zeros_like
-    dAx, dAh = alloc(gates), alloc(gates)
+    gates4 = gates.reshape(T, B, 3, H)
+    dAx, dAh = np.empty_like(gates), np.empty_like(gates)
+    x4, h4 = dAx.reshape(T, B, 3, H), dAh.reshape(T, B, 3, H)
+    h_prev = hs[1:] if reverse else hs[:T]
     dh = dh_n.copy()
-    tmp, tmp2 = np.empty((B, H), gates.dtype), np.empty((B, H), gates.dtype)
-    dh_rec = np.empty((B, H), gates.dtype)
-    for t, p, _ in _backward_order(T, reverse):
-        n = _live(batch_sizes, t, B)
-        a, dax, dah = gates[t, :n], dAx[t, :n], dAh[t, :n]
-        r, z, cand = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
-        dr, dz, dn = dax[:, :H], dax[:, H : 2 * H], dax[:, 2 * H :]
-        dh_, t1, t2, h_prev = dh[:n], tmp[:n], tmp2[:n], hs[p, :n]
-        if dH is not None:
-            dh_ += dH[t, :n]
-        np.subtract(1.0, z, out=t1)
-        t1 *= dh_  # dL/dn = dh * (1 - z)
-        np.multiply(cand, cand, out=t2)
-        np.subtract(1.0, t2, out=t2)
-        np.multiply(t1, t2, out=dn)  # da_n = dL/dn * (1 - n^2)
-        np.subtract(h_prev, cand, out=dz)
-        dz *= dh_  # dL/dz = dh * (h_prev - n)
-        np.subtract(1.0, z, out=t1)
-        t1 *= z
-        dz *= t1  # da_z
-        np.multiply(dn, gh_ns[t, :n], out=dr)  # dL/dr = da_n * gh_n
-        np.subtract(1.0, r, out=t1)
-        t1 *= r
-        dr *= t1  # da_r
-        dah[:, : 2 * H] = dax[:, : 2 * H]
-        np.multiply(dn, r, out=dah[:, 2 * H :])  # d(gh_n) = da_n * r
-        dh_ *= z  # dh_prev = dh * z ...
-        dh_ += np.matmul(dah, W_hh, out=dh_rec[:n])  # ... + da_h W_hh
+    rec = np.empty((B, H), gates.dtype)
+    with np.errstate(all="ignore"):  # padded rows hold stale values; they are zeroed below
+        for lo, hi, steps in _backward_chunks(T, reverse, B * G * gates.itemsize):
+            _gru_factors(gates4[lo:hi], h_prev[lo:hi], gh_ns[lo:hi], x4[lo:hi],
+                         h4[lo:hi, :, 0])
+            for t, _, _ in steps:
+                n = _live(batch_sizes, t, B)
+                dx4, dh4, dh_ = x4[t, :n], h4[t, :n], dh[:n]
+                if dH is not None:
+                    dh_ += dH[t, :n]
+                dx4[:, 1:] *= dh_[:, None, :]  # da_z, da_n
+                dx4[:, 0] *= dx4[:, 2]  # da_r = da_n * F_r
+                dh4[:, :2] = dx4[:, :2]
+                np.multiply(dx4[:, 2], gates4[t, :n, 0], out=dh4[:, 2])  # d(gh_n) = da_n r
+                np.matmul(dAh[t, :n], W_hh, out=rec[:n])
+                dh_ *= gates4[t, :n, 1]  # dh_prev = dh z ...
+                dh_ += rec[:n]  # ... + da_h W_hh
+                if n < B:
+                    dAx[t, n:] = 0.0
+                    dAh[t, n:] = 0.0
     return dAx, dAh, dh
 
 
@@ -220,22 +276,30 @@ def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=Fal
 
 
 def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, reverse=False):
-    """Returns dA (T, B, H), the gradient of the pre-activations, and dh0."""
+    """Returns dA (T, B, H), the gradient of the pre-activations, and dh0.
+
+    Per step: dh = dh_next + dH[t];  da = dh act'(a);  dh_prev = da W_hh, with act'(a) = 1 - h^2
+    (tanh) or [h > 0] (relu) computed for blocks of steps at once.
+    """
     (hs,) = cache
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    dA = np.empty((T, B, H), hs.dtype) if batch_sizes is None else np.zeros((T, B, H), hs.dtype)
+    h_all = hs[:T] if reverse else hs[1:]
+    dA = np.empty((T, B, H), hs.dtype)
     dh = dh_n.copy()
-    for t, _, q in _backward_order(T, reverse):
-        n = _live(batch_sizes, t, B)
-        dh_, da, h = dh[:n], dA[t, :n], hs[q, :n]
-        if dH is not None:
-            dh_ += dH[t, :n]
+    for lo, hi, steps in _backward_chunks(T, reverse, B * H * hs.itemsize):
+        F = dA[lo:hi]
         if nonlinearity == "tanh":
-            np.multiply(h, h, out=da)
-            np.subtract(1.0, da, out=da)
-            da *= dh_  # da = dh * (1 - h^2)
+            np.multiply(h_all[lo:hi], h_all[lo:hi], out=F)
+            np.subtract(1.0, F, out=F)  # tanh' = 1 - h^2
         else:
-            np.greater(h, 0, out=da)
-            da *= dh_  # da = dh * [h > 0]
-        np.matmul(da, W_hh, out=dh_)  # dh_prev = da W_hh
+            np.greater(h_all[lo:hi], 0, out=F)  # relu' = [h > 0]
+        for t, _, _ in steps:
+            n = _live(batch_sizes, t, B)
+            dh_, da = dh[:n], dA[t, :n]
+            if dH is not None:
+                dh_ += dH[t, :n]
+            da *= dh_  # da = dh act'(a)
+            np.matmul(da, W_hh, out=dh_)  # dh_prev = da W_hh
+            if n < B:
+                dA[t, n:] = 0.0
     return dA, dh
