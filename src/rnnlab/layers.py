@@ -95,7 +95,8 @@ class Linear(Module):
         x = check_array("x", x, self.dtype, (*(None,) * lead, self.in_features),
                         (*("N",) * lead, "in_features"), finite=False)
         self._x = x
-        y = x @ W.T
+        # one GEMM over all leading axes: (T, B, in) @ (in, out) would run T separate GEMMs
+        y = (x.reshape(-1, self.in_features) @ W.T).reshape(*x.shape[:-1], self.out_features)
         if "bias" in self._params:
             y += self._params["bias"]
         return y
@@ -153,6 +154,9 @@ class Dropout(Module):
         return dout if self._mask is None else dout * self._mask
 
 
+BLOCK = 1 << 16  # elements per block of rows in the softmax (256 KiB of float32)
+
+
 class SoftmaxCrossEntropy:
     """Cross-entropy of softmax(logits) against integer targets, with dL/dlogits = p - onehot.
 
@@ -193,12 +197,17 @@ class SoftmaxCrossEntropy:
         t = np.where(keep, targets, 0).reshape(-1)
         check_ids("targets", t, V)
         z = logits.reshape(-1, V)
-        p = z - z.max(axis=1, keepdims=True)  # shift for stability
-        np.exp(p, out=p)
-        sums = p.sum(axis=1)
-        rows = np.arange(z.shape[0])
-        nll = np.log(sums) - (z[rows, t] - z.max(axis=1))  # -log softmax(z)[t]
-        p /= sums[:, None]  # softmax probabilities, kept for backward
+        p = np.empty_like(z)  # softmax probabilities, kept for backward
+        nll = np.empty(z.shape[0], np.float64)
+        rows = max(1, BLOCK // V)  # a block of rows stays in cache through its five passes
+        for s in range(0, z.shape[0], rows):
+            zb, pb = z[s:s + rows], p[s:s + rows]
+            np.subtract(zb, zb.max(axis=1, keepdims=True), out=pb)  # shift for stability
+            target = pb[np.arange(pb.shape[0]), t[s:s + rows]]  # shifted target logit
+            np.exp(pb, out=pb)
+            sums = pb.sum(axis=1, keepdims=True)
+            nll[s:s + rows] = np.log(sums[:, 0]) - target  # -log softmax(z)[t]
+            pb /= sums
         k = keep.reshape(-1)
         count = int(k.sum())
         total = float(nll[k].sum())

@@ -79,8 +79,18 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
         raise ValueError(f"max_norm: expected a positive number, got {max_norm!r}")
     total = 0.0
     for g in grads.values():
-        flat = np.asarray(g, dtype=np.float64).ravel()
-        total += float(np.dot(flat, flat))
+        if g.dtype == np.float64:
+            flat = g.ravel()
+            total += float(np.dot(flat, flat))
+        else:  # float32 dot products over blocks, summed in float64 (no float64 copy of g)
+            flat = g.ravel()
+            for s in range(0, flat.size, 1 << 16):
+                block = flat[s:s + (1 << 16)]
+                square = float(np.dot(block, block))
+                if not math.isfinite(square):  # float32 overflow (or a real inf/nan)
+                    wide = block.astype(np.float64)
+                    square = float(np.dot(wide, wide))
+                total += square
     norm = math.sqrt(total)
     if not math.isfinite(norm):
         return norm
@@ -247,6 +257,9 @@ class SGD(Optimizer):
         return ("momentum",) if hp["momentum"] else ()
 
     def _update(self, p: np.ndarray, g: np.ndarray, work: np.ndarray, state: dict) -> None:
+        if not self.momentum and not self.weight_decay:
+            p -= np.multiply(g, self.lr, out=work)      # p -= lr * g
+            return
         if self.weight_decay:
             np.multiply(p, self.weight_decay, out=work)
             work += g                                   # work = g + wd * p
