@@ -3,6 +3,7 @@
     rnnlab train lm [--preset NAME] [options]    train a language model, then print samples
     rnnlab eval --checkpoint RUN --data PATH     perplexity of a split
     rnnlab generate --checkpoint RUN --prompt P  continue a prompt
+    rnnlab gradflow [--experiment SET]           how far back gradients reach (vanishing/exploding)
     rnnlab demo                                  a tiny tour of the engine
 """
 
@@ -286,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--hidden", type=int, default=32, help="LSTM hidden size (default 32)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(func=_demo)
+
+    from rnnlab.diagnostics.gradflow import add_gradflow_parser
+
+    add_gradflow_parser(sub)
     return parser
 
 
