@@ -3,6 +3,8 @@
     rnnlab train lm [--preset NAME] [options]    train a language model, then print samples
     rnnlab eval --checkpoint RUN --data PATH     perplexity of a split
     rnnlab generate --checkpoint RUN --prompt P  continue a prompt
+    rnnlab explain [--lstm|--gru|--rnn] [--json]  one time step with every number, both ways
+    rnnlab gradcheck --cell lstm ...             numerical vs analytic gradients of a layer
     rnnlab gradflow [--experiment SET]           how far back gradients reach (vanishing/exploding)
     rnnlab demo                                  a tiny tour of the engine
 """
@@ -288,8 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(func=_demo)
 
+    from rnnlab.diagnostics import explain, gradcheck
     from rnnlab.diagnostics.gradflow import add_gradflow_parser
 
+    explain.add_explain_parser(sub)
+    gradcheck.add_gradcheck_parser(sub)
     add_gradflow_parser(sub)
     return parser
 
