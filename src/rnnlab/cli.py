@@ -6,6 +6,7 @@
     rnnlab explain [--lstm|--gru|--rnn] [--json]  one time step with every number, both ways
     rnnlab gradcheck --cell lstm ...             numerical vs analytic gradients of a layer
     rnnlab gradflow [--experiment SET]           how far back gradients reach (vanishing/exploding)
+    rnnlab bench longdep --task adding --T 100   adding problem / copy task at lag T: solved?
     rnnlab demo                                  a tiny tour of the engine
 """
 
@@ -291,11 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     from rnnlab.diagnostics import explain, gradcheck
+    from rnnlab.diagnostics.bench import add_bench_parser
     from rnnlab.diagnostics.gradflow import add_gradflow_parser
 
     explain.add_explain_parser(sub)
     gradcheck.add_gradcheck_parser(sub)
     add_gradflow_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
