@@ -88,6 +88,7 @@ def test_ctrl_c_saves_and_resume_continues_exactly(corpus_file, tmp_path, monkey
     assert _losses(tmp_path / "full") == _losses(tmp_path / "part")
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(corpus_file, tmp_path):
     out = tmp_path / "run"
     trainer = _trainer(corpus_file, out, epochs=1)

@@ -86,7 +86,8 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
             flat = g.ravel()
             for s in range(0, flat.size, 1 << 16):
                 block = flat[s:s + (1 << 16)]
-                square = float(np.dot(block, block))
+                with np.errstate(over="ignore"):  # an overflow is redone in float64 below
+                    square = float(np.dot(block, block))
                 if not math.isfinite(square):  # float32 overflow (or a real inf/nan)
                     wide = block.astype(np.float64)
                     square = float(np.dot(wide, wide))
