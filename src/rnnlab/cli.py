@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from rnnlab.argtypes import positive_int
 from rnnlab.presets import DEFAULT_LM, PRESETS
 
 
@@ -168,11 +169,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------- parser
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def _add_lm_options(p: argparse.ArgumentParser) -> None:
@@ -184,9 +180,9 @@ def _add_lm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--level", choices=["word", "char"], help=f"tokens (default {d['level']})")
     g = p.add_argument_group("model")
     g.add_argument("--cell", choices=["lstm", "gru", "rnn"], help=f"default {d['cell']}")
-    g.add_argument("--layers", type=_positive_int, help=f"default {d['layers']}")
-    g.add_argument("--hidden", type=_positive_int, help=f"hidden units (default {d['hidden']})")
-    g.add_argument("--embed", type=_positive_int, help=f"embedding size (default {d['embed']})")
+    g.add_argument("--layers", type=positive_int, help=f"default {d['layers']}")
+    g.add_argument("--hidden", type=positive_int, help=f"hidden units (default {d['hidden']})")
+    g.add_argument("--embed", type=positive_int, help=f"embedding size (default {d['embed']})")
     g.add_argument("--dropout", type=float, help="dropout on non-recurrent connections "
                    f"(default {d['dropout']})")
     g.add_argument("--tie", action=argparse.BooleanOptionalAction,
@@ -210,15 +206,15 @@ def _add_lm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-decay-start", type=int, dest="lr_decay_start")
     g.add_argument("--lr-decay", type=float, dest="lr_decay")
     g.add_argument("--patience", type=int, help="early stop after N epochs without improvement")
-    g.add_argument("--batch-size", type=_positive_int, dest="batch_size",
+    g.add_argument("--batch-size", type=positive_int, dest="batch_size",
                    help=f"parallel streams (default {d['batch_size']})")
-    g.add_argument("--bptt", type=_positive_int, help="steps per truncated-BPTT window "
+    g.add_argument("--bptt", type=positive_int, help="steps per truncated-BPTT window "
                    f"(default {d['bptt']})")
-    g.add_argument("--epochs", type=_positive_int, help=f"default {d['epochs']}")
-    g.add_argument("--eval-batch-size", type=_positive_int, dest="eval_batch_size")
+    g.add_argument("--epochs", type=positive_int, help=f"default {d['epochs']}")
+    g.add_argument("--eval-batch-size", type=positive_int, dest="eval_batch_size")
     g.add_argument("--max-steps", type=int, dest="max_steps", help="stop after N steps (0: off)")
     g.add_argument("--seed", type=int, help="seed of initialisation and dropout (default 0)")
-    g.add_argument("--log-every", type=_positive_int, dest="log_every",
+    g.add_argument("--log-every", type=positive_int, dest="log_every",
                    help="steps between metrics.jsonl records (default 50)")
 
 
@@ -260,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
     ev.add_argument("--data", metavar="PATH", help="the data (default: what it was trained on)")
     ev.add_argument("--split", choices=["train", "valid", "test"], default="test")
-    ev.add_argument("--batch-size", type=_positive_int, dest="batch_size",
+    ev.add_argument("--batch-size", type=positive_int, dest="batch_size",
                     help="parallel streams (default: the run's eval batch size, so the number "
                     "matches the one the run reported)")
     ev.set_defaults(func=_eval)
@@ -270,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "top-k and top-p (nucleus) filtering.")
     gen.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
     gen.add_argument("--prompt", required=True, help="text to continue (words or characters)")
-    gen.add_argument("--length", type=_positive_int, default=200, help="tokens to generate")
+    gen.add_argument("--length", type=positive_int, default=200, help="tokens to generate")
     gen.add_argument("--temperature", type=float, default=0.8,
                      help="below 1: safer, above 1: wilder (default 0.8)")
     gen.add_argument("--top-k", type=int, default=0, dest="top_k", help="keep the k most likely")

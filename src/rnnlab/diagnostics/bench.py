@@ -13,6 +13,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+from rnnlab.argtypes import positive_int
 from rnnlab.longdep import CELLS, INITS, TASKS, LongDepConfig, format_last_line, train_longdep
 
 LONGDEP_DESCRIPTION = """\
@@ -53,11 +54,6 @@ Progress: one line per evaluation. The last line is always
 """
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def _non_negative_float(text: str) -> float:
@@ -82,26 +78,26 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         "  rnnlab bench longdep --task adding --T 200 --cell lstm --init default --steps 20000\n"
         "  rnnlab bench longdep --task copy --T 100 --cell gru --csv copy.csv")
     p.add_argument("--task", choices=TASKS, default=d.task, help=f"default {d.task}")
-    p.add_argument("--T", type=_positive_int, default=d.T, dest="T",
+    p.add_argument("--T", type=positive_int, default=d.T, dest="T",
                    help=f"the lag: sequence length (adding) or blank stretch (copy); "
                    f"default {d.T}")
     p.add_argument("--cell", choices=tuple(CELLS), default=d.cell, help=f"default {d.cell}")
     p.add_argument("--init", choices=INITS, default=d.init,
                    help=f"gate-bias initialisation (default {d.init})")
-    p.add_argument("--hidden", type=_positive_int, default=d.hidden,
+    p.add_argument("--hidden", type=positive_int, default=d.hidden,
                    help=f"hidden units (default {d.hidden})")
-    p.add_argument("--steps", type=_positive_int, default=d.steps,
+    p.add_argument("--steps", type=positive_int, default=d.steps,
                    help=f"most training steps (default {d.steps})")
-    p.add_argument("--batch", type=_positive_int, default=d.batch,
+    p.add_argument("--batch", type=positive_int, default=d.batch,
                    help=f"sequences per step (default {d.batch})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
     p.add_argument("--clip", type=_non_negative_float, default=d.clip,
                    help=f"clip the global gradient L2 norm to this (0: off; default {d.clip})")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of weights, training data and test set (default 0)")
-    p.add_argument("--eval-every", type=_positive_int, default=d.eval_every, dest="eval_every",
+    p.add_argument("--eval-every", type=positive_int, default=d.eval_every, dest="eval_every",
                    help=f"steps between test-set evaluations (default {d.eval_every})")
-    p.add_argument("--test-size", type=_positive_int, default=d.test_size, dest="test_size",
+    p.add_argument("--test-size", type=positive_int, default=d.test_size, dest="test_size",
                    help=f"test sequences (default {d.test_size})")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype)
     p.add_argument("--stop-when-solved", action=argparse.BooleanOptionalAction,

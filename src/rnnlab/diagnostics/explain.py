@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnlab import cells
+from rnnlab.argtypes import positive_int
 from rnnlab.validate import check_positive_int
 
 _IN = {  # the parameters of each cell, in lecture notation
@@ -511,13 +512,13 @@ def add_explain_parser(subparsers) -> argparse.ArgumentParser:
                            + (" (default)" if name == "lstm" else ""))
     p.add_argument("--input", metavar="FILE.json", help="the example to explain (see above)")
     p.add_argument("--seed", type=int, metavar="N", help="seed of the random example (default 0)")
-    p.add_argument("--hidden", type=_positive_int, metavar="H",
+    p.add_argument("--hidden", type=positive_int, metavar="H",
                    help="H of the random example (default 2)")
-    p.add_argument("--input-size", type=_positive_int, dest="input_size", metavar="D",
+    p.add_argument("--input-size", type=positive_int, dest="input_size", metavar="D",
                    help="D of the random example (default 3)")
-    p.add_argument("--classes", type=_positive_int, metavar="C",
+    p.add_argument("--classes", type=positive_int, metavar="C",
                    help="C of the random example (default 3)")
-    p.add_argument("--steps", type=_positive_int, metavar="N",
+    p.add_argument("--steps", type=positive_int, metavar="N",
                    help="time steps, loss at the last (default 1, or the rows of the file's x)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead")
     p.set_defaults(func=explain_main, cell="lstm")
@@ -542,8 +543,3 @@ def explain_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rnnlab.argtypes import positive_int
 from rnnlab.recurrent import GRU, LSTM, RNN
 from rnnlab.validate import check_positive_int
 
@@ -168,11 +169,6 @@ def format_report(report: GradcheckReport) -> str:
 
 
 # ------------------------------------------------------------------------------ command line
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def _lengths(text: str) -> list[int]:
@@ -203,15 +199,15 @@ def add_gradcheck_parser(subparsers) -> argparse.ArgumentParser:
         epilog="Examples:\n  rnnlab gradcheck --cell gru\n"
         "  rnnlab gradcheck --cell lstm --layers 2 --bidirectional --lengths 5,3,2")
     p.add_argument("--cell", choices=sorted(KINDS), default="lstm", help="default lstm")
-    p.add_argument("--layers", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--layers", type=positive_int, default=1, metavar="N",
                    help="stacked layers (default 1)")
-    p.add_argument("--hidden", type=_positive_int, default=4, metavar="H",
+    p.add_argument("--hidden", type=positive_int, default=4, metavar="H",
                    help="hidden units (default 4)")
-    p.add_argument("--input-size", type=_positive_int, default=3, dest="input_size", metavar="D",
+    p.add_argument("--input-size", type=positive_int, default=3, dest="input_size", metavar="D",
                    help="input features (default 3)")
-    p.add_argument("--steps", type=_positive_int, dest="T", metavar="T",
+    p.add_argument("--steps", type=positive_int, dest="T", metavar="T",
                    help="time steps T (default 5, or the longest of --lengths)")
-    p.add_argument("--batch", type=_positive_int, dest="B", metavar="B",
+    p.add_argument("--batch", type=positive_int, dest="B", metavar="B",
                    help="sequences B (default 3, or the number of --lengths)")
     p.add_argument("--bidirectional", action="store_true")
     p.add_argument("--batch-first", action="store_true", dest="batch_first",
@@ -221,7 +217,7 @@ def add_gradcheck_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of weights, inputs and R (default 0)")
     p.add_argument("--eps", type=float, default=1e-6, help="finite-difference step (default 1e-6)")
-    p.add_argument("--probe", type=_positive_int, metavar="N",
+    p.add_argument("--probe", type=positive_int, metavar="N",
                    help="check at most N random entries per tensor (default: all)")
     p.set_defaults(func=gradcheck_main)
     return p

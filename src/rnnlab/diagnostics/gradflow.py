@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnlab.argtypes import positive_int
 from rnnlab.cells import GRUCell, LSTMCell, RNNCell
 from rnnlab.validate import check_positive_int
 
@@ -385,11 +386,6 @@ Experiments:
 """
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def _cell_list(text: str) -> tuple[str, ...]:
@@ -410,9 +406,9 @@ def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
         "  rnnlab gradflow --csv gradflow.csv --plot gradflow.png")
     p.add_argument("--cells", type=_cell_list, default=("rnn", "lstm", "gru"),
                    help="cells of the 'cells' experiment (default rnn,lstm,gru)")
-    p.add_argument("--T", type=_positive_int, default=1000, dest="T",
+    p.add_argument("--T", type=positive_int, default=1000, dest="T",
                    help="sequence length: the largest distance measured (default 1000)")
-    p.add_argument("--hidden", type=_positive_int, default=32, help="hidden units (default 32)")
+    p.add_argument("--hidden", type=positive_int, default=32, help="hidden units (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and inputs (default 0)")
     p.add_argument("--experiment", choices=("all", *EXPERIMENTS), default="all",
                    help="which comparison set to run (default all)")
