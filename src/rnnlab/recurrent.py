@@ -26,6 +26,17 @@ from rnnlab.module import Module
 from rnnlab.validate import check_array, check_lengths, check_positive_int, check_state
 
 
+def _outputs(states: np.ndarray, reverse: bool) -> np.ndarray:
+    """The per-step outputs (T, B, H) of a kernel's state history (T+1, B, H): the state after
+    time t is row t+1 going forward and row t in reverse (see :mod:`rnnlab.kernels`)."""
+    return states[:-1] if reverse else states[1:]
+
+
+def _previous(states: np.ndarray, reverse: bool) -> np.ndarray:
+    """The state each step started from: row t forward, row t+1 in reverse."""
+    return states[1:] if reverse else states[:-1]
+
+
 @dataclass
 class _Cache:
     """What backward needs from the last forward."""
@@ -33,6 +44,8 @@ class _Cache:
     out_shape: tuple
     unbatched: bool
     order: np.ndarray | None  # batch permutation that sorts sequences by decreasing length
+    inverse: np.ndarray | None  # its inverse, to put results back in the caller's order
+    valid: np.ndarray | None  # (T, B, 1) 1 at live steps, 0 at padding (sorted batch)
     batch_sizes: np.ndarray | None  # live sequences per time step (sorted batch)
     inputs: list = field(default_factory=list)  # per layer: its (T, B, D_k) input, after dropout
     masks: list = field(default_factory=list)  # per layer > 0: dropout mask applied to its input
@@ -42,6 +55,7 @@ class _Cache:
 class _RecurrentBase(Module):
     gates = 1
     has_cell_state = False
+    fold_hidden_bias = True  # b_hh joins the hoisted input projection (not GRU's: r scales it)
 
     def __init__(
         self,
@@ -104,14 +118,16 @@ class _RecurrentBase(Module):
         T, B, D = X.shape
         XW = np.matmul(X.reshape(T * B, D), W_ih.T).reshape(T, B, -1)
         if b_ih is not None:
-            XW += b_ih + b_hh
+            XW += b_ih + b_hh if self.fold_hidden_bias else b_ih
         return XW
 
     def _run(self, XW, layer, direction, state0, batch_sizes):  # -> kernel cache
         raise NotImplementedError
 
-    def _final(self, run, reverse):  # -> the state after the last step, per state component
-        raise NotImplementedError
+    def _final(self, run, reverse):
+        """The state after each sequence's last step: the kernels' caches start with the state
+        histories (hs, and cs for LSTM), whose last step is row 0 in reverse, row T forward."""
+        return tuple(s[0] if reverse else s[-1] for s in run[:1 + self.has_cell_state])
 
     def _run_backward(self, run, layer, direction, dH, dstate, batch_sizes):
         """-> (dA_x, dA_h, dstate0): gradients of XW, of h W_hh^T + b_hh, and of the state0."""
@@ -126,18 +142,20 @@ class _RecurrentBase(Module):
         X, unbatched = self._time_major_input(x)
         T, B, _ = X.shape
         states0 = self._initial_states(state, B, unbatched)  # each (L*K, B, H)
-        order = batch_sizes = None
+        order = inverse = batch_sizes = valid = None
         if lengths is not None:
             lens = check_lengths(lengths, B, T)
             if unbatched:
                 raise ValueError("lengths: expected no lengths for an unbatched (T, D) input")
             if lens.min() < T:
                 order = np.argsort(-lens, kind="stable")
+                inverse = np.argsort(order)
                 batch_sizes = (lens[order][None, :] > np.arange(T)[:, None]).sum(axis=1)
+                valid = self._valid_mask(batch_sizes, T, B)
                 X = X[:, order]
                 states0 = [s[:, order] for s in states0]
-        cache = _Cache(out_shape=np.shape(x), unbatched=unbatched, order=order,
-                       batch_sizes=batch_sizes)
+        cache = _Cache(out_shape=np.shape(x), unbatched=unbatched, order=order, inverse=inverse,
+                       valid=valid, batch_sizes=batch_sizes)
         finals = [np.empty_like(s) for s in states0]
         inp = X
         H, K = self.hidden_size, self.num_directions
@@ -157,19 +175,19 @@ class _RecurrentBase(Module):
                                 [s[row] for s in states0], batch_sizes)
                 runs.append(run)
                 hs = run[0]
-                out[:, :, d * H:(d + 1) * H] = hs[:T] if d else hs[1:]
+                out[:, :, d * H:(d + 1) * H] = _outputs(hs, bool(d))
                 for final, value in zip(finals, self._final(run, d), strict=True):
                     final[row] = value
-            if batch_sizes is not None:
-                out *= self._valid_mask(batch_sizes, T, B)
+            if valid is not None:
+                out *= valid
             cache.runs.append(runs)
             inp = out
         self._cache = cache
-        out = self._to_user(inp, order, unbatched)
-        finals = [self._state_to_user(s, order, unbatched) for s in finals]
+        out = self._to_user(inp, inverse, unbatched)
+        finals = [self._state_to_user(s, inverse, unbatched) for s in finals]
         result_state = tuple(finals) if self.has_cell_state else finals[0]
         if return_internals:
-            return out, result_state, self._internals(cache, T, B)
+            return out, result_state, self._internals(cache)
         return out, result_state
 
     def _dropout_mask(self, shape):
@@ -213,13 +231,12 @@ class _RecurrentBase(Module):
                 )
                 for target, value in zip(dstates0, ds0, strict=True):
                     target[row] = value
-                self._accumulate(layer, d, inp, run[0][1:] if d else run[0][:T], dA_x, dA_h,
-                                 dinp)
+                self._accumulate(layer, d, inp, _previous(run[0], bool(d)), dA_x, dA_h, dinp)
             if cache.masks[layer] is not None:
                 dinp *= cache.masks[layer]
             dOut = dinp
-        dx = self._to_user(dOut, order, cache.unbatched)
-        dstates0 = [self._state_to_user(s, order, cache.unbatched) for s in dstates0]
+        dx = self._to_user(dOut, cache.inverse, cache.unbatched)
+        dstates0 = [self._state_to_user(s, cache.inverse, cache.unbatched) for s in dstates0]
         return dx, (tuple(dstates0) if self.has_cell_state else dstates0[0])
 
     def _accumulate(self, layer, d, inp, h_prev, dA_x, dA_h, dinp):
@@ -301,34 +318,32 @@ class _RecurrentBase(Module):
             for nm, g in zip(names, parts, strict=True)
         ]
 
-    def _to_user(self, Y, order, unbatched):
-        if order is not None:
-            Y = Y[:, np.argsort(order)]
+    def _to_user(self, Y, inverse, unbatched):
+        if inverse is not None:
+            Y = Y[:, inverse]
         if unbatched:
             return Y[:, 0]
         return np.ascontiguousarray(Y.transpose(1, 0, 2)) if self.batch_first else Y
 
-    def _state_to_user(self, S, order, unbatched):
-        if order is not None:
-            S = S[:, np.argsort(order)]
+    def _state_to_user(self, S, inverse, unbatched):
+        if inverse is not None:
+            S = S[:, inverse]
         return S[:, 0] if unbatched else S
 
     # ------------------------------------------------------------------ inspection
-    def _internals(self, cache, T, B):
-        result = {}
-        valid = None if cache.batch_sizes is None else self._valid_mask(cache.batch_sizes, T, B)
+    def _internals(self, cache):
+        result, valid = {}, cache.valid
         for layer, runs in enumerate(cache.runs):
             for d, run in enumerate(runs):
-                parts = self._internal_parts(run, d, T)
+                parts = self._internal_parts(run, d)
                 for k, v in parts.items():
                     v = v * valid if valid is not None else v.copy()
-                    parts[k] = self._to_user(v, cache.order, cache.unbatched)
+                    parts[k] = self._to_user(v, cache.inverse, cache.unbatched)
                 result[self._suffix(layer, d)[1:]] = parts
         return result
 
-    def _internal_parts(self, run, d, T):
-        hs = run[0]
-        return {"h": hs[:T] if d else hs[1:]}
+    def _internal_parts(self, run, d):
+        return {"h": _outputs(run[0], bool(d))}
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
@@ -361,9 +376,6 @@ class LSTM(_RecurrentBase):
         return kernels.lstm_forward(XW, self._weights(layer, direction)[1], h0, c0, batch_sizes,
                                     bool(direction))
 
-    def _final(self, run, reverse):
-        hs, cs = run[0], run[1]
-        return (hs[0], cs[0]) if reverse else (hs[-1], cs[-1])
 
     def _run_backward(self, run, layer, direction, dH, dstate, batch_sizes):
         W_hh = self._weights(layer, direction)[1]
@@ -371,12 +383,12 @@ class LSTM(_RecurrentBase):
                                         bool(direction))
         return dA, dA, ds0
 
-    def _internal_parts(self, run, d, T):
+    def _internal_parts(self, run, d):
         hs, cs, gates, _ = run
         H = self.hidden_size
         parts = {name: gates[:, :, k * H:(k + 1) * H] for k, name in enumerate("ifgo")}
-        parts["c"] = cs[:T] if d else cs[1:]
-        parts["h"] = hs[:T] if d else hs[1:]
+        parts["c"] = _outputs(cs, bool(d))
+        parts["h"] = _outputs(hs, bool(d))
         return parts
 
 
@@ -392,21 +404,12 @@ class GRU(_RecurrentBase):
     """
 
     gates = 3
-
-    def _project(self, X, layer, direction):
-        W_ih, _, b_ih, _ = self._weights(layer, direction)
-        T, B, D = X.shape
-        XW = np.matmul(X.reshape(T * B, D), W_ih.T).reshape(T, B, -1)
-        if b_ih is not None:
-            XW += b_ih  # b_hh stays inside: r scales (h W_hn^T + b_hn)
-        return XW
+    fold_hidden_bias = False  # b_hn stays inside: r scales (h W_hn^T + b_hn)
 
     def _run(self, XW, layer, direction, state0, batch_sizes):
         _, W_hh, _, b_hh = self._weights(layer, direction)
         return kernels.gru_forward(XW, W_hh, b_hh, state0[0], batch_sizes, bool(direction))
 
-    def _final(self, run, reverse):
-        return (run[0][0],) if reverse else (run[0][-1],)
 
     def _run_backward(self, run, layer, direction, dH, dstate, batch_sizes):
         W_hh = self._weights(layer, direction)[1]
@@ -414,11 +417,11 @@ class GRU(_RecurrentBase):
                                              bool(direction))
         return dAx, dAh, (dh0,)
 
-    def _internal_parts(self, run, d, T):
+    def _internal_parts(self, run, d):
         hs, gates, _ = run
         H = self.hidden_size
         parts = {name: gates[:, :, k * H:(k + 1) * H] for k, name in enumerate("rzn")}
-        parts["h"] = hs[:T] if d else hs[1:]
+        parts["h"] = _outputs(hs, bool(d))
         return parts
 
 
@@ -444,8 +447,6 @@ class RNN(_RecurrentBase):
         return kernels.rnn_forward(XW, W_hh, state0[0], self.nonlinearity, batch_sizes,
                                    bool(direction))
 
-    def _final(self, run, reverse):
-        return (run[0][0],) if reverse else (run[0][-1],)
 
     def _run_backward(self, run, layer, direction, dH, dstate, batch_sizes):
         W_hh = self._weights(layer, direction)[1]
