@@ -67,3 +67,15 @@ def test_sampling_is_seeded_and_in_range():
 def test_empty_prompt_is_an_error():
     with pytest.raises(ValueError, match="prompt"):
         generate(_model(), [], 5)
+
+
+def test_banned_ids_are_never_generated():
+    model = _model()
+    free = generate(model, [0], 300, temperature=3.0, seed=1)  # hot: every id is likely
+    assert 5 in free  # so the ban below is not passing vacuously
+    banned = generate(model, [0], 300, temperature=3.0, seed=1, banned=[5])
+    assert 5 not in banned
+    logits, _ = model(np.array([[0]], dtype=np.int64))
+    best = int(np.argmax(logits[-1, 0]))
+    assert generate(model, [0], 1, greedy=True)[0] == best
+    assert generate(model, [0], 1, greedy=True, banned=[best])[0] != best

@@ -256,7 +256,11 @@ class Trainer:
 
     def _final_record(self, record: dict) -> dict:
         cfg = self.cfg
-        valid = evaluate(self.model, self.corpus.valid, cfg.eval_batch_size, cfg.bptt)
+        done = self.last_record
+        if "valid_loss" in done and done.get("step") == self.step:  # the weights it measured
+            valid = done["valid_loss"]
+        else:
+            valid = evaluate(self.model, self.corpus.valid, cfg.eval_batch_size, cfg.bptt)
         test = evaluate(self.model, self.corpus.test, cfg.eval_batch_size, cfg.bptt)
         last = record or self._last_train_record()
         final = {**{k: last[k] for k in TRAIN_KEYS},
@@ -330,8 +334,8 @@ class Trainer:
         if not path.exists():
             return
         lines = path.read_text(encoding="utf-8").splitlines()
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step
-                and not json.loads(ln).get("final")]
+        records = [(ln, json.loads(ln)) for ln in lines if ln.strip()]
+        kept = [ln for ln, r in records if r.get("step", 0) <= step and not r.get("final")]
         if len(kept) != len(lines):
             atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
