@@ -43,6 +43,16 @@ def _ids(n: int):
     return np.random.default_rng(0).integers(0, VOCAB, n + 1), "random"
 
 
+def _tokens_per_s(step, windows: int, tokens_per_window: int, warmup: int = 3) -> float:
+    """Run ``warmup`` untimed windows, then time ``windows`` more."""
+    for i in range(warmup):
+        step(i)
+    start = time.perf_counter()
+    for i in range(warmup, warmup + windows):
+        step(i)
+    return windows * tokens_per_window / (time.perf_counter() - start)
+
+
 def worker_rnnlab(preset: str, windows: int, threads: int) -> dict:
     from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -70,14 +80,9 @@ def worker_rnnlab(preset: str, windows: int, threads: int) -> dict:
         optim.clip_grad_norm(model.grads, 5.0)
         opt.step(model.grads)
 
-    for i in range(3):
-        step(i)
-    start = time.perf_counter()
-    for i in range(3, 3 + windows):
-        step(i)
-    elapsed = time.perf_counter() - start
+    tokens_per_s = _tokens_per_s(step, windows, T * B)
     blas = threadpool_info()[0]
-    return {"tokens_per_s": windows * T * B / elapsed, "source": source,
+    return {"tokens_per_s": tokens_per_s, "source": source,
             "blas": f"{blas['internal_api']} {blas['version']} x{blas['num_threads']}"}
 
 
@@ -119,13 +124,7 @@ def worker_torch(preset: str, windows: int, threads: int) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
 
-    for i in range(3):
-        step(i)
-    start = time.perf_counter()
-    for i in range(3, 3 + windows):
-        step(i)
-    elapsed = time.perf_counter() - start
-    return {"tokens_per_s": windows * T * B / elapsed, "source": source,
+    return {"tokens_per_s": _tokens_per_s(step, windows, T * B), "source": source,
             "blas": f"torch {torch.__version__} x{torch.get_num_threads()}"}
 
 

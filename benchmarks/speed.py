@@ -186,6 +186,13 @@ def _import_rnnlab(module: str) -> Any:
         return importlib.import_module(module)
 
 
+def _rnnlab_module(rl: Any, case: Case, seed: int | None = None) -> Any:
+    """The rnnlab layer a case describes, float32."""
+    cls = rl.LSTM if case.cell == "lstm" else rl.GRU
+    return cls(case.D, case.H, num_layers=case.layers, bidirectional=case.bidirectional,
+               dtype="float32", seed=seed)
+
+
 def _inputs(case: Case, seed: int) -> tuple[Any, Any]:
     """Standard-normal float32 input x (T, B, D) and output gradient dout (T, B, dirs*H)."""
     import numpy as np
@@ -261,15 +268,7 @@ def worker_rnnlab(spec: dict[str, Any]) -> dict[str, Any]:
     blas = _limit_numpy_blas(spec["threads"])
     rl = _import_rnnlab(spec["module"])
     case = Case(**spec["case"])
-    cls = rl.LSTM if case.cell == "lstm" else rl.GRU
-    m = cls(
-        case.D,
-        case.H,
-        num_layers=case.layers,
-        bidirectional=case.bidirectional,
-        dtype=np.float32,
-        seed=spec["seed"],
-    )
+    m = _rnnlab_module(rl, case, seed=spec["seed"])
     x, dout = _inputs(case, spec["seed"])
     if case.mode == "fwd":
         m.eval()
@@ -448,14 +447,7 @@ def worker_check_rnnlab(spec: dict[str, Any]) -> dict[str, Any]:
     for i, cdict in enumerate(spec["cases"]):
         case = Case(**cdict)
         ref = np.load(Path(spec["dir"]) / f"case{i}_torch.npz")
-        cls = rl.LSTM if case.cell == "lstm" else rl.GRU
-        m = cls(
-            case.D,
-            case.H,
-            num_layers=case.layers,
-            bidirectional=case.bidirectional,
-            dtype=np.float32,
-        )
+        m = _rnnlab_module(rl, case)
         m.load_state_dict({k[2:]: ref[k] for k in ref.files if k.startswith("w.")})
         m.train()
         m.zero_grad()
