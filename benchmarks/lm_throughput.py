@@ -59,7 +59,6 @@ def worker_rnnlab(preset: str, windows: int, threads: int) -> dict:
     threadpool_limits(threads)
     assert "torch" not in sys.modules
     from rnnlab import optim
-    from rnnlab.layers import SoftmaxCrossEntropy
     from rnnlab.models import LanguageModel, LMConfig
 
     H, T, B, p = PRESETS[preset]
@@ -67,16 +66,14 @@ def worker_rnnlab(preset: str, windows: int, threads: int) -> dict:
     data = ids[: (len(ids) - 1) // B * B].reshape(B, -1).T.copy()
     model = LanguageModel(LMConfig(VOCAB, "lstm", H, H, 2, dropout=p, init_range=0.1), seed=0)
     opt = optim.SGD(model.parameters(), lr=1.0)
-    ce = SoftmaxCrossEntropy(reduction="sum")
     state = model.initial_state(B)
 
     def step(i: int):
         nonlocal state
         x, y = data[i * T:(i + 1) * T], data[i * T + 1:(i + 1) * T + 1]
         model.zero_grad()
-        logits, state = model(x, state)
-        ce(logits, y)
-        model.backward(ce.backward(scale=1.0 / B))
+        _, _, state = model.forward_loss(x, y, state, scale=1.0 / B)  # as the Trainer does
+        model.backward_loss()
         optim.clip_grad_norm(model.grads, 5.0)
         opt.step(model.grads)
 

@@ -65,9 +65,12 @@ def torch_lm(torch, m):
     return enc, rnn, dec, params
 
 
+@pytest.mark.parametrize("path", ["logits", "fused"])
 @pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_parity_with_torch(torch, rng, cell, tie):
+def test_parity_with_torch(torch, rng, cell, tie, path):
+    """Both training paths: forward -> SoftmaxCrossEntropy -> backward, and the fused
+    forward_loss -> backward_loss the trainer uses."""
     T, B = 7, 3
     m = make_lm(cell, tie)
     enc, trnn, dec, tparams = torch_lm(torch, m)
@@ -76,10 +79,16 @@ def test_parity_with_torch(torch, rng, cell, tie):
     targets = rng.integers(0, V, size=(T, B))
     state = random_state(rng, m, B)
 
-    logits, final = m(ids, state)
-    ce = SoftmaxCrossEntropy("sum")
-    loss = ce(logits, targets)
-    m.backward(ce.backward(scale=1 / B))
+    if path == "logits":
+        logits, final = m(ids, state)
+        ce = SoftmaxCrossEntropy("sum")
+        loss = ce(logits, targets)
+        m.backward(ce.backward(scale=1 / B))
+    else:
+        loss, count, final = m.forward_loss(ids, targets, state, scale=1 / B)
+        assert count == T * B
+        m.backward_loss()
+        logits = m(ids, state)[0]  # the logits path's, checked against torch below
 
     tstate = (tuple(torch.from_numpy(s.copy()) for s in state) if cell == "lstm"
               else torch.from_numpy(state.copy()))

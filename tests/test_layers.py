@@ -1,4 +1,5 @@
-"""Embedding, Linear, Dropout and SoftmaxCrossEntropy: PyTorch parity, gradient checks, errors.
+"""Embedding, Linear, Dropout, SoftmaxCrossEntropy, LinearCrossEntropy: PyTorch parity, gradient
+checks, errors.
 
 PyTorch (torch.nn.Embedding / Linear, torch.nn.functional.cross_entropy) is the oracle in
 float64; the central-difference checks evaluate a fresh layer (loaded with ``load_state_dict``)
@@ -10,7 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnlab.layers import Dropout, Embedding, Linear, SoftmaxCrossEntropy
+from rnnlab.layers import (
+    BLOCK,
+    Dropout,
+    Embedding,
+    Linear,
+    LinearCrossEntropy,
+    SoftmaxCrossEntropy,
+)
 
 F64 = np.float64
 RTOL, ATOL = 1e-12, 1e-12
@@ -525,3 +533,109 @@ def test_cross_entropy_backward_twice_raises(rng):
 def test_invalid_constructor_args(make, exc, match):
     with pytest.raises(exc, match=match):
         make()
+
+
+# ============================================================================================
+# LinearCrossEntropy: the fused readout + loss of the trainer
+# ============================================================================================
+
+
+def _torch_readout(torch, x, W, b, targets, scale, mask=None):
+    tx, tW = t64(torch, x, grad=True), t64(torch, W, grad=True)
+    tb = t64(torch, b, grad=True) if b is not None else None
+    logits = torch.nn.functional.linear(tx, tW, tb)
+    t = targets if mask is None else np.where(mask, targets, -100)
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, W.shape[0]), torch.tensor(t.reshape(-1)), reduction="sum")
+    (loss * scale).backward()
+    return (float(loss.detach()), tx.grad.numpy(), tW.grad.numpy(),
+            None if tb is None else tb.grad.numpy())
+
+
+@pytest.mark.parametrize("V", [7, BLOCK // 3 + 5], ids=["one-block", "many-blocks"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("masked", [False, True], ids=["all", "mask"])
+def test_linear_cross_entropy_matches_torch(torch, rng, V, bias, masked):
+    """Loss, dx, dW, db of the fused layer equal torch's Linear + cross_entropy(sum) * scale,
+    with several row blocks (V large) and a mask that leaves whole blocks out."""
+    T, B, H = 5, 4, 3
+    lin = Linear(H, V, bias=bias, dtype=F64, seed=0)
+    x = rng.standard_normal((T, B, H)) * 2
+    targets = rng.integers(0, V, size=(T, B))
+    mask = None
+    if masked:
+        mask = rng.random((T, B)) < 0.6
+        mask[0] = False  # a block of rows with nothing counted
+        mask[1, 0] = True
+    fused = LinearCrossEntropy(lin)
+    loss, count = fused(x, targets, scale=0.25, mask=mask)
+    dx = fused.backward()
+    p = lin.state_dict()
+    exp_loss, exp_dx, exp_dW, exp_db = _torch_readout(torch, x, p["weight"], p.get("bias"),
+                                                      targets, 0.25, mask)
+    assert count == (T * B if mask is None else int(mask.sum()))
+    assert loss == pytest.approx(exp_loss, rel=RTOL, abs=ATOL)
+    assert_close(dx, exp_dx, what="dx")
+    assert_close(lin.grads["weight"], exp_dW, what="dW")
+    if bias:
+        assert_close(lin.grads["bias"], exp_db, what="db")
+
+
+def test_linear_cross_entropy_equals_the_unfused_layers(rng):
+    """float32, reused workspace across calls of different lengths, accumulation into grads:
+    the same numbers as Linear -> SoftmaxCrossEntropy("sum") -> backward(scale)."""
+    H, V = 6, 50
+    a, b = Linear(H, V, seed=1), Linear(H, V, seed=1)
+    fused, ce = LinearCrossEntropy(a), SoftmaxCrossEntropy("sum")
+    for n in (9, 4, 9):
+        x = rng.standard_normal((n, 3, H)).astype(np.float32)
+        t = rng.integers(0, V, size=(n, 3))
+        loss, _ = fused(x, t, scale=0.5)
+        dx = fused.backward()
+        ref = ce(b(x), t)
+        ref_dx = b.backward(ce.backward(scale=0.5))
+        assert dx.dtype == np.float32
+        assert loss == pytest.approx(ref, rel=1e-6)
+        assert_close(dx, ref_dx, rtol=1e-5, atol=1e-6, what="dx")
+        for k in ("weight", "bias"):
+            assert_close(a.grads[k], b.grads[k], rtol=1e-5, atol=1e-6, what=k)
+
+
+def test_linear_cross_entropy_tied_weight_and_numerical_gradient(rng):
+    """A weight passed in (tying) gets its gradient in ``dweight``; central differences."""
+    H, V, N = 3, 5, 4
+    lin = Linear(H, V, dtype=F64, seed=2)
+    W = rng.standard_normal((V, H))
+    dW = np.zeros_like(W)
+    x = rng.standard_normal((N, H))
+    t = rng.integers(0, V, size=N)
+    fused = LinearCrossEntropy(lin)
+    fused(x, t, scale=1.0, weight=W)
+    dx = fused.backward(weight=W, dweight=dW)
+    assert np.all(lin.grads["weight"] == 0)
+
+    def f():
+        return LinearCrossEntropy(lin)(x, t, scale=None, weight=W)[0]
+
+    assert_close(dW, numeric_grad(f, W), rtol=GC_RTOL, atol=GC_ATOL, what="dW (tied)")
+    assert_close(dx, numeric_grad(f, x), rtol=GC_RTOL, atol=GC_ATOL, what="dx")
+    assert_close(lin.grads["bias"], numeric_grad(f, lin._params["bias"]), rtol=GC_RTOL,
+                 atol=GC_ATOL, what="db")
+
+
+def test_linear_cross_entropy_errors(rng):
+    fused = LinearCrossEntropy(Linear(3, 5, dtype=F64))
+    x = rng.standard_normal((4, 3))
+    with pytest.raises(RuntimeError, match="expected a forward call with a scale"):
+        fused.backward()
+    fused(x, np.zeros(4, np.int64), scale=None)
+    with pytest.raises(RuntimeError, match="expected a forward call with a scale"):
+        fused.backward()  # an evaluation-only forward prepares no gradient
+    with pytest.raises(ValueError, match=r"targets: expected shape \(4,\)"):
+        fused(x, np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match=r"expected ids in \[0, 5\)"):
+        fused(x, np.full(4, 5))
+    with pytest.raises(ValueError, match="mask: expected a boolean array"):
+        fused(x, np.zeros(4, np.int64), mask=np.ones(4))
+    with pytest.raises(ValueError, match="in_features"):
+        fused(rng.standard_normal((4, 2)), np.zeros(4, np.int64))

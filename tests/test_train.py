@@ -71,11 +71,11 @@ def test_ctrl_c_saves_and_resume_continues_exactly(corpus_file, tmp_path, monkey
     original = Trainer.train_step
     calls = {"n": 0}
 
-    def interrupting(self, x, y, ce):
+    def interrupting(self, x, y):
         calls["n"] += 1
         if calls["n"] == 17:  # in epoch 2
             raise KeyboardInterrupt
-        return original(self, x, y, ce)
+        return original(self, x, y)
 
     monkeypatch.setattr(Trainer, "train_step", interrupting)
     with pytest.raises(KeyboardInterrupt):

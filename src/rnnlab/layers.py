@@ -232,3 +232,110 @@ class SoftmaxCrossEntropy:
             d *= d.dtype.type(factor)
         self._cache = None
         return d.reshape(shape)
+
+
+class LinearCrossEntropy:
+    """A :class:`Linear` readout and the summed softmax cross-entropy, fused for training::
+
+        logits  = x W^T + b                                  (N, V)
+        loss    = -sum_n log softmax(logits_n)[t_n]          (over the counted rows)
+        dlogits = scale * (softmax(logits) - onehot(t))      (0 on rows that do not count)
+        dW += dlogits^T x;   db += sum_n dlogits_n;   dx = dlogits W
+
+    The numbers are those of ``Linear`` followed by ``SoftmaxCrossEntropy(reduction="sum")`` and
+    ``backward(scale)``; what changes is the memory traffic. The (N, V) logits are written by one
+    GEMM into a workspace that is reused from call to call (a fresh 16 MB array per window costs
+    page faults), and each cache-sized block of rows is turned into its loss and its dlogits
+    (bias, shift, exp, sum, scale, minus the one-hot, bias gradient) while it is still in cache,
+    instead of a pass over the whole array per operation. Backward is two GEMMs.
+    """
+
+    def __init__(self, linear: Linear) -> None:
+        self.linear = linear
+        self._work = np.empty((0, linear.out_features), linear.dtype)
+        self._dW: np.ndarray | None = None
+        self._cache = None
+
+    def _workspace(self, n: int) -> np.ndarray:
+        if self._work.shape[0] < n:
+            self._work = np.empty((n, self.linear.out_features), self.linear.dtype)
+        return self._work[:n]
+
+    def forward(self, x: np.ndarray, targets: np.ndarray, scale: float | None = 1.0,
+                mask: np.ndarray | None = None, weight: np.ndarray | None = None):
+        """x (..., in), targets (...) -> (summed NLL as a float, number of counted targets).
+
+        ``scale``: the factor of the gradient that :meth:`backward` will return (for example
+        1 / batch); None computes the loss only. ``weight`` overrides the layer's (tying).
+        """
+        lin = self.linear
+        W = lin._params["weight"] if weight is None else weight
+        if W.shape != (lin.out_features, lin.in_features):
+            raise ValueError(f"weight: expected shape {(lin.out_features, lin.in_features)}, "
+                             f"got {W.shape}")
+        lead = max(np.ndim(x) - 1, 1)
+        x = check_array("x", x, lin.dtype, (*(None,) * lead, lin.in_features),
+                        (*("N",) * lead, "in_features"), finite=False)
+        V = lin.out_features
+        if not isinstance(targets, np.ndarray) or targets.shape != x.shape[:-1]:
+            raise ValueError(f"targets: expected shape {x.shape[:-1]} (x without its feature "
+                             f"axis), got {np.shape(targets)}")
+        keep = None
+        if mask is not None:
+            keep = np.asarray(mask)
+            if keep.dtype != bool or keep.shape != targets.shape:
+                raise ValueError(f"mask: expected a boolean array of shape {targets.shape}, "
+                                 f"got {keep.dtype} {keep.shape}")
+            keep = keep.reshape(-1)
+        t = targets.reshape(-1) if keep is None else np.where(keep, targets.reshape(-1), 0)
+        check_ids("targets", t, V)
+        x2 = x.reshape(-1, lin.in_features)
+        z = np.matmul(x2, W.T, out=self._workspace(x2.shape[0]))  # logits, one GEMM
+        bias = lin._params.get("bias")
+        grad = scale is not None
+        db = np.zeros(V, lin.dtype) if grad else None
+        dt = lin.dtype.type
+        nll = np.empty(z.shape[0], np.float64)
+        rows = max(1, BLOCK // V)
+        for s in range(0, z.shape[0], rows):
+            zb, tb = z[s:s + rows], t[s:s + rows]
+            r = np.arange(zb.shape[0])
+            if bias is not None:
+                zb += bias
+            zb -= zb.max(axis=1, keepdims=True)  # shift for stability
+            target = zb[r, tb]  # the shifted target logit
+            np.exp(zb, out=zb)
+            sums = zb.sum(axis=1, keepdims=True)
+            nll[s:s + rows] = np.log(sums[:, 0]) - target  # -log softmax(z)[t]
+            if grad:
+                zb *= dt(scale) / sums  # scale * softmax
+                zb[r, tb] -= dt(scale)  # scale * (softmax - onehot)
+                if keep is not None and not keep[s:s + rows].all():
+                    zb[~keep[s:s + rows]] = 0.0
+                db += zb.sum(axis=0)
+        count = z.shape[0] if keep is None else int(keep.sum())
+        total = float(nll.sum() if keep is None else nll[keep].sum())
+        self._cache = (x, z, db) if grad else None
+        return total, count
+
+    __call__ = forward
+
+    def backward(self, weight: np.ndarray | None = None,
+                 dweight: np.ndarray | None = None) -> np.ndarray:
+        """Returns dx; adds dW into ``grads['weight']`` (or into ``dweight`` when tied) and db
+        into ``grads['bias']``."""
+        if self._cache is None:
+            raise RuntimeError("LinearCrossEntropy.backward: expected a forward call with a "
+                               "scale before backward, got none")
+        x, d, db = self._cache
+        self._cache = None
+        lin = self.linear
+        W = lin._params["weight"] if weight is None else weight
+        x2 = x.reshape(-1, lin.in_features)
+        if self._dW is None or self._dW.shape != W.shape:
+            self._dW = np.empty(W.shape, lin.dtype)
+        target = lin._grads["weight"] if dweight is None else dweight
+        target += np.matmul(d.T, x2, out=self._dW)  # dW = dlogits^T x
+        if "bias" in lin._params:
+            lin._grads["bias"] += db  # db = sum of dlogits
+        return (d @ W).reshape(x.shape)  # dx = dlogits W

@@ -2,9 +2,9 @@
 
 The loop (one window of T steps over B streams):
 
-    logits, state = model(x, state)          state carried in, gradient truncated at the window
-    loss = CE(logits, y)                     summed over T, averaged over B (Zaremba et al.)
-    model.backward(dL/dlogits)               dL/dlogits = (softmax - onehot) / B
+    nll, _, state = model.forward_loss(x, y, state)   state carried in, gradient truncated
+    loss = nll / B                              summed over T, averaged over B (Zaremba et al.)
+    model.backward_loss()                       dL/dlogits = (softmax - onehot) / B
     norm = clip_grad_norm(grads, clip)       global L2 norm, logged
     optimizer.step(grads)
 
@@ -28,7 +28,6 @@ from rnnlab import optim
 from rnnlab.data.text import Corpus, Vocabulary, batchify, bptt_windows
 from rnnlab.io.atomic import atomic_write_json, atomic_write_text
 from rnnlab.io.checkpoint import load_checkpoint, save_checkpoint
-from rnnlab.layers import SoftmaxCrossEntropy
 from rnnlab.models.language_model import LanguageModel, LMConfig
 from rnnlab.progress import Progress
 
@@ -110,11 +109,11 @@ def evaluate(model: LanguageModel, ids: np.ndarray, batch_size: int, bptt: int) 
     for b, s in enumerate(starts):
         m = max(0, min(per, n - s))
         x_all[:m, b], y_all[:m, b], valid[:m, b] = ids[s:s + m], ids[s + 1:s + m + 1], True
-    ce = SoftmaxCrossEntropy(reduction="sum")
     state, total = model.initial_state(B), 0.0
     for i in range(0, per, bptt):
-        logits, state = model(x_all[i:i + bptt], state)
-        total += ce(logits, y_all[i:i + bptt], mask=valid[i:i + bptt])
+        nll, _, state = model.forward_loss(x_all[i:i + bptt], y_all[i:i + bptt], state,
+                                           scale=None, mask=valid[i:i + bptt])
+        total += nll
     model.train(was_training)
     return total / n
 
@@ -144,16 +143,16 @@ class Trainer:
         self.last_record: dict = {}
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, x: np.ndarray, y: np.ndarray, ce: SoftmaxCrossEntropy):
+    def train_step(self, x: np.ndarray, y: np.ndarray):
         model, cfg = self.model, self.cfg
         T, B = x.shape
         model.zero_grad()
-        logits, state = model(x, self.state)
-        loss = ce(logits, y) / (T * B)
+        scale = 1.0 / B if cfg.loss == "sum_time" else 1.0 / (T * B)
+        nll, _, state = model.forward_loss(x, y, self.state, scale=scale)
+        loss = nll / (T * B)
         if not math.isfinite(loss):
             self._diverged(f"loss {loss}")
-        scale = 1.0 / B if cfg.loss == "sum_time" else 1.0 / (T * B)
-        model.backward(ce.backward(scale=scale))
+        model.backward_loss()
         grads = model.grads
         norm = optim.clip_grad_norm(grads, cfg.clip) if cfg.clip > 0 else _norm(grads)
         if not math.isfinite(norm):
@@ -173,14 +172,13 @@ class Trainer:
         """Train until ``epochs`` (or ``max_steps``); returns the final metrics record."""
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        ce = SoftmaxCrossEntropy(reduction="sum")
         windows = list(bptt_windows(self.train_data, cfg.bptt))
         record: dict = {}
         try:
             while self.epoch <= cfg.epochs and not self.finished:
                 if isinstance(self.schedule, optim.StepDecay):
                     self.schedule.set_epoch(self.epoch)
-                record = self._run_epoch(windows, ce)
+                record = self._run_epoch(windows)
                 if self.finished:
                     break
         except KeyboardInterrupt:
@@ -192,7 +190,7 @@ class Trainer:
             record = self._final_record(record)
         return record
 
-    def _run_epoch(self, windows, ce) -> dict:
+    def _run_epoch(self, windows) -> dict:
         cfg = self.cfg
         bar = Progress(total=len(windows), desc=f"epoch {self.epoch}/{cfg.epochs}",
                        enabled=self.progress, initial=self.window)
@@ -201,7 +199,7 @@ class Trainer:
         with bar:
             while self.window < len(windows):
                 x, y = windows[self.window]
-                loss, norm = self.train_step(x, y, ce)
+                loss, norm = self.train_step(x, y)
                 self.window += 1
                 self.step += 1
                 sums["loss"] += loss

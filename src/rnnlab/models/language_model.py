@@ -5,7 +5,9 @@
     logits_t = dropout(h_t) W^T + b   (T, B, V)   W = E when the weights are tied
     p(w_{t+1} | w_<=t) = softmax(logits_t)
 
-The model knows one forward and one backward; the loss lives in the trainer.
+``forward``/``backward`` work on logits (generation, any loss). Training and evaluation use
+``forward_loss``/``backward_loss``: the same model with the decoder and the softmax cross-entropy
+fused (:class:`rnnlab.layers.LinearCrossEntropy`), which never hands out the (T, B, V) logits.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from rnnlab.backend import Seed, make_rng, resolve_dtype
-from rnnlab.layers import Dropout, Embedding, Linear
+from rnnlab.layers import Dropout, Embedding, Linear, LinearCrossEntropy
 from rnnlab.module import Module
 from rnnlab.recurrent import GRU, LSTM, RNN
 
@@ -66,6 +68,7 @@ class LanguageModel(Module):
         self.decoder = self._add_child("decoder", Linear(H, V, dtype=dt, seed=rng))
         if config.tie_weights:
             del self.decoder._params["weight"], self.decoder._grads["weight"]
+        self.readout = LinearCrossEntropy(self.decoder)
         self.drop_in = Dropout(config.dropout, seed=rng)
         self.drop_out = Dropout(config.dropout, seed=rng)
         self.dtype = dt
@@ -103,6 +106,27 @@ class LanguageModel(Module):
         tied = self.config.tie_weights
         dweight = self.embedding._grads["weight"] if tied else None
         dh = self.decoder.backward(dlogits, weight=self._decoder_weight(), dweight=dweight)
+        de, _ = self.rnn.backward(self.drop_out.backward(dh))
+        self.embedding.backward(self.drop_in.backward(de))
+
+    def forward_loss(self, ids: np.ndarray, targets: np.ndarray, state=None,
+                     scale: float | None = 1.0, mask: np.ndarray | None = None):
+        """ids, targets (T, B) -> (summed NLL over the counted targets, their count, final state).
+
+        With a ``scale``, :meth:`backward_loss` then accumulates the gradients of
+        ``scale * summed NLL``; ``scale=None`` evaluates only. ``mask`` (T, B) bool: targets
+        that count.
+        """
+        e = self.drop_in(self.embedding(ids))
+        h, state = self.rnn(e, state)
+        total, count = self.readout(self.drop_out(h), targets, scale=scale, mask=mask,
+                                    weight=self._decoder_weight())
+        return total, count, state
+
+    def backward_loss(self) -> None:
+        """Accumulate every parameter's gradient of the loss of the last :meth:`forward_loss`."""
+        dweight = self.embedding._grads["weight"] if self.config.tie_weights else None
+        dh = self.readout.backward(weight=self._decoder_weight(), dweight=dweight)
         de, _ = self.rnn.backward(self.drop_out.backward(dh))
         self.embedding.backward(self.drop_in.backward(de))
 
