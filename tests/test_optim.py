@@ -61,8 +61,12 @@ def _ours_run(name, lr, kw, params, grads):
 # ----------------------------------------------------------------------------- parity
 
 
+@pytest.mark.parametrize("block", [optim.UPDATE_BLOCK, 5], ids=["one-block", "5-element-blocks"])
 @pytest.mark.parametrize("name, lr, kw", CASES, ids=[f"{n}-{kw}" for n, _, kw in CASES])
-def test_matches_torch_float64(torch, rng, name, lr, kw):
+def test_matches_torch_float64(torch, rng, monkeypatch, name, lr, kw, block):
+    """Also with the update applied to 5-element pieces (the blocking used on large arrays,
+    with a ragged last piece: 16 = 5 + 5 + 5 + 1)."""
+    monkeypatch.setattr(optim, "UPDATE_BLOCK", block)
     params, grads = _params(rng), _grads(rng)
     ours = _ours_run(name, lr, kw, params, grads)
     ref = _torch_run(torch, name, lr, kw, params, grads)

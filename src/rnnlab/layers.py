@@ -61,7 +61,15 @@ class Embedding(Module):
         E = self.embedding_dim
         dout = check_array("dout", dout, self.dtype, (*self._ids.shape, E),
                            (*("N" for _ in self._ids.shape), "E"))
-        np.add.at(self._grads["weight"], self._ids.ravel(), dout.reshape(-1, E))
+        ids = self._ids.ravel()
+        if ids.size == 0:
+            return
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        first = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])  # run starts
+        # one summed row per distinct id (np.add.at does the same, row by row, 2x slower)
+        self._grads["weight"][sorted_ids[first]] += np.add.reduceat(
+            dout.reshape(-1, E)[order], first, axis=0)
 
 
 class Linear(Module):

@@ -104,6 +104,8 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
 
 # ----------------------------------------------------------------------------- optimizers
 
+UPDATE_BLOCK = 1 << 17  # elements of a parameter updated at a time (512 KiB of float32)
+
 
 class Optimizer:
     """Base class: parameters by name, a mutable ``lr``, a step count and named state buffers.
@@ -118,7 +120,8 @@ class Optimizer:
         self.lr = lr
         self.step_count = 0
         self._configure(self._check_hyperparameters(hyperparameters))
-        self._scratch = {name: np.empty_like(p) for name, p in self.params.items()}
+        self._scratch = {p.dtype: np.empty(UPDATE_BLOCK, p.dtype)  # work buffers of one block
+                         for p in self.params.values()}
 
     # -- the learning rate is validated on every assignment (schedules set it)
     @property
@@ -168,7 +171,18 @@ class Optimizer:
                 )
         self.step_count += 1
         for name, p in self.params.items():
-            self._update(p, grads[name], self._scratch[name], self._state[name])
+            g, state = grads[name], self._state[name]
+            if not (p.flags.c_contiguous and g.flags.c_contiguous):
+                self._update(p, g, np.empty_like(p), state)
+                continue
+            # The update is elementwise, so it is applied to cache-sized pieces of the flattened
+            # arrays in turn: its several passes then read memory once instead of once each.
+            flat = {k: v.reshape(-1) for k, v in state.items()}
+            pf, gf = p.reshape(-1), g.reshape(-1)
+            for s in range(0, pf.size, UPDATE_BLOCK):
+                e = s + UPDATE_BLOCK
+                self._update(pf[s:e], gf[s:e], self._scratch[p.dtype][: pf[s:e].size],
+                             {k: v[s:e] for k, v in flat.items()})
 
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
         """``(arrays, meta)``: copies of the state buffers keyed ``"<buffer>/<name>"``, and
