@@ -1,0 +1,44 @@
+"""matplotlib figures (the optional ``plots`` extra): attention heatmaps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PLOTS_HINT = "plotting needs matplotlib: pip install rnnlab[plots]"
+
+
+def pyplot():
+    """matplotlib.pyplot with the file-only Agg backend, or an ImportError that says what to do."""
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ImportError(PLOTS_HINT) from err
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_attention(weights: np.ndarray, source: list[str], output: list[str],
+                   path: str | Path, title: str = "") -> None:
+    """Heatmap of attention weights (len(output), len(source)): row t says where output step t
+    looked. ``output`` labels the rows (the emitted tokens, <eos> included)."""
+    weights = np.asarray(weights)
+    if weights.shape != (len(output), len(source)):
+        raise ValueError(f"weights: expected shape {(len(output), len(source))} (output steps, "
+                         f"source steps), got {weights.shape}")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(1.0 + 0.32 * len(source), 1.0 + 0.32 * len(output)))
+    im = ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="equal")
+    ax.set_xticks(range(len(source)), [repr(s)[1:-1] for s in source], fontsize=8)
+    ax.set_yticks(range(len(output)), [repr(s)[1:-1] for s in output], fontsize=8)
+    ax.set_xlabel("source (as the encoder read it)")
+    ax.set_ylabel("output")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,141 @@
+"""Seq2seq training and the CLI: metrics, checkpoints, translate (greedy, beam, attention plot)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rnnlab.cli import main
+from rnnlab.data.pairs import build_vocabs
+from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from rnnlab.train_seq2seq import (
+    Seq2SeqTrainConfig,
+    Seq2SeqTrainer,
+    load_pairs,
+    load_seq2seq,
+    score,
+)
+
+SMALL = ["--hidden", "24", "--embed", "8", "--batch-size", "16", "--no-progress"]
+
+
+@pytest.fixture
+def reverse_tsv(tmp_path):
+    """A task a small model learns in a few epochs: write the source backwards."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for _ in range(400):
+        n = rng.integers(1, 5)
+        s = "".join(rng.choice(list("abcd"), size=n))
+        lines.append(f"{s}\t{s[::-1]}")
+    path = tmp_path / "reverse.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_trainer_learns_and_scores(reverse_tsv, tmp_path):
+    cfg = Seq2SeqTrainConfig(data=str(reverse_tsv), epochs=12, batch_size=16, lr=1e-2)
+    train, test, _ = load_pairs(cfg)
+    assert len(train) == 360 and len(test) == 40
+    src_vocab, tgt_vocab = build_vocabs(train)
+    model = Seq2Seq(Seq2SeqConfig(len(src_vocab), len(tgt_vocab), embed_size=8, hidden_size=32,
+                                  attention="dot"), seed=0)
+    before = score(model, test, src_vocab, tgt_vocab)
+    trainer = Seq2SeqTrainer(model, train, test, src_vocab, tgt_vocab, cfg, tmp_path / "run",
+                             log=lambda s: None, progress=False)
+    final = trainer.fit()
+    assert before["exact_match"] < 0.2
+    assert final["test_exact_match"] >= 0.9, final
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [r["epoch"] for r in records] == list(range(1, 13))
+    assert records[-1]["loss"] < records[0]["loss"]
+    for r in records:
+        assert {"epoch", "loss", "test_exact_match", "test_char_acc"} <= set(r)
+        assert 0.0 <= r["test_exact_match"] <= r["test_char_acc"] + 1e-12 <= 1.0 + 1e-12
+    # the checkpoint reproduces the trained model's decoding exactly
+    loaded, sv, tv, state = load_seq2seq(tmp_path / "run")
+    assert state["epoch"] == 12
+    assert score(loaded, test, sv, tv) == score(model, test, src_vocab, tgt_vocab)
+
+
+def test_score_counts_exact_and_characters():
+    """A model that cannot emit anything useful scores 0; the char accuracy is per position."""
+    pairs = [("ab", "ba"), ("c", "c")]
+    src_vocab, tgt_vocab = build_vocabs(pairs)
+    model = Seq2Seq(Seq2SeqConfig(len(src_vocab), len(tgt_vocab), hidden_size=4), seed=0)
+    readout = model.readout.parameters()
+    readout["weight"][...] = 0.0
+    readout["bias"][...] = -10.0
+    readout["bias"][tgt_vocab.stoi["a"]] = 0.0  # always 'a', never <eos>: 'aaa...'
+    s = score(model, pairs, src_vocab, tgt_vocab, max_length=3)
+    assert s == {"exact_match": 0.0, "char_acc": pytest.approx(1 / 3)}  # 'ba' vs 'aa': 1 of 3
+
+
+def test_cli_train_translate_beam_and_plot(reverse_tsv, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "seq2seq", "--data", str(reverse_tsv), "--attention", "general",
+                 "--epochs", "2", "--out", str(out), *SMALL])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "test exact match" in text
+    assert (out / "checkpoint" / "model.safetensors").is_file()
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    png = tmp_path / "att.png"
+    assert main(["translate", "--checkpoint", str(out), "abc", "dd",
+                 "--plot-attention", str(png)]) == 0
+    greedy = capsys.readouterr().out.splitlines()
+    assert len(greedy) == 2
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["translate", "--checkpoint", str(out), "--beam", "1", "abc", "dd"]) == 0
+    assert capsys.readouterr().out.splitlines() == greedy
+    assert main(["translate", "--checkpoint", str(out), "--beam", "3", "abc"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_cli_translate_reads_stdin(reverse_tsv, tmp_path, capsys, monkeypatch):
+    import io
+
+    out = tmp_path / "run"
+    assert main(["train", "seq2seq", "--data", str(reverse_tsv), "--epochs", "1", "--out",
+                 str(out), *SMALL]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("ab\n\ncd\n"))
+    assert main(["translate", "--checkpoint", str(out)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_cli_generated_data(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "seq2seq", "--data", "addition", "--size", "300", "--epochs", "1",
+                 "--reverse", "--peeky", "--out", str(out), *SMALL]) == 0
+    assert "addition (generated, 300 pairs): 270 train / 30 test" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "MISSING.tsv"], "MISSING.tsv"),
+    (["--data", "addition", "--size", "5"], "expected enough pairs"),
+])
+def test_cli_train_errors(tmp_path, capsys, argv, message):
+    code = main(["train", "seq2seq", *argv, "--out", str(tmp_path / "r"), *SMALL])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnlab: error:") and message in err and "Traceback" not in err
+
+
+def test_cli_refuses_existing_run_and_plot_without_attention(reverse_tsv, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "seq2seq", "--data", str(reverse_tsv), "--epochs", "1", "--out", str(out),
+            *SMALL]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    code = main(["translate", "--checkpoint", str(out), "ab", "--plot-attention",
+                 str(tmp_path / "x.png")])
+    assert code == 2
+    assert "has no attention" in capsys.readouterr().err
+    lm = tmp_path / "notseq"
+    (lm / "checkpoint").mkdir(parents=True)
+    assert main(["translate", "--checkpoint", str(lm), "ab"]) == 2
