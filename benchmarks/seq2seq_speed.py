@@ -1,23 +1,21 @@
 """Seq2seq training time per epoch: rnnlab vs the same model in torch.nn (seconds per epoch).
 
-Task: the addition pairs (``addition_pairs(50000)``, ``book_split`` -> 45,000 training pairs,
-352 batches of 128 per epoch), embed 16, hidden 128, one LSTM layer, Adam 1e-3, global gradient
-norm clipped at 5, float32. One training step = encoder over the padded source (with lengths) ->
+Task: addition pairs (``addition_pairs(50000)``, ``book_split`` -> 45,000 training pairs, 352
+batches of 128 per epoch), embed 16, hidden 128, one LSTM layer, Adam 1e-3, clip 5, float32. A
+step is ``Seq2SeqTrainer.train_step`` on pre-encoded batches: encoder over the padded source ->
 decoder with teacher forcing from the encoder's final state -> optional attention / peeky ->
-readout -> cross-entropy summed over the real target tokens / their count -> backward -> clip ->
-Adam, exactly ``Seq2SeqTrainer.train_step`` minus the text encoding. The torch side is the same
-model in torch.nn: Embedding, LSTM over ``pack_padded_sequence(enforce_sorted=False)`` (decoder
-lengths = target length + 1), masked attention in plain torch ops, Linear, cross_entropy.
+readout -> cross-entropy summed over real targets / their count -> backward -> clip -> Adam. The
+torch side is the same model in torch.nn (LSTMs over ``pack_padded_sequence(enforce_sorted=
+False)``, masked attention in plain torch ops). Configs: ``plain``, ``reversed+peeky``,
+``attention`` (dot, reversed), ``attention-additive`` (additive, reversed).
 
-Configurations: ``plain`` (no attention, source not reversed), ``reversed+peeky``, ``attention``
-(dot score, reversed), ``attention-additive`` (additive score, reversed). The parent encodes the
-first batches of one shuffled epoch (seed 0) into a temporary .npz that both sides read, so they
-train on the same batches in the same order. Each side runs in ITS OWN PROCESS (OpenBLAS and
-torch's OpenMP pools spin-wait and slow each other down in one process) with the same number of
-threads, the two alternate over rounds; a worker runs 3 untimed warm-up steps, times ``--steps``
-steps one by one and reports the median; s/epoch = median step time x 352; the table gives the
-medians over rounds. Before timing, a check process loads rnnlab's initial weights into the torch
-model and compares the loss and gradients on the first batch (and the parameter counts).
+The parent encodes the first batches of one shuffled epoch (seed 0) into a temporary .npz that
+both sides read (same batches, same order). Each side runs in ITS OWN PROCESS with the same
+thread count (OpenBLAS and torch's OpenMP pools spin-wait and slow each other in one process),
+the two alternate over rounds; a worker runs 3 warm-up steps, then times ``--steps`` steps and
+reports the median; s/epoch = median step x 352, medians over rounds. An untimed check process
+first loads rnnlab's initial weights into the torch model and compares loss and gradients on
+batch 0; the parameter counts of the two sides are asserted equal.
 
     OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 .venv/bin/python benchmarks/seq2seq_speed.py \
         [--configs plain,reversed+peeky,attention,attention-additive] [--rounds 3] \
@@ -212,7 +210,10 @@ def worker_check(config: str, path: str, steps: int, threads: int) -> dict:
     """Not timed: rnnlab's initial weights in the torch model, loss and gradients on batch 0."""
     import numpy as np
     import torch
+    from threadpoolctl import threadpool_limits
 
+    threadpool_limits(1)  # both libraries in one process: one thread each, no spin-waiting
+    torch.set_num_threads(1)
     batches, vs, vt = load_batches(path, config)
     ours, theirs = rnnlab_model(config, vs, vt), torch_model(config, vs, vt)
     theirs.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ours.state_dict().items()})
