@@ -1,4 +1,5 @@
-"""Data for language models: text corpora, vocabularies and truncated-BPTT batching."""
+"""Data: text corpora, vocabularies and truncated-BPTT batching (``text``); seq2seq pairs
+(``pairs``)."""
 
 from rnnlab.data.text import (
     Corpus,

@@ -1,5 +1,7 @@
-"""Models built from the layers: language model (more to come: seq2seq, tagger, forecaster)."""
+"""Models built from the layers: language model and encoder-decoder (more to come: tagger,
+forecaster)."""
 
 from rnnlab.models.language_model import LanguageModel, LMConfig
+from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
-__all__ = ["LMConfig", "LanguageModel"]
+__all__ = ["LMConfig", "LanguageModel", "Seq2Seq", "Seq2SeqConfig"]
