@@ -139,3 +139,11 @@ def test_cli_refuses_existing_run_and_plot_without_attention(reverse_tsv, tmp_pa
     lm = tmp_path / "notseq"
     (lm / "checkpoint").mkdir(parents=True)
     assert main(["translate", "--checkpoint", str(lm), "ab"]) == 2
+
+
+def test_cli_lr_decay_is_recorded(reverse_tsv, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "seq2seq", "--data", str(reverse_tsv), "--epochs", "3", "--lr", "0.01",
+                 "--lr-decay", "0.5", "--lr-decay-start", "1", "--out", str(out), *SMALL]) == 0
+    lrs = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").open()]
+    assert lrs == pytest.approx([0.01, 0.005, 0.0025])

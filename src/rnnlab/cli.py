@@ -181,7 +181,8 @@ def _train_seq2seq(args: argparse.Namespace) -> int:
         raise UserError(f"{out} already holds a run: choose another --out")
     cfg = Seq2SeqTrainConfig(data=args.data, size=args.size, dedup=args.dedup,
                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             clip=args.clip, seed=args.seed)
+                             clip=args.clip, lr_decay=args.lr_decay,
+                             lr_decay_start=args.lr_decay_start, seed=args.seed)
     train, test, what = load_pairs(cfg)
     src_vocab, tgt_vocab = build_vocabs(train)
     model_cfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), cell=args.cell,
@@ -281,6 +282,11 @@ def _add_seq2seq_parsers(tsub, sub) -> None:
     s2s.add_argument("--epochs", type=positive_int, default=25, help="default 25")
     s2s.add_argument("--batch-size", type=positive_int, default=128, dest="batch_size")
     s2s.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    s2s.add_argument("--lr-decay", type=float, default=1.0, dest="lr_decay",
+                     help="multiply the learning rate by this every epoch after "
+                     "--lr-decay-start (default 1: constant)")
+    s2s.add_argument("--lr-decay-start", type=int, default=0, dest="lr_decay_start",
+                     help="last epoch at the full learning rate (default 0)")
     s2s.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clip "
                      "(0: off; default 5)")
     s2s.add_argument("--seed", type=int, default=0)

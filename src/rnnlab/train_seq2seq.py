@@ -54,6 +54,8 @@ class Seq2SeqTrainConfig:
     batch_size: int = 128
     lr: float = 1e-3  # Adam
     clip: float = 5.0  # global gradient L2 norm (0: off)
+    lr_decay: float = 1.0  # multiply lr by this every epoch after lr_decay_start (1: constant)
+    lr_decay_start: int = 0
     seed: int = 0  # initialisation and minibatch order (the split always uses 1984)
     eval_batch_size: int = 1000
 
@@ -125,6 +127,7 @@ class Seq2SeqTrainer:
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.out, self.log, self.progress = Path(out_dir), log, progress
         self.optimizer = optim.Adam(model.parameters(), lr=cfg.lr)
+        self.schedule = optim.StepDecay(self.optimizer, cfg.lr_decay_start, cfg.lr_decay)
         self.rng = np.random.default_rng(cfg.seed)
         self.epoch = 0
         self.history: list[dict] = []
@@ -157,6 +160,7 @@ class Seq2SeqTrainer:
 
     def _epoch(self) -> dict:
         cfg = self.cfg
+        lr = self.schedule.set_epoch(self.epoch + 1)
         n_batches = -(-len(self.train) // cfg.batch_size)
         start = time.perf_counter()
         losses, tokens = [], 0
@@ -171,7 +175,7 @@ class Seq2SeqTrainer:
         self.epoch += 1
         scores = score(self.model, self.test, self.src_vocab, self.tgt_vocab,
                        cfg.eval_batch_size)
-        record = {"epoch": self.epoch, "loss": float(np.mean(losses)),
+        record = {"epoch": self.epoch, "loss": float(np.mean(losses)), "lr": lr,
                   "test_exact_match": scores["exact_match"], "test_char_acc": scores["char_acc"],
                   "train_seconds": round(train_time, 2),
                   "tokens_per_s": round(tokens / train_time, 1)}
