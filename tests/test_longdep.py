@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import re
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from rnnlab.data.synthetic import (
     one_hot,
 )
 from rnnlab.diagnostics.bench import add_bench_parser
+from rnnlab.io import load_file, load_metadata
 from rnnlab.layers import SoftmaxCrossEntropy
 from rnnlab.longdep import (
     GRU,
@@ -26,8 +29,11 @@ from rnnlab.longdep import (
     RNN,
     LongDepConfig,
     LongDepModel,
+    build_model,
     format_last_line,
     init_gate_biases,
+    load_model,
+    save_model,
     train_longdep,
 )
 
@@ -261,3 +267,75 @@ def test_cli_defaults_and_help(capsys):
     assert "0.167" in text and "SOLVED" in text and "chrono" in text
     with pytest.raises(SystemExit):
         _parser().parse_args(["bench", "longdep", "--cell", "transformer"])
+
+
+# ----------------------------------------------------------------------------- --save
+TINY = {"task": "adding", "T": 6, "cell": "lstm", "hidden": 4, "batch": 8, "steps": 3,
+        "eval_every": 3, "test_size": 20}
+STATE_KEYS = ["readout.bias", "readout.weight", "rnn.bias_hh_l0", "rnn.bias_ih_l0",
+              "rnn.weight_hh_l0", "rnn.weight_ih_l0"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_save_model_round_trips(dtype, tmp_path):
+    cfg = LongDepConfig(**TINY, dtype=dtype, init="forget1", seed=3)
+    model = build_model(cfg)
+    path = tmp_path / "m.safetensors"
+    save_model(model, cfg, path, {"steps": 3, "test_mse": 0.25, "curve": [(1, 2.0, 3.0)]})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no temp left
+    arrays, state = load_file(path), model.state_dict()
+    assert sorted(arrays) == STATE_KEYS
+    for name, value in state.items():
+        assert arrays[name].dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(arrays[name], value)
+    meta = load_metadata(path)
+    assert meta["format"] == "rnnlab.longdep" and meta["version"] == "1"
+    assert json.loads(meta["config"]) == asdict(cfg)
+    assert json.loads(meta["result"]) == {"steps": 3, "test_mse": 0.25}  # no curve
+    loaded, cfg2, summary = load_model(path)
+    assert cfg2 == cfg and summary == {"steps": 3, "test_mse": 0.25}
+    for name, value in loaded.state_dict().items():
+        assert value.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(value, state[name])
+
+
+def test_train_longdep_saves_the_trained_model(tmp_path):
+    """The file holds the weights after training: one Adam step (lr 1e-3) from build_model's
+    init moves every parameter by at most lr, so the file also pins the run's init."""
+    cfg = LongDepConfig(**{**TINY, "steps": 1, "eval_every": 1}, lr=1e-3, dtype="float64")
+    path = tmp_path / "run.safetensors"
+    result = train_longdep(cfg, log=_quiet, save=path)
+    saved, init = load_file(path), build_model(cfg).state_dict()
+    moved = max(float(np.max(np.abs(saved[k] - init[k]))) for k in init)
+    assert 0.5e-3 < moved <= 1e-3 * (1 + 1e-6)
+    _, cfg2, summary = load_model(path)
+    assert cfg2 == cfg and asdict(cfg2) == result["config"]
+    assert summary["steps"] == 1 and summary["test_mse"] == result["test_mse"]
+    again = tmp_path / "again.safetensors"
+    train_longdep(cfg, log=_quiet, save=again)  # reproducible from the seed
+    for name, value in load_file(again).items():
+        np.testing.assert_array_equal(value, saved[name])
+
+
+def test_save_checks_the_path_before_training(tmp_path):
+    cfg = LongDepConfig(**TINY)
+    with pytest.raises(ValueError, match="save: the directory .* does not exist"):
+        train_longdep(cfg, log=_quiet, save=tmp_path / "missing" / "m.safetensors")
+    with pytest.raises(ValueError, match="save: expected a file name, got the directory"):
+        train_longdep(cfg, log=_quiet, save=tmp_path)
+
+
+def test_cli_save_writes_the_file_and_help_shows_the_pair(tmp_path, capsys):
+    path = tmp_path / "cli.safetensors"
+    args = _parser().parse_args(
+        ["bench", "longdep", "--T", "4", "--cell", "rnn", "--steps", "2", "--hidden", "3",
+         "--batch", "4", "--eval-every", "2", "--test-size", "10", "--save", str(path)])
+    assert args.func(args) == 0
+    assert f"wrote {path}" in capsys.readouterr().out
+    model, cfg, _ = load_model(path)
+    assert (cfg.cell, cfg.T, cfg.hidden, cfg.steps) == ("rnn", 4, 3, 2)
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["bench", "longdep", "--help"])
+    text = capsys.readouterr().out
+    assert "--save lstm100.safetensors" in text
+    assert "rnnlab gradflow --weights lstm100.safetensors --plot trained.png" in text

@@ -48,14 +48,26 @@ init; not after training, not at chrono init), but they slow nothing here, and t
 loop applies no flush: the carried dh, dc live inside the kernels' time loop, and flushing them
 would mean changing that loop for no measured gain. (On Intel cores, where an operation with a
 subnormal result can cost ~100 cycles, the same measurement may come out differently.)
+
+Saving (:func:`save_model`, ``rnnlab bench longdep --save FILE``). The trained model's
+``state_dict()`` (``rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0,
+readout.weight, readout.bias``, in the run's dtype) goes into one safetensors file, written
+atomically; its ``__metadata__`` holds ``format`` ("rnnlab.longdep"), ``version`` ("1"),
+``config`` (the resolved :class:`LongDepConfig` as JSON) and ``result`` (JSON: steps run, the
+final test metrics, baseline, solved, solved_step). :func:`load_model` reads it back and checks
+it; :func:`build_model` re-creates the same run's untrained model from the config alone.
+``rnnlab gradflow --weights FILE`` uses both.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -67,6 +79,7 @@ from rnnlab.data.synthetic import (
     copy_task,
     one_hot,
 )
+from rnnlab.io.safetensors import CheckpointError, load_file, load_metadata, save_file
 from rnnlab.layers import Linear, SoftmaxCrossEntropy
 from rnnlab.module import Module
 from rnnlab.optim import Adam, clip_grad_norm
@@ -78,6 +91,7 @@ INITS = ("default", "forget1", "chrono")
 SOLVED_MSE = 0.01  # adding: test MSE below this
 SOLVED_ACC = 0.99  # copy: accuracy on the recalled symbols above this
 EVAL_BYTES = 1 << 26  # the test set is scored in chunks of about 64 MiB of gate activations
+SAVE_FORMAT, SAVE_VERSION = "rnnlab.longdep", "1"  # the metadata of a --save file
 
 
 # ----------------------------------------------------------------------------- config
@@ -216,6 +230,89 @@ class LongDepModel(Module):
         self.rnn.backward(dout)
 
 
+def build_model(cfg: LongDepConfig) -> LongDepModel:
+    """The run's model before training: weights from the stream ``(seed, 1)``, then the gate
+    biases of ``cfg.init`` from ``(seed, 4)`` (T_max = the sequence length). Deterministic:
+    the same config always gives the same untrained model."""
+    if not isinstance(cfg, LongDepConfig):
+        raise TypeError(f"cfg: expected a LongDepConfig, got {type(cfg).__name__}")
+    model = LongDepModel(cfg.task, cfg.cell, cfg.hidden, cfg.symbols, cfg.dtype,
+                         seed=np.random.default_rng([cfg.seed, 1]))
+    init_gate_biases(model.rnn, cfg.init, cfg.steps_per_sequence,
+                     np.random.default_rng([cfg.seed, 4]))
+    return model
+
+
+# ----------------------------------------------------------------------------- save, load
+SUMMARY_KEYS = ("steps", "test_mse", "test_loss", "test_acc", "baseline", "solved",
+                "solved_step")
+
+
+def _check_save_path(path: str | os.PathLike) -> Path:
+    """Fail before training, not after it, when ``path`` cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"save: expected a file name, got the directory {path}")
+    if not path.parent.is_dir():
+        raise ValueError(f"save: the directory {path.parent} of {path} does not exist")
+    return path
+
+
+def save_model(model: LongDepModel, cfg: LongDepConfig, path: str | os.PathLike,
+               result: dict | None = None) -> None:
+    """Write ``model.state_dict()`` to the safetensors file ``path`` atomically, with the
+    config and a summary of ``result`` (if given) in its metadata (see the module docstring)."""
+    if not isinstance(cfg, LongDepConfig):
+        raise TypeError(f"cfg: expected a LongDepConfig, got {type(cfg).__name__}")
+    summary = {k: result[k] for k in SUMMARY_KEYS if k in result} if result else {}
+    metadata = {"format": SAVE_FORMAT, "version": SAVE_VERSION,
+                "config": json.dumps(asdict(cfg), sort_keys=True),
+                "result": json.dumps(summary, sort_keys=True)}
+    save_file(model.state_dict(), _check_save_path(path), metadata=metadata)
+
+
+def load_model(path: str | os.PathLike) -> tuple[LongDepModel, LongDepConfig, dict]:
+    """Read a file written by :func:`save_model`: (the trained model, its config, the result
+    summary). Anything else raises ValueError naming the file and what was expected."""
+    path = Path(path)
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{path}: expected a file written by 'rnnlab bench longdep --save', "
+                          f"but {why}")
+
+    try:
+        meta = load_metadata(path)
+    except CheckpointError as err:
+        reason = str(err).removeprefix(f"{path}: ")
+        raise bad(f"it is not a valid safetensors file ({reason})") from None
+    if meta.get("format") != SAVE_FORMAT:
+        raise bad(f"its metadata has no format {SAVE_FORMAT!r} (got {meta.get('format')!r})")
+    if meta.get("version") != SAVE_VERSION:
+        raise bad(f"it has format version {meta.get('version')!r}; this rnnlab reads version "
+                  f"{SAVE_VERSION!r}")
+    try:
+        cfg = LongDepConfig(**json.loads(meta.get("config", "")))
+        summary = json.loads(meta.get("result", "{}"))
+    except (ValueError, TypeError) as err:
+        raise bad(f"its config metadata is not a valid LongDepConfig ({err})") from None
+    model = LongDepModel(cfg.task, cfg.cell, cfg.hidden, cfg.symbols, cfg.dtype, seed=0)
+    tensors = load_file(path)
+    expected = {k: (v.shape, v.dtype) for k, v in model.parameters().items()}
+    found = {k: (v.shape, v.dtype) for k, v in tensors.items()}
+    if found != expected:
+        raise bad(f"its tensors {_describe(found)} do not match the config's model "
+                  f"{_describe(expected)}")
+    try:
+        model.load_state_dict(tensors)
+    except ValueError as err:
+        raise bad(str(err)) from None
+    return model, cfg, summary if isinstance(summary, dict) else {}
+
+
+def _describe(arrays: dict) -> str:
+    return "{" + ", ".join(f"{k}: {d} {tuple(s)}" for k, (s, d) in sorted(arrays.items())) + "}"
+
+
 # ----------------------------------------------------------------------------- data, eval
 def make_batch(cfg: LongDepConfig, n: int, rng: np.random.Generator):
     """``n`` sequences of ``cfg``'s task: adding (x, y) or copy (ids, target ids)."""
@@ -266,8 +363,12 @@ def _progress(cfg: LongDepConfig, step: int, train_loss: float, metrics: dict,
 
 
 # ----------------------------------------------------------------------------- training
-def train_longdep(cfg: LongDepConfig, log: Callable[[str], object] = print) -> dict:
+def train_longdep(cfg: LongDepConfig, log: Callable[[str], object] = print,
+                  save: str | os.PathLike | None = None) -> dict:
     """Train, evaluating every ``eval_every`` steps and at the end; returns the results.
+
+    ``save``: write the trained model to this safetensors file (:func:`save_model`); its
+    directory is checked before training starts.
 
     Keys: ``task, T, cell, init, steps`` (steps run), the final test metrics (``test_mse``, or
     ``test_loss`` and ``test_acc``), ``baseline``, ``solved``, ``solved_step`` (first
@@ -277,12 +378,9 @@ def train_longdep(cfg: LongDepConfig, log: Callable[[str], object] = print) -> d
     """
     from rnnlab.train import TrainingDiverged
 
-    if not isinstance(cfg, LongDepConfig):
-        raise TypeError(f"cfg: expected a LongDepConfig, got {type(cfg).__name__}")
-    model = LongDepModel(cfg.task, cfg.cell, cfg.hidden, cfg.symbols, cfg.dtype,
-                         seed=np.random.default_rng([cfg.seed, 1]))
-    init_gate_biases(model.rnn, cfg.init, cfg.steps_per_sequence,
-                     np.random.default_rng([cfg.seed, 4]))
+    model = build_model(cfg)
+    if save is not None:
+        _check_save_path(save)
     train_rng = np.random.default_rng([cfg.seed, 2])
     x_test, y_test = make_batch(cfg, cfg.test_size, np.random.default_rng([cfg.seed, 3]))
     if cfg.task == "adding":
@@ -325,10 +423,13 @@ def train_longdep(cfg: LongDepConfig, log: Callable[[str], object] = print) -> d
                 if cfg.stop_when_solved:
                     break
     wall = time.perf_counter() - start
-    return {"task": cfg.task, "T": cfg.T, "cell": cfg.cell, "init": cfg.init, "steps": step,
-            **metrics, "baseline": baseline, "solved": is_solved(cfg.task, metrics),
-            "solved_step": solved_step, "curve": curve, "wall_s": wall, "params": n_params,
-            "config": asdict(cfg)}
+    result = {"task": cfg.task, "T": cfg.T, "cell": cfg.cell, "init": cfg.init, "steps": step,
+              **metrics, "baseline": baseline, "solved": is_solved(cfg.task, metrics),
+              "solved_step": solved_step, "curve": curve, "wall_s": wall, "params": n_params,
+              "config": asdict(cfg)}
+    if save is not None:
+        save_model(model, cfg, save, result)
+    return result
 
 
 def format_last_line(result: dict) -> str:

@@ -1,6 +1,7 @@
 """``rnnlab bench``: benchmarks that train a small model and say whether it solved the task.
 
     rnnlab bench longdep --task adding --T 100 --cell lstm    the adding problem / copy task
+    rnnlab bench longdep ... --save FILE.safetensors          ... and keep the trained model
 
 The library code is :mod:`rnnlab.longdep`; this file only parses, calls and writes files.
 """
@@ -48,6 +49,11 @@ in 2400 steps, 10 minutes). The copy task is much harder: a GRU at T=100 was sti
 recall accuracy after 6000 steps; give it --steps 30000 or more.
 
 The run stops at the first evaluation that meets the criterion (--no-stop-when-solved to go on).
+--save FILE.safetensors writes the trained model (its state_dict: the recurrent layer rnn.*
+and the readout) atomically, with the resolved configuration and the final metrics in the
+file's metadata. `rnnlab gradflow --weights FILE` then shows how far back the gradient reaches
+in the trained cell, next to the same model at its initialisation.
+
 Progress: one line per evaluation. The last line is always
   task=adding T=100 cell=lstm test_mse=0.0043 baseline=0.167 solved=yes
   task=copy T=100 cell=gru test_loss=0.0012 baseline=0.1733 test_acc=1.0000 solved=yes
@@ -76,7 +82,10 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         description=LONGDEP_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n  rnnlab bench longdep --task adding --T 100 --cell lstm\n"
         "  rnnlab bench longdep --task adding --T 200 --cell lstm --init default --steps 20000\n"
-        "  rnnlab bench longdep --task copy --T 100 --cell gru --csv copy.csv")
+        "  rnnlab bench longdep --task copy --T 100 --cell gru --csv copy.csv\n"
+        "Train, keep the weights, then look inside (gradient flow, trained vs. init):\n"
+        "  rnnlab bench longdep --task adding --T 100 --cell lstm --save lstm100.safetensors\n"
+        "  rnnlab gradflow --weights lstm100.safetensors --plot trained.png")
     p.add_argument("--task", choices=TASKS, default=d.task, help=f"default {d.task}")
     p.add_argument("--T", type=positive_int, default=d.T, dest="T",
                    help=f"the lag: sequence length (adding) or blank stretch (copy); "
@@ -107,6 +116,9 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
                    help="write the learning curve: step, train_loss, test metric")
     p.add_argument("--json", metavar="FILE",
                    help="write the resolved config, final metrics and learning curve")
+    p.add_argument("--save", metavar="FILE.safetensors",
+                   help="write the trained model (safetensors, atomically; the config and "
+                   "final metrics in its metadata) for `rnnlab gradflow --weights FILE`")
     p.set_defaults(func=longdep_main)
     return bench
 
@@ -115,7 +127,7 @@ def longdep_main(args: argparse.Namespace) -> int:
     """Run one configuration, write the files asked for, print the summary line last."""
     names = {f.name for f in fields(LongDepConfig)}
     cfg = LongDepConfig(**{k: v for k, v in vars(args).items() if k in names})
-    result = train_longdep(cfg)
+    result = train_longdep(cfg, save=args.save)
     metric = "test_mse" if cfg.task == "adding" else "test_acc"
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as f:
@@ -126,6 +138,8 @@ def longdep_main(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
+    if args.save:
+        print(f"wrote {args.save}")
     print(f"{result['steps']} steps in {result['wall_s']:.1f} s"
           + (f"; solved at step {result['solved_step']}" if result["solved_step"] else ""))
     print(format_last_line(result))

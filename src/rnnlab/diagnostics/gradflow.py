@@ -35,12 +35,25 @@ state gradient of each sequence (dL/dh_t, with dL/dc_t for LSTM) is rescaled to 
 Training code clips the norm of the accumulated parameter gradient once per update instead; the
 per-step version shows the same point in one picture: clipping bounds an exploding gradient but
 cannot bring back a vanished one.
+
+Trained weights (:func:`trained_flow`, ``rnnlab gradflow --weights FILE``). The curves above
+are for random weights. A file written by ``rnnlab bench longdep --save`` holds a layer trained
+on the adding problem or the copy task; its weights (``rnn.weight_ih_l0`` -> ``weight_ih``, ...)
+go into the matching float64 cell, which runs over inputs of the task it was trained on (a
+batch from :mod:`rnnlab.data.synthetic`, encoded as :mod:`rnnlab.longdep` encodes them) for the
+task's T (``--T`` changes the lag; a copy sequence is T + 2 * length steps). The loss is the
+same L = sum(h_T * R) on the LAST hidden state, not the task's own loss, so the curves compare
+directly with the random-weight ones. Next to it the same architecture at its initialisation
+(re-created from the saved config's seed and --init, exactly as the training run began) runs
+on the same x and R: what training did to how far back the gradient reaches.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -145,25 +158,36 @@ def gradient_flow(cell: str, T: int = 1000, hidden: int = 32, input_size: int = 
     "config": dict}``; entry d is the mean over the batch of the per-sequence L2 norm at t = T - d.
     """
     cfg = FlowConfig(cell, T, hidden, input_size, batch, seed, recurrent_scale, forget_bias, clip)
-    prob = make_problem(cfg)
-    lstm = cfg.cell == "lstm"
+    result = measure(make_problem(cfg), clip)
+    result["config"] = asdict(cfg)
+    return result
+
+
+def measure(prob: Problem, clip: float | None = None) -> dict:
+    """The curves of one problem: its cell runs over ``prob.x`` (T steps), then L =
+    sum(h_T * R) is backpropagated. Returns ``{"distance": 0..T, "dh_norm", "dc_norm" (LSTM)}``,
+    entry d at t = T - d, as :func:`gradient_flow` describes."""
+    lstm, T = isinstance(prob.cell, LSTMCell), prob.x.shape[0]
     _forward(prob.cell, prob.x, lstm)
     dh_norm, dc_norm = _backward(prob.cell, prob.R, T, lstm, clip)
     result = {"distance": np.arange(T + 1), "dh_norm": dh_norm[::-1].copy()}
     if lstm:
         result["dc_norm"] = dc_norm[::-1].copy()
-    result["config"] = asdict(cfg)
     return result
 
 
-def _forward(cell, x, lstm: bool) -> None:
-    """T steps from the zero state; every step's cache goes on the cell's tape."""
-    h = c = np.zeros((x.shape[1], cell.hidden_size))
-    for x_t in x:
+def _forward(cell, x, lstm: bool) -> np.ndarray:
+    """T steps from the zero state; every step's cache goes on the cell's tape. Returns the
+    hidden states h_1 .. h_T, (T, B, H)."""
+    h = c = np.zeros((x.shape[1], cell.hidden_size), cell.dtype)
+    hs = np.empty((x.shape[0], x.shape[1], cell.hidden_size), cell.dtype)
+    for t, x_t in enumerate(x):
         if lstm:
             h, c = cell(x_t, (h, c))
         else:
             h = cell(x_t, h)
+        hs[t] = h
+    return hs
 
 
 def _backward(cell, R, T: int, lstm: bool, clip: float | None):
@@ -246,6 +270,56 @@ def sweep(experiments=EXPERIMENTS, cells=("rnn", "lstm", "gru"), T: int = 1000,
             for e, label, kw in runs]
 
 
+# ------------------------------------------------------------------------------------ trained
+def cell_from_layer(cell: str, layer, dtype: object = np.float64):
+    """The step cell ("rnn", "lstm" or "gru") holding a one-layer RNN/LSTM/GRU's weights:
+    ``weight_ih_l0`` -> ``weight_ih`` and so on (cast to ``dtype``)."""
+    if cell not in CELLS:
+        raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
+    out = CELLS[cell](layer.input_size, layer.hidden_size, dtype=dtype)
+    out.load_state_dict({k.removesuffix("_l0"): v for k, v in layer.parameters().items()})
+    return out
+
+
+def trained_flow(weights: str | os.PathLike, T: int | None = None, batch: int = 16,
+                 seed: int = 0) -> list[dict]:
+    """Gradient flow through a cell trained by ``rnnlab bench longdep --save`` and through the
+    same architecture at its initialisation (see the module docstring).
+
+    ``weights``: the saved file. ``T``: the task's lag for the inputs (default: the lag it was
+    trained on). ``batch`` sequences of the task and R (B, H) come from ``seed``; both models
+    see the same x and R. The loss is L = sum(h_T * R), as for the random-weight runs.
+
+    Returns two :func:`gradient_flow`-style results, trained then init, each with
+    ``experiment`` "weights", a ``label`` such as "lstm trained (adding T=100)" / "lstm init
+    (chrono)", and ``config`` (cell, T = steps run, hidden, input_size, batch, seed, weights,
+    trained, and the run's ``longdep`` config and ``result`` summary).
+    """
+    from rnnlab.longdep import build_model, load_model, make_batch
+
+    check_positive_int("batch", batch)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed: expected an int, got {seed!r}")
+    trained, cfg, summary = load_model(weights)
+    lag = cfg.T if T is None else T
+    data_cfg = dataclasses.replace(cfg, T=lag)  # checks the lag (adding needs T >= 2)
+    rng = np.random.default_rng(seed)
+    x, _ = make_batch(data_cfg, batch, rng)
+    x = trained.inputs(x).astype(np.float64)  # adding as is; copy one-hot (T', B, S+2)
+    R = rng.standard_normal((batch, cfg.hidden))
+    runs = [(f"{cfg.cell} trained ({cfg.task} T={cfg.T})", trained, True),
+            (f"{cfg.cell} init ({cfg.init})", build_model(cfg), False)]
+    results = []
+    for label, model, is_trained in runs:
+        result = measure(Problem(cell_from_layer(cfg.cell, model.rnn), x, R))
+        result["config"] = {"cell": cfg.cell, "T": x.shape[0], "hidden": cfg.hidden,
+                            "input_size": x.shape[2], "batch": batch, "seed": seed,
+                            "weights": str(weights), "trained": is_trained, "task": cfg.task,
+                            "lag": lag, "longdep": asdict(cfg), "result": summary}
+        results.append({"experiment": "weights", "label": label, **result})
+    return results
+
+
 # ------------------------------------------------------------------------------------ output
 def _curves(result: dict):
     """(name, values) for each recorded norm of one result: dL/dh, and dL/dc for LSTM."""
@@ -256,14 +330,15 @@ def _curves(result: dict):
 
 def format_table(results: list[dict], distances=TABLE_DISTANCES) -> str:
     """Norm at a few distances for each curve; '-' where the distance exceeds T."""
-    head = f"{'experiment':<10} {'run':<30} {'grad':<6}" + "".join(
+    width = max([30, *(len(r["label"]) for r in results)])
+    head = f"{'experiment':<10} {'run':<{width}} {'grad':<6}" + "".join(
         f" {'d=' + str(d):>9}" for d in distances)
     lines = [head, "-" * len(head)]
     for r in results:
         for name, values in _curves(r):
             cells = "".join(f" {values[d]:9.2e}" if d < len(values) else f" {'-':>9}"
                             for d in distances)
-            lines.append(f"{r['experiment']:<10} {r['label']:<30} {name:<6}{cells}")
+            lines.append(f"{r['experiment']:<10} {r['label']:<{width}} {name:<6}{cells}")
     return "\n".join(lines)
 
 
@@ -296,6 +371,7 @@ TITLES = {
     "radius": "Plain RNN: spectral radius of W_hh",
     "forget": "LSTM: forget-gate bias",
     "clip": f"Plain RNN: per-step clipping of the carried gradient at {CLIP_VALUE:g}",
+    "weights": "Trained on a long-lag task vs. the same model at initialisation",
 }
 
 
@@ -383,6 +459,12 @@ Experiments:
   clip    plain RNN at radius 1.5 and 3, each without and with per-step clipping of the
           carried gradient to norm 1 (an illustration: clipping bounds an explosion; it
           cannot bring back a gradient that has vanished)
+
+After training (--weights FILE, a file from `rnnlab bench longdep --save`): the same
+measurement, same loss L = sum(h_T * R) on the last hidden state, for the trained cell and for
+the same architecture at its initialisation (the saved run's seed and --init), both on inputs
+of the task it was trained on (adding or copy). --T sets the task's lag (default: the one it
+was trained on) and --seed the inputs and R; --experiment, --cells and --hidden do not apply.
 """
 
 
@@ -403,15 +485,25 @@ def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
         "gradflow", help="how far back gradients reach in RNN, LSTM and GRU (vanishing/exploding)",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n  rnnlab gradflow\n  rnnlab gradflow --experiment radius --T 300\n"
-        "  rnnlab gradflow --csv gradflow.csv --plot gradflow.png")
-    p.add_argument("--cells", type=_cell_list, default=("rnn", "lstm", "gru"),
+        "  rnnlab gradflow --csv gradflow.csv --plot gradflow.png\n"
+        "After training on a long-lag task (trained vs. init):\n"
+        "  rnnlab bench longdep --task adding --T 100 --cell lstm --save lstm100.safetensors\n"
+        "  rnnlab gradflow --weights lstm100.safetensors --plot trained.png")
+    p.add_argument("--cells", type=_cell_list, default=None,
                    help="cells of the 'cells' experiment (default rnn,lstm,gru)")
-    p.add_argument("--T", type=positive_int, default=1000, dest="T",
-                   help="sequence length: the largest distance measured (default 1000)")
-    p.add_argument("--hidden", type=positive_int, default=32, help="hidden units (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights and inputs (default 0)")
-    p.add_argument("--experiment", choices=("all", *EXPERIMENTS), default="all",
+    p.add_argument("--T", type=positive_int, default=None, dest="T",
+                   help="sequence length: the largest distance measured (default 1000; with "
+                   "--weights the task's lag, default the one it was trained on)")
+    p.add_argument("--hidden", type=positive_int, default=None,
+                   help="hidden units (default 32)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of weights and inputs (default 0; with --weights: of the inputs "
+                   "and R only)")
+    p.add_argument("--experiment", choices=("all", *EXPERIMENTS), default=None,
                    help="which comparison set to run (default all)")
+    p.add_argument("--weights", metavar="FILE",
+                   help="a model saved by `rnnlab bench longdep --save`: measure it trained and "
+                   "at its initialisation, on inputs of its task")
     p.add_argument("--csv", metavar="FILE", help="write every curve, one row per distance")
     p.add_argument("--plot", metavar="FILE.png", help="save a log-scale plot (needs matplotlib)")
     p.set_defaults(func=gradflow_main)
@@ -426,10 +518,16 @@ def gradflow_main(args: argparse.Namespace) -> int:
         except ImportError as err:
             print(f"rnnlab: error: {err}", file=sys.stderr)
             return 2
-    experiments = EXPERIMENTS if args.experiment == "all" else (args.experiment,)
-    print(f"gradflow: experiments {', '.join(experiments)}; cells {','.join(args.cells)}; "
-          f"T={args.T} hidden={args.hidden} input_size=8 batch=16 seed={args.seed} float64")
-    results = sweep(experiments, cells=args.cells, T=args.T, hidden=args.hidden, seed=args.seed)
+    if args.weights is not None:
+        results = _trained_main(args)
+    else:
+        experiment = args.experiment or "all"
+        experiments = EXPERIMENTS if experiment == "all" else (experiment,)
+        cells = args.cells or ("rnn", "lstm", "gru")
+        T, hidden = args.T or 1000, args.hidden or 32
+        print(f"gradflow: experiments {', '.join(experiments)}; cells {','.join(cells)}; "
+              f"T={T} hidden={hidden} input_size=8 batch=16 seed={args.seed} float64")
+        results = sweep(experiments, cells=cells, T=T, hidden=hidden, seed=args.seed)
     print(format_table(results))
     if args.csv:
         write_csv(results, Path(args.csv))
@@ -438,3 +536,24 @@ def gradflow_main(args: argparse.Namespace) -> int:
         plot(results, Path(args.plot))
         print(f"wrote {args.plot}")
     return 0
+
+
+def _trained_main(args: argparse.Namespace) -> list[dict]:
+    """--weights: check the options, run :func:`trained_flow`, print the header line."""
+    ignored = [flag for flag, value in (("--experiment", args.experiment),
+                                        ("--cells", args.cells), ("--hidden", args.hidden))
+               if value is not None]
+    if ignored:
+        raise ValueError(f"--weights: {', '.join(ignored)} cannot be combined with it (they "
+                         f"choose the random-weight experiments; the saved file fixes the cell "
+                         f"and its size); use --T and --seed to choose the inputs")
+    results = trained_flow(args.weights, T=args.T, seed=args.seed)
+    c = results[0]["config"]
+    run, summary = c["longdep"], c["result"]
+    scores = "".join(f" {k}={summary[k]:.4g}" for k in ("test_mse", "test_acc") if k in summary)
+    print(f"gradflow: weights {args.weights}: {c['cell']} hidden={c['hidden']} trained on "
+          f"{c['task']} T={run['T']} ({summary.get('steps', '?')} steps, init {run['init']}, "
+          f"seed {run['seed']}, {run['dtype']}){scores}; inputs: {c['task']} T={c['lag']} "
+          f"({c['T']} steps) batch={c['batch']} seed={c['seed']} float64; "
+          f"L = sum(h_T * R)")
+    return results
