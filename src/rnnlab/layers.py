@@ -92,8 +92,8 @@ class Linear(Module):
             self._add_param("bias", rng.uniform(-k, k, out_features).astype(self.dtype))
         self._x: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
-        """``weight`` overrides the layer's own (weight tying: the embedding matrix)."""
+    def checked(self, x: np.ndarray, weight: np.ndarray | None = None):
+        """(W, x) after checking both: ``weight`` overrides the layer's own (tying)."""
         W = self._params["weight"] if weight is None else weight
         if W.shape != (self.out_features, self.in_features):
             raise ValueError(f"weight: expected shape {(self.out_features, self.in_features)}, "
@@ -102,6 +102,11 @@ class Linear(Module):
         # no finiteness pass: inside a model a NaN is the trainer's to catch (at the loss)
         x = check_array("x", x, self.dtype, (*(None,) * lead, self.in_features),
                         (*("N",) * lead, "in_features"), finite=False)
+        return W, x
+
+    def forward(self, x: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+        """``weight`` overrides the layer's own (weight tying: the embedding matrix)."""
+        W, x = self.checked(x, weight)
         self._x = x
         # one GEMM over all leading axes: (T, B, in) @ (in, out) would run T separate GEMMs
         y = (x.reshape(-1, self.in_features) @ W.T).reshape(*x.shape[:-1], self.out_features)
@@ -277,13 +282,7 @@ class LinearCrossEntropy:
         1 / batch); None computes the loss only. ``weight`` overrides the layer's (tying).
         """
         lin = self.linear
-        W = lin._params["weight"] if weight is None else weight
-        if W.shape != (lin.out_features, lin.in_features):
-            raise ValueError(f"weight: expected shape {(lin.out_features, lin.in_features)}, "
-                             f"got {W.shape}")
-        lead = max(np.ndim(x) - 1, 1)
-        x = check_array("x", x, lin.dtype, (*(None,) * lead, lin.in_features),
-                        (*("N",) * lead, "in_features"), finite=False)
+        W, x = lin.checked(x, weight)
         V = lin.out_features
         if not isinstance(targets, np.ndarray) or targets.shape != x.shape[:-1]:
             raise ValueError(f"targets: expected shape {x.shape[:-1]} (x without its feature "

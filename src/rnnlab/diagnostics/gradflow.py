@@ -62,6 +62,7 @@ import numpy as np
 
 from rnnlab.argtypes import positive_int
 from rnnlab.cells import GRUCell, LSTMCell, RNNCell
+from rnnlab.plots import pyplot
 from rnnlab.validate import check_positive_int
 
 CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
@@ -73,7 +74,6 @@ FORGET_BIASES = (0.0, 1.0, 3.0)
 CLIP_RADII, CLIP_VALUE = (1.5, 3.0), 1.0
 TABLE_DISTANCES = (1, 10, 100, 1000)
 TINY = np.finfo(np.float64).tiny  # smallest normal float64; below it lie the slow subnormals
-PLOTS_HINT = "plotting needs matplotlib: pip install rnnlab[plots]"
 
 
 @dataclass(frozen=True)
@@ -355,17 +355,6 @@ def write_csv(results: list[dict], path) -> None:
                             "" if dc is None else repr(float(dc[i]))])
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise ImportError(PLOTS_HINT) from err
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 TITLES = {
     "cells": "Cells at default (PyTorch) initialisation",
     "radius": "Plain RNN: spectral radius of W_hh",
@@ -381,7 +370,7 @@ def plot(results: list[dict], path) -> None:
     Solid lines are ||dL/dh_t||, dashed lines the LSTM's ||dL/dc_t||. A curve that underflowed
     to zero stops there, and its legend entry says where.
     """
-    plt = _pyplot()
+    plt = pyplot()
     groups: dict[str, list[dict]] = {}
     for r in results:
         groups.setdefault(r.get("experiment", "runs"), []).append(r)
@@ -514,7 +503,7 @@ def gradflow_main(args: argparse.Namespace) -> int:
     """Run the sweep, print the table, write the CSV and plot if asked. Returns the exit status."""
     if args.plot:
         try:
-            _pyplot()  # fail before the sweep, not after it
+            pyplot()  # fail before the sweep, not after it
         except ImportError as err:
             print(f"rnnlab: error: {err}", file=sys.stderr)
             return 2
