@@ -251,13 +251,17 @@ def _add_seq2seq_parsers(tsub, sub) -> None:
     s2s = tsub.add_parser(
         "seq2seq", help="an encoder-decoder on character pairs (addition, dates, your TSV)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train an LSTM/GRU encoder-decoder with teacher forcing on character-level "
-        "(source, target) pairs, decode the test set greedily after every epoch and append "
+        description="Train an LSTM/GRU encoder-decoder with teacher forcing on character-level\n"
+        "(source, target) pairs, decode the test set greedily after every epoch and append\n"
         "epoch, loss, test_exact_match and test_char_acc to DIR/metrics.jsonl.\n\n"
-        "--data addition | date: generated pairs ('16+75' -> '91'; 'september 27, 1994' -> "
-        "'1994-09-27').\n--data PATH: a file in the book's format (one question_answer per "
-        "line, as in dlfs2-seq2seq/addition.txt) or a TSV of source<TAB>target lines.\n"
-        "Split as in 'Deep Learning from Scratch 2': shuffled with seed 1984, last 10% test.\n\n"
+        "--data addition | date   generated pairs ('16+75' -> '91';\n"
+        "                         'september 27, 1994' -> '1994-09-27')\n"
+        "--data PATH              a file in the book's format (one question_answer per line,\n"
+        "                         as in dlfs2-seq2seq/addition.txt) or a TSV of\n"
+        "                         source<TAB>target lines\n"
+        "Split as in 'Deep Learning from Scratch 2': shuffled with seed 1984, last 10% test.\n"
+        "With --attention the decoder's output h_t attends over the encoder's outputs\n"
+        "(Luong et al. 2015) and [h_t, context] feeds the readout.\n\n"
         "Examples:\n  rnnlab train seq2seq --data addition --reverse --peeky --out runs/add\n"
         "  rnnlab train seq2seq --data date --attention dot --reverse --epochs 10 --out runs/date\n"
         "  rnnlab translate --checkpoint runs/date --plot-attention att.png '2/10/93'",
