@@ -1,4 +1,5 @@
-"""argparse value types shared by the command-line parsers (``cli.py`` and ``diagnostics``)."""
+"""Shared by the command-line parsers (``cli.py``, ``cli_seq2seq.py``, ``diagnostics``): argparse
+value types and the error for user mistakes."""
 
 from __future__ import annotations
 
@@ -14,3 +15,7 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+class UserError(Exception):
+    """A mistake on the command line or in the data: one line on stderr, exit status 2."""
