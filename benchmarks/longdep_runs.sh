@@ -1,0 +1,31 @@
+#!/bin/bash
+# The long-time-lag runs behind RESULTS.md section 5, one after another on one core each.
+# Usage: bash benchmarks/longdep_runs.sh [OUT_DIR]   (default runs/longdep; a finished run is skipped)
+# Then:  .venv/bin/python benchmarks/plot_runs.py longdep OUT_DIR/*.json --out benchmarks/figures
+set -u
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/longdep}
+mkdir -p "$OUT"
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1  # one core each: two can run side by side
+run() {
+  name=$1; shift
+  [ -f "$OUT/$name.json" ] && return
+  .venv/bin/rnnlab bench longdep "$@" --json "$OUT/$name.json" --csv "$OUT/$name.csv" \
+    > "$OUT/$name.log" 2>&1
+}
+for T in 50 100 200; do
+  run adding-T$T-rnn-s0 --task adding --T $T --cell rnn --steps 4000
+  run adding-T$T-gru-s0 --task adding --T $T --cell gru --steps 6000
+done
+run adding-T50-lstm-s0 --task adding --T 50 --cell lstm --steps 6000
+run adding-T100-lstm-s0 --task adding --T 100 --cell lstm --steps 6000 \
+  --save "$OUT/adding-T100-lstm-s0.safetensors"
+run adding-T50-rnn256-s0 --task adding --T 50 --cell rnn --hidden 256 --steps 6000   # ~LSTM's params
+run adding-T100-rnn256-s0 --task adding --T 100 --cell rnn --hidden 256 --steps 4000
+for cell in gru lstm rnn; do
+  run copy-T50-$cell-s0 --task copy --T 50 --cell $cell --steps 8000
+done
+run adding-T400-lstm-s0 --task adding --T 400 --cell lstm --steps 6000
+run adding-T400-gru-s0 --task adding --T 400 --cell gru --steps 6000
+.venv/bin/rnnlab gradflow --weights "$OUT/adding-T100-lstm-s0.safetensors" --T 1000 \
+  --csv "$OUT/gradflow-lstm-trained.csv" --plot "$OUT/gradflow-lstm-trained.png"
