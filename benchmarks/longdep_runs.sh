@@ -13,8 +13,10 @@ run() {
   .venv/bin/rnnlab bench longdep "$@" --json "$OUT/$name.json" --csv "$OUT/$name.csv" \
     > "$OUT/$name.log" 2>&1
 }
+run adding-T50-rnn-s0 --task adding --T 50 --cell rnn --steps 6000
+run adding-T100-rnn-s0 --task adding --T 100 --cell rnn --steps 4000
+run adding-T200-rnn-s0 --task adding --T 200 --cell rnn --steps 3000
 for T in 50 100 200; do
-  run adding-T$T-rnn-s0 --task adding --T $T --cell rnn --steps 4000
   run adding-T$T-gru-s0 --task adding --T $T --cell gru --steps 6000
 done
 run adding-T50-lstm-s0 --task adding --T 50 --cell lstm --steps 6000
