@@ -147,3 +147,16 @@ def test_cli_lr_decay_is_recorded(reverse_tsv, tmp_path):
                  "--lr-decay", "0.5", "--lr-decay-start", "1", "--out", str(out), *SMALL]) == 0
     lrs = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").open()]
     assert lrs == pytest.approx([0.01, 0.005, 0.0025])
+
+
+def test_divergence_is_a_clear_error(reverse_tsv, tmp_path, capsys, monkeypatch):
+    from rnnlab.models.seq2seq import Seq2Seq as S
+
+    monkeypatch.setattr(S, "forward_loss", lambda self, *a, **k: (float("nan"), 1))
+    out = tmp_path / "run"
+    code = main(["train", "seq2seq", "--data", str(reverse_tsv), "--epochs", "1", "--out",
+                 str(out), *SMALL])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "training diverged at epoch 1" in err and "Traceback" not in err
+    assert not (out / "checkpoint").exists()  # no epoch finished: nothing saved

@@ -37,6 +37,7 @@ from rnnlab.io.atomic import atomic_write_json
 from rnnlab.io.checkpoint import load_checkpoint, save_checkpoint
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnlab.progress import Progress
+from rnnlab.train import TrainingDiverged
 from rnnlab.translate import greedy_decode
 
 GENERATED = {"addition": P.addition_pairs, "date": P.date_pairs}
@@ -142,8 +143,9 @@ class Seq2SeqTrainer:
         total, _ = model.forward_loss(src, src_len, tgt_in, tgt_out, tgt_len, scale=1.0 / count)
         loss = total / count
         if not math.isfinite(loss):
-            raise FloatingPointError(f"training diverged at epoch {self.epoch + 1} (loss {loss});"
-                                     f" the checkpoint of epoch {self.epoch} is kept")
+            raise TrainingDiverged(f"training diverged at epoch {self.epoch + 1} (loss {loss}); "
+                                   f"the checkpoint of epoch {self.epoch} is kept (try a lower "
+                                   "--lr or --clip)")
         model.backward_loss()
         grads = model.grads
         norm = optim.clip_grad_norm(grads, self.cfg.clip) if self.cfg.clip else math.nan
