@@ -266,6 +266,11 @@ GRID64 += [
          state=False, dstate=False, seed=903),
     dict(kind="rnn_relu", L=2, bidir=False, T=1, B=4, D=3, H=3, bf=True, bias=True, lengths=True,
          state=True, dstate=True, seed=904),
+    # a batch larger than the rest: BLAS takes other code paths for larger GEMMs
+    dict(kind="lstm", L=2, bidir=True, T=5, B=40, D=3, H=4, bf=False, bias=True, lengths=True,
+         state=True, dstate=True, seed=905),
+    dict(kind="lstm", L=1, bidir=False, T=3, B=33, D=2, H=3, bf=True, bias=True, lengths=False,
+         state=False, dstate=True, seed=906),
 ]
 _COMBOS32 = [(k, L, bd) for k, L, bd in _COMBOS if (L + bd + KINDS.index(k)) % 2 == 0]
 GRID32 = _gen_grid(11, _COMBOS32, 1)[:10]
