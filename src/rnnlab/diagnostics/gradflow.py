@@ -308,7 +308,8 @@ def trained_flow(weights: str | os.PathLike, T: int | None = None, batch: int = 
     x = trained.inputs(x).astype(np.float64)  # adding as is; copy one-hot (T', B, S+2)
     R = rng.standard_normal((batch, cfg.hidden))
     runs = [(f"{cfg.cell} trained ({cfg.task} T={cfg.T})", trained, True),
-            (f"{cfg.cell} init ({cfg.init})", build_model(cfg), False)]
+            (f"{cfg.cell} init" + (f" ({cfg.init})" if cfg.cell != "rnn" else ""),
+             build_model(cfg), False)]  # a plain RNN ignores --init
     results = []
     for label, model, is_trained in runs:
         result = measure(Problem(cell_from_layer(cfg.cell, model.rnn), x, R))
