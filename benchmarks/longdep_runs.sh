@@ -27,6 +27,10 @@ run adding-T100-rnn256-s0 --task adding --T 100 --cell rnn --hidden 256 --steps 
 for cell in gru lstm rnn; do
   run copy-T50-$cell-s0 --task copy --T 50 --cell $cell --steps 8000
 done
+run copy-T100-lstm-s0 --task copy --T 100 --cell lstm --steps 4000
+run copy-T100-rnn-s0 --task copy --T 100 --cell rnn --steps 2000
+run copy-T200-gru-s0 --task copy --T 200 --cell gru --steps 2000
+run copy-T200-lstm-s0 --task copy --T 200 --cell lstm --steps 2000
 run adding-T400-lstm-s0 --task adding --T 400 --cell lstm --steps 6000
 run adding-T400-gru-s0 --task adding --T 400 --cell gru --steps 6000
 .venv/bin/rnnlab gradflow --weights "$OUT/adding-T100-lstm-s0.safetensors" --T 1000 \
