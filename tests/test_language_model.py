@@ -340,3 +340,25 @@ def test_bad_ids():
         m(np.array([[0, 11]]))
     with pytest.raises(TypeError, match="integer"):
         m(np.zeros((2, 2)))
+
+
+def test_forward_loss_with_dropout_equals_the_logits_path(rng):
+    """Training mode with dropout: the fused path draws the same masks and gives the same loss and
+    gradients as forward -> SoftmaxCrossEntropy -> backward."""
+    m = make_lm("lstm", tie=True, dropout=0.4, L=2, seed=9)
+    m.train()
+    ids = rng.integers(0, 11, size=(5, 3))
+    targets = rng.integers(0, 11, size=(5, 3))
+    states = json.loads(json.dumps(m.rng_states()))
+    ce = SoftmaxCrossEntropy("sum")
+    ref = ce(m(ids)[0], targets)
+    m.backward(ce.backward(scale=0.5))
+    ref_grads = {k: v.copy() for k, v in m.grads.items()}
+    m.zero_grad()
+    m.set_rng_states(states)
+    loss, count, _ = m.forward_loss(ids, targets, scale=0.5)
+    m.backward_loss()
+    assert count == ids.size
+    assert loss == pytest.approx(ref, rel=1e-12)
+    for k, g in m.grads.items():
+        assert_close(g, ref_grads[k], what=k)
