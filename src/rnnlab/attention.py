@@ -12,6 +12,7 @@ import numpy as np
 from rnnlab.backend import Seed, make_rng, resolve_dtype
 from rnnlab.layers import _no_cache
 from rnnlab.module import Module
+from rnnlab.ops import tanh
 from rnnlab.validate import check_array, check_lengths, check_positive_int
 
 SCORES = ("dot", "general", "additive")
@@ -109,8 +110,9 @@ class Attention(Module):
         else:
             pq = q @ p["weight_query"].T  # W_q q_t  (Tq, B, A)
             pk = k @ p["weight_key"].T  # W_k k_j  (Tk, B, A)
-            h = np.tanh(pq[:, None] + pk[None])  # (Tq, Tk, B, A), kept for backward
-            s = np.einsum("tjba,a->tbj", h, p["v"])
+            with np.errstate(over="ignore"):  # ops.tanh: exp may overflow, harmlessly
+                h = tanh(np.add(pq[:, None], pk[None]))  # (Tq, Tk, B, A), kept for backward
+            s = (h @ p["v"]).transpose(0, 2, 1)  # v . h: one GEMV over all (t, j, b)
             extra = (h,)
 
         # stable masked softmax: the max is over valid keys (at least one per row), exp(-inf)
@@ -165,8 +167,12 @@ class Attention(Module):
         else:
             (h,) = extra
             A = self.attn_size
-            g["v"] += np.einsum("tbj,tjba->a", ds, h)
-            dpre = ds.transpose(0, 2, 1)[..., None] * p["v"] * (1 - h * h)  # (Tq, Tk, B, A)
+            dsT = np.ascontiguousarray(ds.transpose(0, 2, 1))  # (Tq, Tk, B) like h's first axes
+            g["v"] += dsT.reshape(-1) @ h.reshape(-1, A)  # dv = sum over (t, j, b) of ds h
+            dpre = np.multiply(h, h)  # dpre = ds v (1 - h^2), (Tq, Tk, B, A), in place:
+            np.subtract(1.0, dpre, out=dpre)
+            dpre *= p["v"]
+            dpre *= dsT[..., None]
             dpq = dpre.sum(axis=1)  # (Tq, B, A)
             dpk = dpre.sum(axis=0)  # (Tk, B, A)
             g["weight_query"] += dpq.reshape(-1, A).T @ q.reshape(-1, self.query_size)
