@@ -170,6 +170,57 @@ class Dropout(Module):
 BLOCK = 1 << 16  # elements per block of rows in the softmax (256 KiB of float32)
 
 
+def _counted_targets(targets: object, mask: object, shape: tuple, V: int, what: str,
+                     ignore_index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Check targets (``shape``) and mask; -> (flat targets, uncounted ones set to id 0 so they
+    can be gathered; flat bool: counted)."""
+    if not isinstance(targets, np.ndarray) or targets.shape != shape:
+        raise ValueError(f"targets: expected shape {shape} ({what}), got {np.shape(targets)}")
+    keep = np.ones(shape, bool)
+    if mask is not None:
+        keep = np.asarray(mask)
+        if keep.dtype != bool or keep.shape != shape:
+            raise ValueError(f"mask: expected a boolean array of shape {shape}, got "
+                             f"{keep.dtype} {keep.shape}")
+    if ignore_index is not None:
+        keep = keep & (targets != ignore_index)
+    t = np.where(keep, targets, 0).reshape(-1)
+    check_ids("targets", t, V)
+    return t, keep.reshape(-1)
+
+
+def _softmax_blocks(z: np.ndarray, out: np.ndarray, t: np.ndarray, nll: np.ndarray,
+                    bias: np.ndarray | None = None, scale: float | None = None,
+                    probs: bool = True):
+    """Row blocks of (N, V) logits, each small enough to stay in cache through all its passes:
+
+        out = scale * softmax(z + bias)    (out may be z itself; scale None: softmax;
+                                            probs=False: left unnormalised, loss only)
+        nll = -log softmax(z + bias)[t]    (float64)
+
+    Yields (start, out block, its targets, row index) so the caller can finish the block (its
+    gradient) while it is still in cache.
+    """
+    rows = max(1, BLOCK // z.shape[1])
+    for s in range(0, z.shape[0], rows):
+        zb, ob, tb = z[s:s + rows], out[s:s + rows], t[s:s + rows]
+        r = np.arange(zb.shape[0])
+        if bias is not None:
+            zb = np.add(zb, bias, out=ob)
+        np.subtract(zb, zb.max(axis=1, keepdims=True), out=ob)  # shift for stability
+        target = ob[r, tb]  # the shifted target logit
+        np.exp(ob, out=ob)
+        sums = ob.sum(axis=1, keepdims=True)
+        nll[s:s + rows] = np.log(sums[:, 0]) - target  # -log softmax(z)[t]
+        if not probs:
+            pass
+        elif scale is None:
+            ob /= sums
+        else:
+            ob *= ob.dtype.type(scale) / sums
+        yield s, ob, tb, r
+
+
 class SoftmaxCrossEntropy:
     """Cross-entropy of softmax(logits) against integer targets, with dL/dlogits = p - onehot.
 
@@ -191,37 +242,13 @@ class SoftmaxCrossEntropy:
         if not isinstance(logits, np.ndarray) or logits.ndim < 1:
             raise ValueError(f"logits: expected an array (..., V), got {np.shape(logits)}")
         V = logits.shape[-1]
-        if not isinstance(targets, np.ndarray) or targets.shape != logits.shape[:-1]:
-            raise ValueError(
-                f"targets: expected shape {logits.shape[:-1]} (logits without the class axis), "
-                f"got {np.shape(targets)}"
-            )
-        if mask is None:
-            keep = np.ones(targets.shape, bool)
-        else:
-            keep = np.asarray(mask)
-            if keep.dtype != bool or keep.shape != targets.shape:
-                raise ValueError(
-                    f"mask: expected a boolean array of shape {targets.shape}, "
-                    f"got {keep.dtype} {keep.shape}"
-                )
-        if self.ignore_index is not None:
-            keep = keep & (targets != self.ignore_index)
-        t = np.where(keep, targets, 0).reshape(-1)
-        check_ids("targets", t, V)
+        t, k = _counted_targets(targets, mask, logits.shape[:-1], V,
+                                "logits without the class axis", self.ignore_index)
         z = logits.reshape(-1, V)
         p = np.empty_like(z)  # softmax probabilities, kept for backward
         nll = np.empty(z.shape[0], np.float64)
-        rows = max(1, BLOCK // V)  # a block of rows stays in cache through its five passes
-        for s in range(0, z.shape[0], rows):
-            zb, pb = z[s:s + rows], p[s:s + rows]
-            np.subtract(zb, zb.max(axis=1, keepdims=True), out=pb)  # shift for stability
-            target = pb[np.arange(pb.shape[0]), t[s:s + rows]]  # shifted target logit
-            np.exp(pb, out=pb)
-            sums = pb.sum(axis=1, keepdims=True)
-            nll[s:s + rows] = np.log(sums[:, 0]) - target  # -log softmax(z)[t]
-            pb /= sums
-        k = keep.reshape(-1)
+        for _ in _softmax_blocks(z, p, t, nll):
+            pass
         count = int(k.sum())
         total = float(nll[k].sum())
         self._cache = (p, t, k, count, logits.shape)
@@ -284,44 +311,22 @@ class LinearCrossEntropy:
         lin = self.linear
         W, x = lin.checked(x, weight)
         V = lin.out_features
-        if not isinstance(targets, np.ndarray) or targets.shape != x.shape[:-1]:
-            raise ValueError(f"targets: expected shape {x.shape[:-1]} (x without its feature "
-                             f"axis), got {np.shape(targets)}")
-        keep = None
-        if mask is not None:
-            keep = np.asarray(mask)
-            if keep.dtype != bool or keep.shape != targets.shape:
-                raise ValueError(f"mask: expected a boolean array of shape {targets.shape}, "
-                                 f"got {keep.dtype} {keep.shape}")
-            keep = keep.reshape(-1)
-        t = targets.reshape(-1) if keep is None else np.where(keep, targets.reshape(-1), 0)
-        check_ids("targets", t, V)
+        t, keep = _counted_targets(targets, mask, x.shape[:-1], V, "x without its feature axis")
         x2 = x.reshape(-1, lin.in_features)
         z = np.matmul(x2, W.T, out=self._workspace(x2.shape[0]))  # logits, one GEMM
-        bias = lin._params.get("bias")
         grad = scale is not None
         db = np.zeros(V, lin.dtype) if grad else None
-        dt = lin.dtype.type
         nll = np.empty(z.shape[0], np.float64)
-        rows = max(1, BLOCK // V)
-        for s in range(0, z.shape[0], rows):
-            zb, tb = z[s:s + rows], t[s:s + rows]
-            r = np.arange(zb.shape[0])
-            if bias is not None:
-                zb += bias
-            zb -= zb.max(axis=1, keepdims=True)  # shift for stability
-            target = zb[r, tb]  # the shifted target logit
-            np.exp(zb, out=zb)
-            sums = zb.sum(axis=1, keepdims=True)
-            nll[s:s + rows] = np.log(sums[:, 0]) - target  # -log softmax(z)[t]
-            if grad:
-                zb *= dt(scale) / sums  # scale * softmax
-                zb[r, tb] -= dt(scale)  # scale * (softmax - onehot)
-                if keep is not None and not keep[s:s + rows].all():
-                    zb[~keep[s:s + rows]] = 0.0
+        partial = not keep.all()
+        for s, zb, tb, r in _softmax_blocks(z, z, t, nll, lin._params.get("bias"), scale,
+                                            probs=grad):
+            if grad:  # zb = scale * softmax: finish scale * (softmax - onehot) while in cache
+                zb[r, tb] -= zb.dtype.type(scale)
+                if partial:
+                    zb[~keep[s:s + len(r)]] = 0.0
                 db += zb.sum(axis=0)
-        count = z.shape[0] if keep is None else int(keep.sum())
-        total = float(nll.sum() if keep is None else nll[keep].sum())
+        count = int(keep.sum())
+        total = float(nll[keep].sum())
         self._cache = (x, z, db) if grad else None
         return total, count
 

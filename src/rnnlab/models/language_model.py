@@ -92,22 +92,30 @@ class LanguageModel(Module):
         h = np.zeros(shape, self.dtype)
         return (h, np.zeros(shape, self.dtype)) if self.rnn.has_cell_state else h
 
+    def _hidden(self, ids: np.ndarray, state):
+        """ids -> the recurrent stack's outputs after the output dropout, and the final state."""
+        h, state = self.rnn(self.drop_in(self.embedding(ids)), state)
+        return self.drop_out(h), state
+
+    def _backward_hidden(self, dh: np.ndarray) -> None:
+        de, _ = self.rnn.backward(self.drop_out.backward(dh))
+        self.embedding.backward(self.drop_in.backward(de))
+
+    def _decoder_dweight(self):
+        """Where the decoder's weight gradient goes: the embedding's when tied."""
+        return self.embedding._grads["weight"] if self.config.tie_weights else None
+
     def forward(self, ids: np.ndarray, state=None):
         """ids (T, B) int -> logits (T, B, V) and the final state (carried to the next window)."""
-        e = self.drop_in(self.embedding(ids))
-        h, state = self.rnn(e, state)
-        logits = self.decoder(self.drop_out(h), weight=self._decoder_weight())
-        return logits, state
+        h, state = self._hidden(ids, state)
+        return self.decoder(h, weight=self._decoder_weight()), state
 
     __call__ = forward
 
     def backward(self, dlogits: np.ndarray) -> None:
         """Accumulate every parameter's gradient from dL/dlogits (T, B, V)."""
-        tied = self.config.tie_weights
-        dweight = self.embedding._grads["weight"] if tied else None
-        dh = self.decoder.backward(dlogits, weight=self._decoder_weight(), dweight=dweight)
-        de, _ = self.rnn.backward(self.drop_out.backward(dh))
-        self.embedding.backward(self.drop_in.backward(de))
+        self._backward_hidden(self.decoder.backward(dlogits, weight=self._decoder_weight(),
+                                                    dweight=self._decoder_dweight()))
 
     def forward_loss(self, ids: np.ndarray, targets: np.ndarray, state=None,
                      scale: float | None = 1.0, mask: np.ndarray | None = None):
@@ -117,18 +125,15 @@ class LanguageModel(Module):
         ``scale * summed NLL``; ``scale=None`` evaluates only. ``mask`` (T, B) bool: targets
         that count.
         """
-        e = self.drop_in(self.embedding(ids))
-        h, state = self.rnn(e, state)
-        total, count = self.readout(self.drop_out(h), targets, scale=scale, mask=mask,
+        h, state = self._hidden(ids, state)
+        total, count = self.readout(h, targets, scale=scale, mask=mask,
                                     weight=self._decoder_weight())
         return total, count, state
 
     def backward_loss(self) -> None:
         """Accumulate every parameter's gradient of the loss of the last :meth:`forward_loss`."""
-        dweight = self.embedding._grads["weight"] if self.config.tie_weights else None
-        dh = self.readout.backward(weight=self._decoder_weight(), dweight=dweight)
-        de, _ = self.rnn.backward(self.drop_out.backward(dh))
-        self.embedding.backward(self.drop_in.backward(de))
+        self._backward_hidden(self.readout.backward(weight=self._decoder_weight(),
+                                                    dweight=self._decoder_dweight()))
 
     def rng_states(self) -> dict:
         """The state of the generator every dropout mask comes from (JSON-able), for exact
