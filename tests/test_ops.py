@@ -31,3 +31,14 @@ def test_in_place_and_float64_exact():
     with np.errstate(over="ignore"):
         ops.tanh(y, out=y)  # in place on the large (exp-based) path
     assert np.abs(y - want).max() < 2e-7
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_log_softmax_matches_torch_and_is_stable(torch, dtype):
+    z = np.random.default_rng(0).standard_normal((4, 7)).astype(dtype) * 5
+    z[0, 2] = 1e4  # overflows a naive exp
+    z[1] = -1e4
+    got = ops.log_softmax(z)
+    exp = torch.log_softmax(torch.from_numpy(z.astype(np.float64)), dim=-1).numpy()
+    assert got.dtype == dtype and np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, exp, rtol=1e-12 if dtype == np.float64 else 1e-5, atol=1e-5)

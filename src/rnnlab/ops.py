@@ -39,3 +39,9 @@ def tanh(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """max(x, 0), into ``out``."""
     return np.maximum(x, 0.0, out=out)
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """log softmax over the last axis, stably: z - max - log(sum(exp(z - max)))."""
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))

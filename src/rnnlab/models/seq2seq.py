@@ -32,6 +32,7 @@ from rnnlab.attention import SCORES, Attention
 from rnnlab.backend import Seed, make_rng, resolve_dtype
 from rnnlab.layers import Embedding, Linear, LinearCrossEntropy
 from rnnlab.module import Module
+from rnnlab.ops import log_softmax
 from rnnlab.recurrent import GRU, LSTM
 
 CELLS = {"lstm": LSTM, "gru": GRU}
@@ -160,7 +161,9 @@ class Seq2Seq(Module):
         z = np.concatenate(parts, axis=-1) if len(parts) > 1 else h
         return z, state, weights
 
-    def _check_pair(self, src, src_lengths, tgt_in, tgt_lengths) -> None:
+    def _teacher_forced(self, src, src_lengths, tgt_in, tgt_lengths):
+        """Encode, then run the decoder on the given inputs: readout features z (Tt, B, F) and
+        attention weights; the encoder's memory is kept for backward."""
         for name, ids in (("src", src), ("tgt_in", tgt_in)):
             if not isinstance(ids, np.ndarray) or ids.ndim != 2:
                 raise ValueError(f"{name}: expected an integer array (T, B), got "
@@ -168,13 +171,14 @@ class Seq2Seq(Module):
         if src.shape[1] != tgt_in.shape[1]:
             raise ValueError(f"tgt_in: expected batch {src.shape[1]} (as src), got "
                              f"{tgt_in.shape[1]}")
+        memory = self.encode(src, src_lengths)
+        z, _, weights = self._decoder_features(tgt_in, memory, memory.state, tgt_lengths)
+        self._cache = memory
+        return z, weights
 
     def forward(self, src, src_lengths, tgt_in, tgt_lengths=None):
         """Teacher-forced logits (Tt, B, V_t) and attention weights (Tt, B, Ts) or None."""
-        self._check_pair(src, src_lengths, tgt_in, tgt_lengths)
-        memory = self.encode(src, src_lengths)
-        z, _, weights = self._decoder_features(tgt_in, memory, memory.state, tgt_lengths)
-        self._cache = (memory, z.shape)
+        z, weights = self._teacher_forced(src, src_lengths, tgt_in, tgt_lengths)
         return self.readout(z), weights
 
     __call__ = forward
@@ -183,14 +187,9 @@ class Seq2Seq(Module):
                      scale: float | None = 1.0):
         """Summed cross-entropy of the real targets (positions t < tgt_lengths[b]) and their
         count; with a ``scale``, :meth:`backward_loss` then adds the gradients of scale * loss."""
-        self._check_pair(src, src_lengths, tgt_in, tgt_lengths)
-        memory = self.encode(src, src_lengths)
-        z, _, weights = self._decoder_features(tgt_in, memory, memory.state, tgt_lengths)
-        T = tgt_in.shape[0]
-        mask = np.arange(T)[:, None] < np.asarray(tgt_lengths)[None, :]  # (Tt, B)
-        total, count = self.loss_layer(z, tgt_out, scale=scale, mask=mask)
-        self._cache = (memory, z.shape)
-        return total, count
+        z, _ = self._teacher_forced(src, src_lengths, tgt_in, tgt_lengths)
+        mask = np.arange(tgt_in.shape[0])[:, None] < np.asarray(tgt_lengths)[None, :]  # (Tt, B)
+        return self.loss_layer(z, tgt_out, scale=scale, mask=mask)
 
     def backward(self, dlogits: np.ndarray) -> None:
         """Accumulate every parameter's gradient from dL/dlogits (after :meth:`forward`)."""
@@ -204,8 +203,7 @@ class Seq2Seq(Module):
         if self._cache is None:
             raise RuntimeError("Seq2Seq.backward: expected a forward call before backward, "
                                "got none")
-        memory, _ = self._cache
-        self._cache = None
+        memory, self._cache = self._cache, None
         c, Hd = self.config, self.config.decoder_size
         dh = np.ascontiguousarray(dz[..., :Hd])
         k = Hd
@@ -231,7 +229,5 @@ class Seq2Seq(Module):
         """One decoder step for inference: y_prev (B,) ids -> (log-probabilities (B, V_t), the
         new state, attention weights (B, Ts) or None)."""
         z, state, weights = self._decoder_features(y_prev[None, :], memory, state, None)
-        logits = self.readout(z)[0]
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        logp = log_softmax(self.readout(z)[0])
         return logp, state, (None if weights is None else weights[0])
