@@ -160,3 +160,14 @@ def test_divergence_is_a_clear_error(reverse_tsv, tmp_path, capsys, monkeypatch)
     err = capsys.readouterr().err
     assert "training diverged at epoch 1" in err and "Traceback" not in err
     assert not (out / "checkpoint").exists()  # no epoch finished: nothing saved
+
+
+def test_cli_translate_warns_about_unseen_characters(reverse_tsv, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "seq2seq", "--data", str(reverse_tsv), "--epochs", "1", "--out",
+                 str(out), *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["translate", "--checkpoint", str(out), "abzqz"]) == 0
+    captured = capsys.readouterr()
+    assert "read as <unk>: 'zq'" in captured.err
+    assert len(captured.out.splitlines()) == 1

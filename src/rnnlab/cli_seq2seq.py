@@ -64,7 +64,7 @@ def _translate(args: argparse.Namespace) -> int:
     reverse = model.config.reverse_source
     for k, text in enumerate(inputs):
         src, lengths = encode([text], src_vocab, reverse=reverse)
-        unknown = sorted({ch for ch in text if ch not in src_vocab.stoi})
+        _, unknown = src_vocab.encode(text, return_unknown=True)
         if unknown:
             print(f"rnnlab: warning: characters not seen in training, read as <unk>: "
                   f"{''.join(unknown)!r}", file=sys.stderr)
