@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from worker import run_worker  # benchmarks/worker.py, beside this script
 
 PRESETS = {  # (hidden = embed, bptt, batch, dropout) as in Zaremba et al. 2014
     "zaremba-small": (200, 20, 20, 0.0),
@@ -126,12 +126,8 @@ def worker_torch(preset: str, windows: int, threads: int) -> dict:
 
 
 def run(side: str, preset: str, windows: int, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", side, "--presets", preset,
-           "--windows", str(windows), "--threads", str(threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-    if out.returncode != 0:
-        raise RuntimeError(f"{side} worker failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, side, "--presets", preset, "--windows", str(windows),
+                      "--threads", str(threads))
 
 
 def main() -> None:

@@ -30,11 +30,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from importlib.metadata import version
+
+from worker import run_worker  # benchmarks/worker.py, beside this script
 
 CONFIGS = {  # name: (attention score, peeky, reverse_source)
     "plain": ("none", False, False),
@@ -229,12 +230,8 @@ def worker_check(config: str, path: str, steps: int, threads: int) -> dict:
 
 
 def run(side: str, config: str, path: str, steps: int, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", side, "--configs", config, "--data", path,
-           "--steps", str(steps), "--threads", str(threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-    if out.returncode != 0:
-        raise RuntimeError(f"{side} worker failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, side, "--configs", config, "--data", path, "--steps", str(steps),
+                      "--threads", str(threads))
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from rnnlab.argtypes import positive_int
+from rnnlab.diagnostics.gradflow import TRAINED_FLOW_EXAMPLE
 from rnnlab.longdep import CELLS, INITS, TASKS, LongDepConfig, format_last_line, train_longdep
 
 LONGDEP_DESCRIPTION = """\
@@ -84,8 +85,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         "  rnnlab bench longdep --task adding --T 200 --cell lstm --init default --steps 20000\n"
         "  rnnlab bench longdep --task copy --T 100 --cell gru --csv copy.csv\n"
         "Train, keep the weights, then look inside (gradient flow, trained vs. init):\n"
-        "  rnnlab bench longdep --task adding --T 100 --cell lstm --save lstm100.safetensors\n"
-        "  rnnlab gradflow --weights lstm100.safetensors --plot trained.png")
+        + TRAINED_FLOW_EXAMPLE)
     p.add_argument("--task", choices=TASKS, default=d.task, help=f"default {d.task}")
     p.add_argument("--T", type=positive_int, default=d.T, dest="T",
                    help=f"the lag: sequence length (adding) or blank stretch (copy); "

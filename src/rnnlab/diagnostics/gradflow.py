@@ -67,6 +67,10 @@ from rnnlab.validate import check_positive_int
 
 CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
 EXPERIMENTS = ("cells", "radius", "forget", "clip")
+# the pair of commands both `bench longdep --help` and `gradflow --help` show
+TRAINED_FLOW_EXAMPLE = (
+    "  rnnlab bench longdep --task adding --T 100 --cell lstm --save lstm100.safetensors\n"
+    "  rnnlab gradflow --weights lstm100.safetensors --plot trained.png")
 # 1.5 sits at the edge of chaos for an input-driven tanh RNN: its gradient wanders around its
 # starting size (growing for some seeds, decaying for others), so 3.0 is added to show explosion
 RADII = (0.5, 0.9, 1.0, 1.1, 1.5, 3.0)
@@ -476,9 +480,7 @@ def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n  rnnlab gradflow\n  rnnlab gradflow --experiment radius --T 300\n"
         "  rnnlab gradflow --csv gradflow.csv --plot gradflow.png\n"
-        "After training on a long-lag task (trained vs. init):\n"
-        "  rnnlab bench longdep --task adding --T 100 --cell lstm --save lstm100.safetensors\n"
-        "  rnnlab gradflow --weights lstm100.safetensors --plot trained.png")
+        "After training on a long-lag task (trained vs. init):\n" + TRAINED_FLOW_EXAMPLE)
     p.add_argument("--cells", type=_cell_list, default=None,
                    help="cells of the 'cells' experiment (default rnn,lstm,gru)")
     p.add_argument("--T", type=positive_int, default=None, dest="T",
