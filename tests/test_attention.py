@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numerics import numeric_grad
 
 from rnnlab.attention import SCORES, Attention
 
 F64, F32 = np.float64, np.float32
 RTOL, ATOL = 1e-10, 1e-12
 F32_TOL = 1e-5
-EPS = 1e-6
 GC_RTOL, GC_ATOL = 1e-6, 1e-8
 
 # Tq, B, Tk, value size, attention size
@@ -29,19 +29,6 @@ def assert_close(got, exp, rtol=RTOL, atol=ATOL, what=""):
     scale = max(1.0, float(np.max(np.abs(exp)))) if exp.size else 1.0
     np.testing.assert_allclose(got, exp, rtol=rtol, atol=atol * scale, err_msg=what)
 
-
-def numeric_grad(f, arr, eps=EPS):
-    """Central differences of the scalar f() with respect to every entry of ``arr`` (in place)."""
-    g = np.zeros_like(arr)
-    for idx in np.ndindex(arr.shape):
-        old = arr[idx]
-        arr[idx] = old + eps
-        up = f()
-        arr[idx] = old - eps
-        down = f()
-        arr[idx] = old
-        g[idx] = (up - down) / (2 * eps)
-    return g
 
 
 def sizes(score):

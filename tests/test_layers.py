@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numerics import numeric_grad
 
 from rnnlab.layers import (
     BLOCK,
@@ -22,7 +23,6 @@ from rnnlab.layers import (
 
 F64 = np.float64
 RTOL, ATOL = 1e-12, 1e-12
-EPS = 1e-6
 GC_RTOL, GC_ATOL = 1e-6, 1e-8
 
 
@@ -36,19 +36,6 @@ def assert_close(got, exp, rtol=RTOL, atol=ATOL, what=""):
 def t64(torch, a, grad=False):
     return torch.tensor(np.asarray(a, F64), dtype=torch.float64, requires_grad=grad)
 
-
-def numeric_grad(f, arr, eps=EPS):
-    """Central differences of the scalar f() with respect to every entry of ``arr`` (in place)."""
-    g = np.zeros_like(arr)
-    for idx in np.ndindex(arr.shape):
-        old = arr[idx]
-        arr[idx] = old + eps
-        up = f()
-        arr[idx] = old - eps
-        down = f()
-        arr[idx] = old
-        g[idx] = (up - down) / (2 * eps)
-    return g
 
 
 # ============================================================================================
