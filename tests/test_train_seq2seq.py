@@ -171,3 +171,20 @@ def test_cli_translate_warns_about_unseen_characters(reverse_tsv, tmp_path, caps
     captured = capsys.readouterr()
     assert "read as <unk>: 'zq'" in captured.err
     assert len(captured.out.splitlines()) == 1
+
+
+def test_encode_batch_shifts_targets_by_one():
+    from rnnlab.train_seq2seq import encode_batch
+
+    pairs = [("ab", "x"), ("c", "yzw")]
+    src_vocab, tgt_vocab = build_vocabs(pairs)
+    src, src_len, tgt_in, tgt_out, tgt_len = encode_batch(pairs, src_vocab, tgt_vocab, True)
+    bos, eos = tgt_vocab.stoi["<bos>"], tgt_vocab.stoi["<eos>"]
+    assert list(src_len) == [2, 1] and list(tgt_len) == [2, 4]
+    assert list(src[:2, 0]) == list(src_vocab.encode("ba"))  # reversed source
+    for b, (_, t) in enumerate(pairs):
+        ids = list(tgt_vocab.encode(t))
+        n = tgt_len[b]
+        assert list(tgt_in[:n, b]) == [bos, *ids]
+        assert list(tgt_out[:n, b]) == [*ids, eos]
+    assert tgt_in.shape == tgt_out.shape == (4, 2)

@@ -93,9 +93,10 @@ def encode_batch(batch: list[P.Pair], src_vocab: Vocabulary, tgt_vocab: Vocabula
                  reverse: bool):
     """Pairs -> src, src_lengths, tgt_in, tgt_out, tgt_lengths (time-major, padded)."""
     src, src_len = P.encode([s for s, _ in batch], src_vocab, reverse=reverse)
-    tgt_in, tgt_len = P.encode([t for _, t in batch], tgt_vocab, bos=True)
-    tgt_out, _ = P.encode([t for _, t in batch], tgt_vocab, eos=True)
-    return src, src_len, tgt_in, tgt_out, tgt_len
+    tgt, n = P.encode([t for _, t in batch], tgt_vocab, bos=True, eos=True)  # <bos> t <eos>
+    # decoder inputs <bos> t, targets t <eos>: one sequence, shifted (a shorter column's <eos>
+    # left in tgt_in sits past its length, where nothing reads it)
+    return src, src_len, tgt[:-1], tgt[1:], n - 1
 
 
 def score(model: Seq2Seq, pairs: list[P.Pair], src_vocab: Vocabulary, tgt_vocab: Vocabulary,

@@ -30,9 +30,14 @@ def _rows(state, idx):
 
 
 def _repeat(memory: Memory, k: int) -> Memory:
-    """The memory of one source sequence, once per hypothesis of the beam."""
+    """The memory of one source sequence, once per hypothesis of the beam (built once; a beam
+    of fewer hypotheses uses the first rows)."""
     idx = np.zeros(k, np.int64)
     return Memory(memory.outputs[:, idx], memory.lengths[idx], None, memory.summary[idx])
+
+
+def _first(memory: Memory, k: int) -> Memory:
+    return Memory(memory.outputs[:, :k], memory.lengths[:k], None, memory.summary[:k])
 
 
 def greedy_decode(model: Seq2Seq, src: np.ndarray, src_lengths: np.ndarray, bos: int, eos: int,
@@ -78,11 +83,12 @@ def beam_search(model: Seq2Seq, src: np.ndarray, bos: int, eos: int, max_length:
     was_training = model.training
     model.eval()
     memory = model.encode(src[:, None], np.array([len(src)]))
+    repeated = _repeat(memory, beam)
     hyps: list[tuple[list[int], float, list]] = [([], 0.0, [])]  # ids, summed log p, attention
     state = memory.state
     finished: list[tuple[float, list[int], float, list]] = []
     for _ in range(max_length):
-        mem = _repeat(memory, len(hyps))
+        mem = _first(repeated, len(hyps))
         y = np.array([h[0][-1] if h[0] else bos for h in hyps], np.int64)
         logp, new_state, w = model.decode_step(y, state, mem)
         total = np.array([h[1] for h in hyps])[:, None] + logp  # (k, V)
