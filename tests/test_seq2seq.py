@@ -343,5 +343,9 @@ def test_bad_batches(rng):
         m.forward_loss(src[:, 0], src_len, tgt_in, tgt_out, tgt_len)
     with pytest.raises(ValueError, match="lengths"):
         m.forward_loss(src, src_len + 10, tgt_in, tgt_out, tgt_len)
+    with pytest.raises(ValueError, match=r"tgt_lengths: expected the target lengths \(B,\)"):
+        m.forward_loss(src, src_len, tgt_in, tgt_out, None)
+    with pytest.raises(ValueError, match=r"targets: expected shape \(5, 4\)"):
+        m.forward_loss(src, src_len, tgt_in, tgt_out[:3], tgt_len)
     with pytest.raises(RuntimeError, match="expected a forward call"):
         make({}).backward_loss()

@@ -67,7 +67,8 @@ class Embedding(Module):
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
         first = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])  # run starts
-        # one summed row per distinct id (np.add.at does the same, row by row, 2x slower)
+        # one summed row per distinct id (np.add.at does the same row by row, 1.5x slower:
+        # benchmarks/RESULTS.md section 4)
         self._grads["weight"][sorted_ids[first]] += np.add.reduceat(
             dout.reshape(-1, E)[order], first, axis=0)
 

@@ -187,6 +187,9 @@ class Seq2Seq(Module):
                      scale: float | None = 1.0):
         """Summed cross-entropy of the real targets (positions t < tgt_lengths[b]) and their
         count; with a ``scale``, :meth:`backward_loss` then adds the gradients of scale * loss."""
+        if tgt_lengths is None:
+            raise ValueError("tgt_lengths: expected the target lengths (B,) (the loss counts "
+                             "positions t < tgt_lengths[b]), got None")
         z, _ = self._teacher_forced(src, src_lengths, tgt_in, tgt_lengths)
         mask = np.arange(tgt_in.shape[0])[:, None] < np.asarray(tgt_lengths)[None, :]  # (Tt, B)
         return self.loss_layer(z, tgt_out, scale=scale, mask=mask)
