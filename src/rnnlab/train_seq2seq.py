@@ -132,7 +132,6 @@ class Seq2SeqTrainer:
         self.schedule = optim.StepDecay(self.optimizer, cfg.lr_decay_start, cfg.lr_decay)
         self.rng = np.random.default_rng(cfg.seed)
         self.epoch = 0
-        self.history: list[dict] = []
 
     def train_step(self, batch: list[P.Pair]) -> tuple[float, float]:
         """One minibatch: returns (mean loss per target token, gradient norm before clipping)."""
@@ -182,7 +181,6 @@ class Seq2SeqTrainer:
                   "test_exact_match": scores["exact_match"], "test_char_acc": scores["char_acc"],
                   "train_seconds": round(train_time, 2),
                   "tokens_per_s": round(tokens / train_time, 1)}
-        self.history.append(record)
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         self.save()
@@ -197,7 +195,7 @@ class Seq2SeqTrainer:
         state = {"kind": KIND, "model_config": self.model.config.to_dict(),
                  "train_config": asdict(self.cfg), "src_vocab": self.src_vocab.to_dict(),
                  "tgt_vocab": self.tgt_vocab.to_dict(), "optimizer": meta, "epoch": self.epoch,
-                 "rng": self.rng.bit_generator.state, "history": self.history}
+                 "rng": self.rng.bit_generator.state}  # metrics.jsonl holds the history
         save_checkpoint(self.out / "checkpoint", self.model.state_dict(), state, arrays)
         atomic_write_json(self.out / "config.json", {"model": state["model_config"],
                                                     "train": state["train_config"]})
