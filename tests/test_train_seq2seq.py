@@ -84,13 +84,17 @@ def test_cli_train_translate_beam_and_plot(reverse_tsv, tmp_path, capsys):
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2
     png = tmp_path / "att.png"
-    assert main(["translate", "--checkpoint", str(out), "abc", "dd",
+    # the plotted first input is the shorter one: decoded in a batch padded to "abca"
+    assert main(["translate", "--checkpoint", str(out), "dd", "abca",
                  "--plot-attention", str(png)]) == 0
     greedy = capsys.readouterr().out.splitlines()
     assert len(greedy) == 2
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["translate", "--checkpoint", str(out), "--beam", "1", "abc", "dd"]) == 0
-    assert capsys.readouterr().out.splitlines() == greedy
+    alone = []
+    for text in ("dd", "abca"):  # one at a time == in one padded batch
+        assert main(["translate", "--checkpoint", str(out), "--beam", "1", text]) == 0
+        alone += capsys.readouterr().out.splitlines()
+    assert alone == greedy
     assert main(["translate", "--checkpoint", str(out), "--beam", "3", "abc"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from rnnlab.argtypes import UserError, positive_int
 
+TRANSLATE_BATCH = 1000  # inputs decoded together by greedy decoding
+
 
 def _train_seq2seq(args: argparse.Namespace) -> int:
     from rnnlab.data.pairs import build_vocabs
@@ -62,16 +64,24 @@ def _translate(args: argparse.Namespace) -> int:
                         "--attention none)")
     bos, eos = tgt_vocab.stoi["<bos>"], tgt_vocab.stoi["<eos>"]
     reverse = model.config.reverse_source
-    for k, text in enumerate(inputs):
-        src, lengths = encode([text], src_vocab, reverse=reverse)
+    for text in inputs:
         _, unknown = src_vocab.encode(text, return_unknown=True)
         if unknown:
             print(f"rnnlab: warning: characters not seen in training, read as <unk>: "
                   f"{''.join(unknown)!r}", file=sys.stderr)
+
+    def decoded():
+        """One result per input: greedy decoding runs a batch of inputs at once."""
         if args.beam > 1:
-            result = beam_search(model, src[:, 0], bos, eos, args.max_length, beam=args.beam)
-        else:
-            result = greedy_decode(model, src, lengths, bos, eos, args.max_length)[0]
+            for text in inputs:
+                src, _ = encode([text], src_vocab, reverse=reverse)
+                yield beam_search(model, src[:, 0], bos, eos, args.max_length, beam=args.beam)
+            return
+        for s in range(0, len(inputs), TRANSLATE_BATCH):
+            src, lengths = encode(inputs[s:s + TRANSLATE_BATCH], src_vocab, reverse=reverse)
+            yield from greedy_decode(model, src, lengths, bos, eos, args.max_length)
+
+    for k, (text, result) in enumerate(zip(inputs, decoded(), strict=True)):
         answer = decode(result.ids, tgt_vocab)
         print(answer)
         if args.plot_attention and k == 0:
@@ -80,7 +90,8 @@ def _translate(args: argparse.Namespace) -> int:
             source = list(text[::-1] if reverse else text)
             output = [tgt_vocab.itos[i] for i in result.ids]
             output += ["<eos>"] * (len(result.attention) - len(output))
-            plot_attention(result.attention, source, output, args.plot_attention,
+            weights = result.attention[:, :len(source)]  # keys past its end (batch padding): 0
+            plot_attention(weights, source, output, args.plot_attention,
                            title=f"{text!r} -> {answer!r}")
             print(f"wrote {args.plot_attention}", file=sys.stderr)
     return 0
