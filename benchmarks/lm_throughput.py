@@ -74,8 +74,8 @@ def worker_rnnlab(preset: str, windows: int, threads: int) -> dict:
         model.zero_grad()
         _, _, state = model.forward_loss(x, y, state, scale=1.0 / B)  # as the Trainer does
         model.backward_loss()
-        optim.clip_grad_norm(model.grads, 5.0)
-        opt.step(model.grads)
+        norm = optim.grad_norm(model.grads)  # clipping fused into the update, as in the Trainer
+        opt.step(model.grads, grad_scale=optim.clip_coefficient(norm, 5.0))
 
     tokens_per_s = _tokens_per_s(step, windows, T * B)
     blas = threadpool_info()[0]

@@ -226,6 +226,55 @@ def test_clip_grad_norm_rejects_bad_max_norm(rng):
             optim.clip_grad_norm(_params(rng), bad)
 
 
+@pytest.mark.parametrize("name,lr,kw", CASES, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(CASES)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_step_with_grad_scale_equals_torch_clip_then_step(torch, rng, name, lr, kw, dtype,
+                                                          monkeypatch):
+    """The fused path (grad_norm, then step(grads, grad_scale=clip_coefficient)) gives torch's
+    clip_grad_norm_ + step exactly, and leaves the gradients clipped as torch does. Blocks of
+    5 elements make the per-block scaling cross block edges."""
+    monkeypatch.setattr(optim, "UPDATE_BLOCK", 5)
+    params, grads = _params(rng, dtype), _grads(rng, dtype)
+    tensors = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in params.items()}
+    topt = getattr(torch.optim, name)(list(tensors.values()), lr=lr, **kw)
+    ours = {k: v.copy() for k, v in params.items()}
+    opt = getattr(optim, name)(ours, lr=lr, **kw)
+    max_norm = 0.7 * min(optim.grad_norm(g) for g in grads)  # every step clips
+    for g in grads:
+        for k, t in tensors.items():
+            t.grad = torch.tensor(g[k].copy())
+        ref_norm = float(torch.nn.utils.clip_grad_norm_(list(tensors.values()), max_norm))
+        topt.step()
+        mine = {k: v.copy() for k, v in g.items()}
+        norm = optim.grad_norm(mine)
+        assert norm == pytest.approx(ref_norm, rel=1e-6 if dtype == np.float32 else 1e-13)
+        opt.step(mine, grad_scale=optim.clip_coefficient(norm, max_norm))
+        for k, t in tensors.items():
+            np.testing.assert_allclose(mine[k], t.grad.numpy(), rtol=1e-6, atol=0,
+                                       err_msg=f"clipped gradient {k}")
+    tol = dict(rtol=2e-6, atol=5e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-15)
+    for k, t in tensors.items():
+        np.testing.assert_allclose(ours[k], t.detach().numpy(), **tol, err_msg=k)
+
+
+def test_clip_coefficient():
+    assert optim.clip_coefficient(10.0, 5.0) == pytest.approx(5.0 / (10.0 + 1e-6), rel=1e-15)
+    assert optim.clip_coefficient(1.0, 5.0) == 1.0
+    assert optim.clip_coefficient(math.nan, 5.0) == 1.0
+    assert optim.clip_coefficient(math.inf, 5.0) == 1.0
+    with pytest.raises(ValueError, match="max_norm: expected a positive number"):
+        optim.clip_coefficient(1.0, 0.0)
+
+
+def test_step_rejects_bad_grad_scale(rng):
+    params = _params(rng)
+    opt = optim.SGD(params, lr=0.1)
+    for bad in (-1.0, math.nan, math.inf, "1"):
+        with pytest.raises(ValueError, match="grad_scale: expected"):
+            opt.step(_params(rng), grad_scale=bad)
+    assert opt.step_count == 0
+
+
 # ----------------------------------------------------------------------------- schedules
 
 

@@ -274,6 +274,16 @@ GRID64 += [
 ]
 _COMBOS32 = [(k, L, bd) for k, L, bd in _COMBOS if (L + bd + KINDS.index(k)) % 2 == 0]
 GRID32 = _gen_grid(11, _COMBOS32, 1)[:10]
+# float32 batches that kernels._gemm_rows pads to a multiple of 8 rows (20 -> 24; with lengths,
+# 13 live rows -> 16, then 9 -> 9 unpadded, 10 -> 16 ...)
+GRID32 += [
+    dict(kind=kind, L=2, bidir=bidir, T=6, B=B, D=5, H=7, bf=False, bias=True, lengths=lengths,
+         state=True, dstate=True, seed=950 + i)
+    for i, (kind, bidir, B, lengths) in enumerate([
+        ("lstm", False, 20, False), ("lstm", True, 13, True), ("gru", False, 20, False),
+        ("gru", True, 13, True), ("rnn_tanh", False, 20, True), ("rnn_relu", True, 13, True),
+    ])
+]
 
 
 def test_grid_covers_every_feature():

@@ -66,23 +66,15 @@ def _check_keys(what: str, expected: object, got: object) -> None:
 # ----------------------------------------------------------------------------- clipping
 
 
-def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
-    """Scale all gradients in place so that their global L2 norm is at most ``max_norm``.
-
-    ``norm = sqrt(sum_k ||g_k||^2)`` (accumulated in float64); with
-    ``coef = max_norm / (norm + 1e-6)``, every ``g_k *= coef`` when ``coef < 1``: exactly
-    ``torch.nn.utils.clip_grad_norm_`` (which multiplies by ``min(coef, 1)``). Returns the norm
-    before clipping. A non-finite norm leaves the gradients untouched (the caller decides).
-    """
-    max_norm = _number("max_norm", max_norm)
-    if max_norm <= 0:
-        raise ValueError(f"max_norm: expected a positive number, got {max_norm!r}")
+def grad_norm(grads: dict[str, np.ndarray]) -> float:
+    """The global L2 norm ``sqrt(sum_k ||g_k||^2)`` of all gradients, accumulated in float64
+    (float32 gradients as float32 dot products over blocks, with no float64 copy)."""
     total = 0.0
     for g in grads.values():
         if g.dtype == np.float64:
             flat = g.ravel()
             total += float(np.dot(flat, flat))
-        else:  # float32 dot products over blocks, summed in float64 (no float64 copy of g)
+        else:
             flat = g.ravel()
             for s in range(0, flat.size, 1 << 16):
                 block = flat[s:s + (1 << 16)]
@@ -92,10 +84,38 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
                     wide = block.astype(np.float64)
                     square = float(np.dot(wide, wide))
                 total += square
-    norm = math.sqrt(total)
+    return math.sqrt(total)
+
+
+def clip_coefficient(norm: float, max_norm: float) -> float:
+    """The factor that brings a global gradient norm down to ``max_norm``, as
+    ``torch.nn.utils.clip_grad_norm_`` computes it: ``min(max_norm / (norm + 1e-6), 1)``; 1 for
+    a non-finite norm (the caller decides what to do with that)."""
+    max_norm = _max_norm(max_norm)
     if not math.isfinite(norm):
-        return norm
-    coef = max_norm / (norm + 1e-6)
+        return 1.0
+    return min(max_norm / (norm + 1e-6), 1.0)
+
+
+def _max_norm(value: object) -> float:
+    max_norm = _number("max_norm", value)
+    if max_norm <= 0:
+        raise ValueError(f"max_norm: expected a positive number, got {value!r}")
+    return max_norm
+
+
+def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale all gradients in place so that their global L2 norm is at most ``max_norm``.
+
+    Every ``g_k *= coef`` with ``coef = max_norm / (norm + 1e-6)`` when ``coef < 1``: exactly
+    ``torch.nn.utils.clip_grad_norm_``. Returns the norm before clipping. A non-finite norm
+    leaves the gradients untouched (the caller decides). A training loop saves the separate pass
+    over the gradients with ``opt.step(grads, grad_scale=clip_coefficient(grad_norm(grads),
+    max_norm))``, which scales each block of a gradient just before the update uses it.
+    """
+    _max_norm(max_norm)
+    norm = grad_norm(grads)
+    coef = clip_coefficient(norm, max_norm)
     if coef < 1.0:
         for g in grads.values():
             g *= coef
@@ -157,8 +177,13 @@ class Optimizer:
         }
 
     # -- the public API
-    def step(self, grads: dict[str, np.ndarray]) -> None:
-        """Apply one update to every parameter, in place, from ``grads`` (same keys and shapes)."""
+    def step(self, grads: dict[str, np.ndarray], grad_scale: float = 1.0) -> None:
+        """Apply one update to every parameter, in place, from ``grads`` (same keys and shapes).
+
+        ``grad_scale`` multiplies every gradient in place first (gradient clipping: see
+        :func:`clip_grad_norm`), block by block, so it costs no pass over memory of its own.
+        """
+        grad_scale = _number("grad_scale", grad_scale)
         if not isinstance(grads, Mapping):
             raise TypeError(f"grads: expected a dict of name -> array, got {type(grads).__name__}")
         _check_keys("grads", self.params, grads)
@@ -173,6 +198,8 @@ class Optimizer:
         for name, p in self.params.items():
             g, state = grads[name], self._state[name]
             if not (p.flags.c_contiguous and g.flags.c_contiguous):
+                if grad_scale != 1.0:
+                    g *= grad_scale
                 self._update(p, g, np.empty_like(p), state)
                 continue
             # The update is elementwise, so it is applied to cache-sized pieces of the flattened
@@ -181,6 +208,8 @@ class Optimizer:
             pf, gf = p.reshape(-1), g.reshape(-1)
             for s in range(0, pf.size, UPDATE_BLOCK):
                 e = s + UPDATE_BLOCK
+                if grad_scale != 1.0:
+                    gf[s:e] *= grad_scale
                 self._update(pf[s:e], gf[s:e], self._scratch[p.dtype][: pf[s:e].size],
                              {k: v[s:e] for k, v in flat.items()})
 

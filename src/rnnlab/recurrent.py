@@ -221,7 +221,7 @@ class _RecurrentBase(Module):
         H, K = self.hidden_size, self.num_directions
         for layer in reversed(range(self.num_layers)):
             inp = cache.inputs[layer]
-            dinp = np.zeros_like(inp)
+            dinp = np.empty(inp.shape, inp.dtype)  # direction 0 writes it (C order), 1 adds
             for d in range(K):
                 row = layer * K + d
                 run = cache.runs[layer][d]
@@ -240,7 +240,8 @@ class _RecurrentBase(Module):
         return dx, (tuple(dstates0) if self.has_cell_state else dstates0[0])
 
     def _accumulate(self, layer, d, inp, h_prev, dA_x, dA_h, dinp):
-        """The weight gradients as single GEMMs over all time steps; dx += dA_x W_ih."""
+        """The weight gradients as single GEMMs over all time steps; dx = dA_x W_ih (direction
+        0 writes ``dinp``, direction 1 adds to it)."""
         s, gr = self._suffix(layer, d), self._grads
         W_ih = self._params[f"weight_ih{s}"]
         TB = inp.shape[0] * inp.shape[1]
@@ -248,9 +249,13 @@ class _RecurrentBase(Module):
         gr[f"weight_ih{s}"] += ax.T @ inp.reshape(TB, -1)
         gr[f"weight_hh{s}"] += ah.T @ h_prev.reshape(TB, -1)
         if self.bias:
-            gr[f"bias_ih{s}"] += ax.sum(axis=0)
-            gr[f"bias_hh{s}"] += ah.sum(axis=0)
-        dinp += (ax @ W_ih).reshape(dinp.shape)
+            db_x = ax.sum(axis=0)
+            gr[f"bias_ih{s}"] += db_x
+            gr[f"bias_hh{s}"] += db_x if dA_h is dA_x else ah.sum(axis=0)  # LSTM, RNN: one dA
+        if d == 0:
+            np.matmul(ax, W_ih, out=dinp.reshape(TB, -1))
+        else:
+            dinp += (ax @ W_ih).reshape(dinp.shape)
 
     # ------------------------------------------------------------------ boundary: checks, layout
     def _time_major_input(self, x):

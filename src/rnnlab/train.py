@@ -5,8 +5,8 @@ The loop (one window of T steps over B streams):
     nll, _, state = model.forward_loss(x, y, state)   state carried in, gradient truncated
     loss = nll / B                              summed over T, averaged over B (Zaremba et al.)
     model.backward_loss()                       dL/dlogits = (softmax - onehot) / B
-    norm = clip_grad_norm(grads, clip)       global L2 norm, logged
-    optimizer.step(grads)
+    norm = grad_norm(grads)                     global L2 norm, logged
+    optimizer.step(grads, grad_scale=clip_coefficient(norm, clip))   clipped within the update
 
 Perplexity is exp(mean NLL per token) over every target token of a split. A run directory holds
 ``checkpoint/`` (weights and optimizer state in safetensors, the rest in JSON), ``config.json``,
@@ -154,10 +154,11 @@ class Trainer:
             self._diverged(f"loss {loss}")
         model.backward_loss()
         grads = model.grads
-        norm = optim.clip_grad_norm(grads, cfg.clip) if cfg.clip > 0 else _norm(grads)
+        norm = optim.grad_norm(grads)
         if not math.isfinite(norm):
             self._diverged(f"gradient norm {norm}")
-        self.optimizer.step(grads)
+        coef = optim.clip_coefficient(norm, cfg.clip) if cfg.clip > 0 else 1.0
+        self.optimizer.step(grads, grad_scale=coef)  # clipping fused into the update
         self.state = state
         return loss, norm
 
@@ -336,10 +337,6 @@ class Trainer:
         kept = [ln for ln, r in records if r.get("step", 0) <= step and not r.get("final")]
         if len(kept) != len(lines):
             atomic_write_text(path, "".join(ln + "\n" for ln in kept))
-
-
-def _norm(grads: dict) -> float:
-    return math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values()))
 
 
 def load_run(path: Path):
