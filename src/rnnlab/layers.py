@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab.backend import Seed, make_rng, resolve_dtype
+from rnnlab.backend import Seed, dropout_mask, make_rng, resolve_dtype
 from rnnlab.module import Module
 from rnnlab.validate import check_array, check_positive_int
 
@@ -154,8 +154,7 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
-        keep = 1.0 - self.p
-        self._mask = (self._rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep)
+        self._mask = dropout_mask(self._rng, x.shape, self.p, x.dtype)
         return x * self._mask
 
     __call__ = forward

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rnnlab import kernels
-from rnnlab.backend import Seed, make_rng, resolve_dtype
+from rnnlab.backend import Seed, dropout_mask, make_rng, resolve_dtype
 from rnnlab.module import Module
 from rnnlab.validate import check_array, check_lengths, check_positive_int, check_state
 
@@ -161,7 +161,7 @@ class _RecurrentBase(Module):
         H, K = self.hidden_size, self.num_directions
         for layer in range(self.num_layers):
             if layer > 0 and self.training and self.dropout > 0:
-                mask = self._dropout_mask(inp.shape)
+                mask = dropout_mask(self._rng, inp.shape, self.dropout, self.dtype)
                 inp = inp * mask
                 cache.masks.append(mask)
             else:
@@ -190,9 +190,6 @@ class _RecurrentBase(Module):
             return out, result_state, self._internals(cache)
         return out, result_state
 
-    def _dropout_mask(self, shape):
-        keep = 1.0 - self.dropout
-        return (self._rng.random(shape) < keep).astype(self.dtype) / self.dtype.type(keep)
 
     def _valid_mask(self, batch_sizes, T, B):
         return (np.arange(B)[None, :] < batch_sizes[:, None]).astype(self.dtype)[:, :, None]
