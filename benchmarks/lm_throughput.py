@@ -71,7 +71,7 @@ def worker_rnnlab(preset: str, windows: int, threads: int) -> dict:
     def step(i: int):
         nonlocal state
         x, y = data[i * T:(i + 1) * T], data[i * T + 1:(i + 1) * T + 1]
-        model.zero_grad()
+        model.zero_grad(lazy=True)  # as the trainers do (torch: set_to_none)
         _, _, state = model.forward_loss(x, y, state, scale=1.0 / B)  # as the Trainer does
         model.backward_loss()
         norm = optim.grad_norm(model.grads)  # clipping fused into the update, as in the Trainer

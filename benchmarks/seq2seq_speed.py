@@ -176,7 +176,7 @@ def worker_rnnlab(config: str, path: str, steps: int, threads: int) -> dict:
 
     def step(b):  # Seq2SeqTrainer.train_step on pre-encoded batches
         src, src_len, tgt_in, tgt_out, tgt_len = b
-        model.zero_grad()
+        model.zero_grad(lazy=True)  # as the trainers do (torch: set_to_none)
         model.forward_loss(src, src_len, tgt_in, tgt_out, tgt_len, scale=1.0 / int(tgt_len.sum()))
         model.backward_loss()
         optim.clip_grad_norm(model.grads, 5.0)

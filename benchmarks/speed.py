@@ -17,7 +17,7 @@ Method
   ``--repeats`` rounds (default 3) over all cases and reports, per side, the median over rounds.
 * Modes: ``fwd`` is inference (rnnlab ``eval()``; torch ``eval()`` under ``torch.no_grad()``).
   ``fwdbwd`` is one training step without the optimizer: torch ``zero_grad``, ``out, _ = m(x)``,
-  ``(out * dout).sum().backward()`` with ``x.requires_grad``; rnnlab ``zero_grad()``,
+  ``(out * dout).sum().backward()`` with ``x.requires_grad``; rnnlab ``zero_grad(lazy=True)``,
   ``out, _ = m(x)``, ``m.backward(dout)``. Initial states are zeros, inputs standard normal.
 * FLOP model (GEMMs only): per layer and direction the forward costs ``2*T*B*G*H*(D_k + H)`` with
   G = 4 (LSTM) or 3 (GRU), D_0 = input size, D_k = dirs*H above; forward+backward counts 3x that.
@@ -279,7 +279,7 @@ def worker_rnnlab(spec: dict[str, Any]) -> dict[str, Any]:
         m.train()
 
         def step() -> object:
-            m.zero_grad()
+            m.zero_grad(lazy=True)
             out, _ = m(x)
             return m.backward(dout)
 

@@ -154,29 +154,32 @@ class Attention(Module):
         dvals = np.einsum("tbj,tbv->jbv", a, dctx)
         ds = a * (da - (a * da).sum(axis=-1, keepdims=True))  # softmax backward, 0 where a = 0
 
-        p, g = self._params, self._grads
+        p = self._params
         if self.score == "dot":
             dq = np.einsum("tbj,jbh->tbh", ds, k)
             dk = np.einsum("tbj,tbh->jbh", ds, q)
         elif self.score == "general":
             (qW,) = extra
             dqW = np.einsum("tbj,jbh->tbh", ds, k)  # (Tq, B, Hk)
-            g["weight"] += q.reshape(-1, self.query_size).T @ dqW.reshape(-1, self.key_size)
+            self._grad_add_matmul("weight", q.reshape(-1, self.query_size).T,
+                                  dqW.reshape(-1, self.key_size))
             dq = dqW @ p["weight"].T
             dk = np.einsum("tbj,tbh->jbh", ds, qW)
         else:
             (h,) = extra
             A = self.attn_size
             dsT = np.ascontiguousarray(ds.transpose(0, 2, 1))  # (Tq, Tk, B) like h's first axes
-            g["v"] += dsT.reshape(-1) @ h.reshape(-1, A)  # dv = sum over (t, j, b) of ds h
+            self._grad_add_matmul("v", dsT.reshape(-1), h.reshape(-1, A))  # dv = sum of ds h
             dpre = np.multiply(h, h)  # dpre = ds v (1 - h^2), (Tq, Tk, B, A), in place:
             np.subtract(1.0, dpre, out=dpre)
             dpre *= p["v"]
             dpre *= dsT[..., None]
             dpq = dpre.sum(axis=1)  # (Tq, B, A)
             dpk = dpre.sum(axis=0)  # (Tk, B, A)
-            g["weight_query"] += dpq.reshape(-1, A).T @ q.reshape(-1, self.query_size)
-            g["weight_key"] += dpk.reshape(-1, A).T @ k.reshape(-1, self.key_size)
+            self._grad_add_matmul("weight_query", dpq.reshape(-1, A).T,
+                                  q.reshape(-1, self.query_size))
+            self._grad_add_matmul("weight_key", dpk.reshape(-1, A).T,
+                                  k.reshape(-1, self.key_size))
             dq = dpq @ p["weight_query"]
             dk = dpk @ p["weight_key"]
         if shared:

@@ -164,12 +164,11 @@ class _Cell(Module):
         return self._tape.pop()
 
     def _accumulate(self, x, h_prev, da_x, da_h):
-        gr = self._grads
-        gr["weight_ih"] += da_x.T @ x
-        gr["weight_hh"] += da_h.T @ h_prev
+        self._grad_add_matmul("weight_ih", da_x.T, x)
+        self._grad_add_matmul("weight_hh", da_h.T, h_prev)
         if self.bias:
-            gr["bias_ih"] += da_x.sum(axis=0)
-            gr["bias_hh"] += da_h.sum(axis=0)
+            self._grad_add("bias_ih", da_x.sum(axis=0))
+            self._grad_add("bias_hh", da_h.sum(axis=0))
 
     def clear_tape(self) -> None:
         """Forget the cached forward steps (e.g. at a truncated-BPTT boundary)."""

@@ -69,7 +69,7 @@ class Embedding(Module):
         first = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])  # run starts
         # one summed row per distinct id (np.add.at does the same row by row, 1.5x slower:
         # benchmarks/RESULTS.md section 4)
-        self._grads["weight"][sorted_ids[first]] += np.add.reduceat(
+        self._grad("weight")[sorted_ids[first]] += np.add.reduceat(
             dout.reshape(-1, E)[order], first, axis=0)
 
 
@@ -129,10 +129,12 @@ class Linear(Module):
                              f"got {getattr(dy, 'dtype', type(dy).__name__)} {np.shape(dy)}")
         x2 = self._x.reshape(-1, self.in_features)
         dy2 = dy.reshape(-1, self.out_features)
-        target = self._grads["weight"] if dweight is None else dweight
-        target += dy2.T @ x2  # dW = dy^T x
+        if dweight is None:
+            self._grad_add_matmul("weight", dy2.T, x2)  # dW = dy^T x
+        else:
+            dweight += dy2.T @ x2
         if "bias" in self._params:
-            self._grads["bias"] += dy2.sum(axis=0)  # db = sum of dy
+            self._grad_add("bias", dy2.sum(axis=0))  # db = sum of dy
         return (dy2 @ W).reshape(self._x.shape)  # dx = dy W
 
 
@@ -346,8 +348,10 @@ class LinearCrossEntropy:
         x2 = x.reshape(-1, lin.in_features)
         if self._dW is None or self._dW.shape != W.shape:
             self._dW = np.empty(W.shape, lin.dtype)
-        target = lin._grads["weight"] if dweight is None else dweight
-        target += np.matmul(d.T, x2, out=self._dW)  # dW = dlogits^T x
+        if dweight is None:
+            lin._grad_add_matmul("weight", d.T, x2, scratch=self._dW)  # dW = dlogits^T x
+        else:
+            dweight += np.matmul(d.T, x2, out=self._dW)
         if "bias" in lin._params:
-            lin._grads["bias"] += db  # db = sum of dlogits
+            lin._grad_add("bias", db)  # db = sum of dlogits
         return (d @ W).reshape(x.shape)  # dx = dlogits W

@@ -402,7 +402,7 @@ def train_longdep(cfg: LongDepConfig, log: Callable[[str], object] = print,
     start = time.perf_counter()
     for step in range(1, cfg.steps + 1):
         x, y = make_batch(cfg, cfg.batch, train_rng)
-        model.zero_grad()
+        model.zero_grad(lazy=True)  # marks them; backward writes its first part
         loss = model.loss(x, y)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"longdep: the training loss became {loss} at step {step}")

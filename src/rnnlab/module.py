@@ -21,11 +21,13 @@ class Module:
         self._params: dict[str, np.ndarray] = {}
         self._grads: dict[str, np.ndarray] = {}
         self._children: dict[str, Module] = {}
+        self._stale: set[str] = set()  # gradients marked zero by zero_grad(lazy=True)
         self.training = True
 
     def _add_param(self, name: str, value: np.ndarray) -> None:
         self._params[name] = value
         self._grads[name] = np.zeros_like(value)
+        self._stale.discard(name)
 
     def _add_child(self, name: str, module: Module) -> Module:
         self._children[name] = module
@@ -44,7 +46,45 @@ class Module:
     @property
     def grads(self) -> dict[str, np.ndarray]:
         """The live gradient arrays, with the same keys as :meth:`state_dict`."""
+        for module in self._modules():
+            for name in module._stale:
+                module._grads[name].fill(0)
+            module._stale.clear()
         return self._named("_grads")
+
+    def _modules(self):
+        yield self
+        for child in self._children.values():
+            yield from child._modules()
+
+    # -- how layers add their gradients (so that zero_grad(lazy=True) can skip a pass)
+    def _grad(self, name: str) -> np.ndarray:
+        """The gradient array ``name``, ready to be added to (zeroed now if it is marked)."""
+        g = self._grads[name]
+        if name in self._stale:
+            g.fill(0)
+            self._stale.discard(name)
+        return g
+
+    def _grad_add(self, name: str, value: np.ndarray) -> None:
+        """grads[name] += value (a copy when the gradient is marked zero)."""
+        g = self._grads[name]
+        if name in self._stale:
+            np.copyto(g, value)
+            self._stale.discard(name)
+        else:
+            g += value
+
+    def _grad_add_matmul(self, name: str, a: np.ndarray, b: np.ndarray,
+                         scratch: np.ndarray | None = None) -> None:
+        """grads[name] += a @ b: one GEMM straight into the gradient when it is marked zero
+        (no temporary, no pass to add it); else into ``scratch`` (or a temporary), then added."""
+        g = self._grads[name]
+        if name in self._stale:
+            np.matmul(a, b, out=g)
+            self._stale.discard(name)
+        else:
+            g += np.matmul(a, b, out=scratch)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """A copy of every parameter, by name, in ``torch.nn``'s order."""
@@ -88,10 +128,23 @@ class Module:
         for name, array in arrays.items():
             params[name][...] = array
 
-    def zero_grad(self) -> None:
-        """Reset every gradient to zero (gradients accumulate across backward calls)."""
-        for g in self.grads.values():
-            g.fill(0)
+    def zero_grad(self, lazy: bool = False) -> None:
+        """Reset every gradient to zero (gradients accumulate across backward calls).
+
+        ``lazy=True`` (what the trainers use) only marks the gradients: a layer's backward then
+        writes its first contribution instead of adding it (its weight-gradient GEMM goes
+        straight into the array: no temporary, no pass to add, no pass to zero), and whatever is
+        still marked is zeroed when ``grads`` is read. As with torch's
+        ``zero_grad(set_to_none=True)``, an array taken from ``grads`` before the call holds
+        old values until then: read ``grads`` again after backward.
+        """
+        for module in self._modules():
+            if lazy:
+                module._stale = set(module._grads)
+            else:
+                for g in module._grads.values():
+                    g.fill(0)
+                module._stale.clear()
 
     def train(self, mode: bool = True) -> Module:
         """Training mode (dropout on); returns self."""

@@ -95,6 +95,7 @@ class _RecurrentBase(Module):
         """Draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn`` does."""
         self._params.clear()
         self._grads.clear()
+        self._stale.clear()
         H, G = self.hidden_size, self.gates * self.hidden_size
         k = 1.0 / np.sqrt(H)
         for layer in range(self.num_layers):
@@ -239,16 +240,16 @@ class _RecurrentBase(Module):
     def _accumulate(self, layer, d, inp, h_prev, dA_x, dA_h, dinp):
         """The weight gradients as single GEMMs over all time steps; dx = dA_x W_ih (direction
         0 writes ``dinp``, direction 1 adds to it)."""
-        s, gr = self._suffix(layer, d), self._grads
+        s = self._suffix(layer, d)
         W_ih = self._params[f"weight_ih{s}"]
         TB = inp.shape[0] * inp.shape[1]
         ax, ah = dA_x.reshape(TB, -1), dA_h.reshape(TB, -1)
-        gr[f"weight_ih{s}"] += ax.T @ inp.reshape(TB, -1)
-        gr[f"weight_hh{s}"] += ah.T @ h_prev.reshape(TB, -1)
+        self._grad_add_matmul(f"weight_ih{s}", ax.T, inp.reshape(TB, -1))
+        self._grad_add_matmul(f"weight_hh{s}", ah.T, h_prev.reshape(TB, -1))
         if self.bias:
             db_x = ax.sum(axis=0)
-            gr[f"bias_ih{s}"] += db_x
-            gr[f"bias_hh{s}"] += db_x if dA_h is dA_x else ah.sum(axis=0)  # LSTM, RNN: one dA
+            self._grad_add(f"bias_ih{s}", db_x)
+            self._grad_add(f"bias_hh{s}", db_x if dA_h is dA_x else ah.sum(axis=0))  # LSTM: 1 dA
         if d == 0:
             np.matmul(ax, W_ih, out=dinp.reshape(TB, -1))
         else:

@@ -146,7 +146,7 @@ class Trainer:
     def train_step(self, x: np.ndarray, y: np.ndarray):
         model, cfg = self.model, self.cfg
         T, B = x.shape
-        model.zero_grad()
+        model.zero_grad(lazy=True)  # marks them; backward writes its first part
         scale = 1.0 / B if cfg.loss == "sum_time" else 1.0 / (T * B)
         nll, _, state = model.forward_loss(x, y, self.state, scale=scale)
         loss = nll / (T * B)

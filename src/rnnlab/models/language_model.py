@@ -68,6 +68,7 @@ class LanguageModel(Module):
         self.decoder = self._add_child("decoder", Linear(H, V, dtype=dt, seed=rng))
         if config.tie_weights:
             del self.decoder._params["weight"], self.decoder._grads["weight"]
+            self.decoder._stale.discard("weight")
         self.readout = LinearCrossEntropy(self.decoder)
         self.drop_in = Dropout(config.dropout, seed=rng)
         self.drop_out = Dropout(config.dropout, seed=rng)
@@ -103,7 +104,7 @@ class LanguageModel(Module):
 
     def _decoder_dweight(self):
         """Where the decoder's weight gradient goes: the embedding's when tied."""
-        return self.embedding._grads["weight"] if self.config.tie_weights else None
+        return self.embedding._grad("weight") if self.config.tie_weights else None
 
     def forward(self, ids: np.ndarray, state=None):
         """ids (T, B) int -> logits (T, B, V) and the final state (carried to the next window)."""

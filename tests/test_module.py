@@ -1,0 +1,145 @@
+"""Module.zero_grad(lazy=True): the gradients after backward are exactly those of the eager
+zero_grad, for every layer that writes gradients; marked gradients read as zeros."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rnnlab import GRU, LSTM, RNN, Attention, GRUCell, LSTMCell, RNNCell
+from rnnlab.layers import Embedding, Linear
+from rnnlab.models import LanguageModel, LMConfig
+from rnnlab.module import Module
+
+T, B, D, H, V = 4, 3, 5, 6, 11
+
+
+def _lm(tie):
+    cfg = LMConfig(vocab_size=V, cell="lstm", embed_size=H, hidden_size=H, num_layers=2,
+                   tie_weights=tie, dtype="float64")
+    return LanguageModel(cfg, seed=3)
+
+
+def _lm_step(model, rng):
+    ids = rng.integers(0, V, (T + 1, B))
+    model.forward_loss(ids[:-1], ids[1:], scale=1.0 / B)
+    model.backward_loss()
+
+
+def _lm_unfused_step(model, rng):  # the Linear decoder's backward instead of the fused one
+    ids = rng.integers(0, V, (T, B))
+    logits, _ = model.forward(ids)
+    model.backward(rng.standard_normal(logits.shape))
+
+
+def _layer_step(cls, **kw):
+    def step(m, rng):
+        out, _ = m(rng.standard_normal((T, B, D)))
+        m.backward(rng.standard_normal(out.shape))
+    return (lambda: cls(D, H, num_layers=2, bidirectional=True, dtype=np.float64, seed=1, **kw),
+            step)
+
+
+def _cell_step(cls):
+    def step(m, rng):
+        x = rng.standard_normal((B, D))
+        if cls is LSTMCell:
+            h, c = m(x)
+            m.backward(rng.standard_normal(h.shape), rng.standard_normal(c.shape))
+        else:
+            h = m(x)
+            m.backward(rng.standard_normal(h.shape))
+    return lambda: cls(D, H, dtype=np.float64, seed=2), step
+
+
+def _attention_step(score):
+    Hq = Hk = H
+
+    def step(m, rng):
+        ctx, _ = m(rng.standard_normal((T, B, Hq)), rng.standard_normal((T + 1, B, Hk)),
+                   rng.standard_normal((T + 1, B, 3)))
+        m.backward(rng.standard_normal(ctx.shape))
+    return lambda: Attention(Hq, Hk, score=score, attn_size=4, dtype=np.float64, seed=4), step
+
+
+def _linear_step(m, rng):
+    y = m(rng.standard_normal((T, B, D)))
+    m.backward(rng.standard_normal(y.shape))
+
+
+def _embedding_step(m, rng):
+    ids = np.array([[1, 1, 3], [3, 0, 1]])  # repeated ids
+    m(ids)
+    m.backward(rng.standard_normal((*ids.shape, H)))
+
+
+CASES = {
+    "lm": (lambda: _lm(False), _lm_step),
+    "lm-tied": (lambda: _lm(True), _lm_step),
+    "lm-unfused": (lambda: _lm(False), _lm_unfused_step),
+    "lm-unfused-tied": (lambda: _lm(True), _lm_unfused_step),
+    "lstm": _layer_step(LSTM),
+    "gru": _layer_step(GRU),
+    "rnn": _layer_step(RNN),
+    "lstm-cell": _cell_step(LSTMCell),
+    "gru-cell": _cell_step(GRUCell),
+    "rnn-cell": _cell_step(RNNCell),
+    "attention-general": _attention_step("general"),
+    "attention-additive": _attention_step("additive"),
+    "linear": (lambda: Linear(D, H, dtype=np.float64, seed=5), _linear_step),
+    "embedding": (lambda: Embedding(V, H, dtype=np.float64, seed=6), _embedding_step),
+}
+
+
+def _grads_after(make, step, lazy, backward_calls):
+    m = make()
+    step(m, np.random.default_rng(0))  # leave non-zero gradients behind
+    m.zero_grad(lazy=lazy)
+    rng = np.random.default_rng(1)
+    for _ in range(backward_calls):
+        step(m, rng)
+    return {k: v.copy() for k, v in m.grads.items()}
+
+
+@pytest.mark.parametrize("calls", [1, 2], ids=["one-backward", "accumulated"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_lazy_zero_grad_gives_the_eager_gradients_exactly(case, calls):
+    make, step = CASES[case]
+    eager = _grads_after(make, step, False, calls)
+    lazy = _grads_after(make, step, True, calls)
+    assert eager.keys() == lazy.keys()
+    assert any(np.any(g != 0) for g in eager.values())
+    for k in eager:
+        np.testing.assert_array_equal(lazy[k], eager[k], err_msg=k)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_marked_gradients_read_as_zero(case):
+    make, step = CASES[case]
+    m = make()
+    step(m, np.random.default_rng(0))
+    m.zero_grad(lazy=True)
+    for k, g in m.grads.items():
+        assert np.all(g == 0), k
+
+
+class _Pair(Module):
+    """Two layers, of which a step may use only the first."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = self._add_child("a", Linear(D, H, dtype=np.float64, seed=7))
+        self.b = self._add_child("b", Linear(H, H, dtype=np.float64, seed=8))
+
+
+def test_a_gradient_no_backward_wrote_is_zero_after_a_lazy_zero_grad():
+    rng = np.random.default_rng(0)
+    m = _Pair()
+    y = m.b(m.a(rng.standard_normal((B, D))))
+    m.a.backward(m.b.backward(rng.standard_normal(y.shape)))
+    assert np.any(m.grads["b.weight"] != 0)
+    m.zero_grad(lazy=True)
+    _linear_step(m.a, rng)  # only the first layer this time
+    grads = m.grads
+    assert np.all(grads["b.weight"] == 0) and np.all(grads["b.bias"] == 0)
+    assert np.any(grads["a.weight"] != 0)
