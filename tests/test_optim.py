@@ -231,8 +231,8 @@ def test_clip_grad_norm_rejects_bad_max_norm(rng):
 def test_step_with_grad_scale_equals_torch_clip_then_step(torch, rng, name, lr, kw, dtype,
                                                           monkeypatch):
     """The fused path (grad_norm, then step(grads, grad_scale=clip_coefficient)) gives torch's
-    clip_grad_norm_ + step exactly, and leaves the gradients clipped as torch does. Blocks of
-    5 elements make the per-block scaling cross block edges."""
+    clip_grad_norm_ + step, and leaves the gradients as they were. Blocks of 5 elements make
+    the per-block scaling cross block edges."""
     monkeypatch.setattr(optim, "UPDATE_BLOCK", 5)
     params, grads = _params(rng, dtype), _grads(rng, dtype)
     tensors = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in params.items()}
@@ -249,9 +249,8 @@ def test_step_with_grad_scale_equals_torch_clip_then_step(torch, rng, name, lr, 
         norm = optim.grad_norm(mine)
         assert norm == pytest.approx(ref_norm, rel=1e-6 if dtype == np.float32 else 1e-13)
         opt.step(mine, grad_scale=optim.clip_coefficient(norm, max_norm))
-        for k, t in tensors.items():
-            np.testing.assert_allclose(mine[k], t.grad.numpy(), rtol=1e-6, atol=0,
-                                       err_msg=f"clipped gradient {k}")
+        for k in mine:
+            np.testing.assert_array_equal(mine[k], g[k], err_msg=f"gradient {k} changed")
     tol = dict(rtol=2e-6, atol=5e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-15)
     for k, t in tensors.items():
         np.testing.assert_allclose(ours[k], t.detach().numpy(), **tol, err_msg=k)

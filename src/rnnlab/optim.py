@@ -140,7 +140,8 @@ class Optimizer:
         self.lr = lr
         self.step_count = 0
         self._configure(self._check_hyperparameters(hyperparameters))
-        self._scratch = {p.dtype: np.empty(UPDATE_BLOCK, p.dtype)  # work buffers of one block
+        self._scratch = {p.dtype: (np.empty(UPDATE_BLOCK, p.dtype),  # one block's work buffer
+                                   np.empty(UPDATE_BLOCK, p.dtype))  # and its scaled gradient
                          for p in self.params.values()}
 
     # -- the learning rate is validated on every assignment (schedules set it)
@@ -180,8 +181,9 @@ class Optimizer:
     def step(self, grads: dict[str, np.ndarray], grad_scale: float = 1.0) -> None:
         """Apply one update to every parameter, in place, from ``grads`` (same keys and shapes).
 
-        ``grad_scale`` multiplies every gradient in place first (gradient clipping: see
-        :func:`clip_grad_norm`), block by block, so it costs no pass over memory of its own.
+        ``grad_scale`` multiplies every gradient before it is used (gradient clipping: see
+        :func:`clip_grad_norm`), block by block into a scratch buffer while the block is in
+        cache: no pass over memory of its own, and ``grads`` themselves are left as they are.
         """
         grad_scale = _number("grad_scale", grad_scale)
         if not isinstance(grads, Mapping):
@@ -198,20 +200,21 @@ class Optimizer:
         for name, p in self.params.items():
             g, state = grads[name], self._state[name]
             if not (p.flags.c_contiguous and g.flags.c_contiguous):
-                if grad_scale != 1.0:
-                    g *= grad_scale
-                self._update(p, g, np.empty_like(p), state)
+                self._update(p, g * g.dtype.type(grad_scale) if grad_scale != 1.0 else g,
+                             np.empty_like(p), state)
                 continue
             # The update is elementwise, so it is applied to cache-sized pieces of the flattened
             # arrays in turn: its several passes then read memory once instead of once each.
             flat = {k: v.reshape(-1) for k, v in state.items()}
             pf, gf = p.reshape(-1), g.reshape(-1)
+            work, scaled = self._scratch[p.dtype]
             for s in range(0, pf.size, UPDATE_BLOCK):
                 e = s + UPDATE_BLOCK
+                n = pf[s:e].size
+                gb = gf[s:e]
                 if grad_scale != 1.0:
-                    gf[s:e] *= grad_scale
-                self._update(pf[s:e], gf[s:e], self._scratch[p.dtype][: pf[s:e].size],
-                             {k: v[s:e] for k, v in flat.items()})
+                    gb = np.multiply(gb, gb.dtype.type(grad_scale), out=scaled[:n])
+                self._update(pf[s:e], gb, work[:n], {k: v[s:e] for k, v in flat.items()})
 
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
         """``(arrays, meta)``: copies of the state buffers keyed ``"<buffer>/<name>"``, and
