@@ -6,6 +6,11 @@ at 5 -> SGD. Both sides use float32 and 2 threads, each runs in ITS OWN PROCESS 
 torch's OpenMP thread pools spin-wait and slow each other 10-100x in one process), the two
 alternate (rnnlab, torch, rnnlab, torch, ...) and the medians over rounds are reported.
 Data: the PTB training split when ../shared/data/ptb is present, else random ids.
+Each side runs the step as its own library is meant to be used: rnnlab as its Trainer does
+(zero_grad(lazy=True), the clipping factor applied inside the SGD update, the embedding's norm
+and update over the rows the window saw), torch with zero_grad() (set to None),
+clip_grad_norm_ and SGD (a dense embedding gradient, nn.Embedding's default). The arithmetic is
+the same; only the memory traffic differs.
 
     .venv/bin/python benchmarks/lm_throughput.py [--presets zaremba-small,zaremba-medium]
                                                 [--rounds 3] [--windows 30]
@@ -74,8 +79,9 @@ def worker_rnnlab(preset: str, windows: int, threads: int) -> dict:
         model.zero_grad(lazy=True)  # as the trainers do (torch: set_to_none)
         _, _, state = model.forward_loss(x, y, state, scale=1.0 / B)  # as the Trainer does
         model.backward_loss()
-        norm = optim.grad_norm(model.grads)  # clipping fused into the update, as in the Trainer
-        opt.step(model.grads, grad_scale=optim.clip_coefficient(norm, 5.0))
+        grads, rows = model.grads_and_rows()  # as the Trainer does: see rnnlab/train.py
+        norm = optim.grad_norm(grads, rows)
+        opt.step(grads, grad_scale=optim.clip_coefficient(norm, 5.0), rows=rows)
 
     tokens_per_s = _tokens_per_s(step, windows, T * B)
     blas = threadpool_info()[0]

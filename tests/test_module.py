@@ -143,3 +143,81 @@ def test_a_gradient_no_backward_wrote_is_zero_after_a_lazy_zero_grad():
     grads = m.grads
     assert np.all(grads["b.weight"] == 0) and np.all(grads["b.bias"] == 0)
     assert np.any(grads["a.weight"] != 0)
+
+
+# ----------------------------------------------------------------------------- embedding rows
+
+
+def _lm_grads_after_steps(tie, lazy, steps=3, read_grads_and_write=False):
+    """Train-loop gradient reads after ``steps`` windows with different ids each time."""
+    m = _lm(tie)
+    rng = np.random.default_rng(5)
+    out = []
+    for _ in range(steps):
+        m.zero_grad(lazy=lazy)
+        _lm_step(m, rng)
+        grads, rows = m.grads_and_rows()
+        out.append(({k: v.copy() for k, v in grads.items()}, rows))
+        if read_grads_and_write:
+            m.grads["embedding.weight"] += 1.0  # someone who holds the arrays writes into them
+    return out
+
+
+def test_grads_and_rows_names_the_embedding_rows_and_stays_exact():
+    lazy = _lm_grads_after_steps(tie=False, lazy=True)
+    eager = _lm_grads_after_steps(tie=False, lazy=False)
+    for (g_lazy, rows), (g_eager, _) in zip(lazy, eager, strict=True):
+        assert set(rows) == {"embedding.weight"}
+        r = rows["embedding.weight"]
+        assert r.ndim == 1 and np.all(np.diff(r) > 0)  # sorted, unique
+        emb = g_eager["embedding.weight"]
+        assert np.all(np.delete(emb, r, axis=0) == 0)  # zero outside the rows
+        assert set(np.flatnonzero(np.any(emb != 0, axis=1))) <= set(r)
+        for k in g_eager:
+            np.testing.assert_array_equal(g_lazy[k], g_eager[k], err_msg=k)
+
+
+@pytest.mark.parametrize("lazy", [True, False], ids=["lazy", "eager"])
+def test_rows_are_forgotten_once_grads_is_read(lazy):
+    """Writes through arrays handed out by ``grads`` are cleared by the next zero_grad: each
+    window's gradient equals that of a fresh model on the same ids (no step changes weights)."""
+    got = _lm_grads_after_steps(tie=False, lazy=lazy, read_grads_and_write=True)
+    rng = np.random.default_rng(5)
+    for grads, _ in got:
+        m = _lm(False)
+        _lm_step(m, rng)  # the same ids as that window
+        for k, ref in m.grads.items():
+            np.testing.assert_array_equal(grads[k], ref, err_msg=k)
+        assert np.any(grads["embedding.weight"] != 0)
+
+
+def test_tied_embedding_has_no_rows():
+    for _, rows in _lm_grads_after_steps(tie=True, lazy=True):
+        assert rows == {}
+
+
+def test_norm_and_sgd_step_over_rows_equal_the_dense_ones():
+    from rnnlab import optim
+
+    m = _lm(False)
+    m.zero_grad(lazy=True)
+    _lm_step(m, np.random.default_rng(2))
+    grads, rows = m.grads_and_rows()
+    assert optim.grad_norm(grads, rows) == pytest.approx(optim.grad_norm(grads), rel=1e-14)
+    for kw in ({}, {"momentum": 0.9}, {"weight_decay": 0.1}):
+        dense = {k: v.copy() for k, v in m.parameters().items()}
+        sparse = {k: v.copy() for k, v in dense.items()}
+        optim.SGD(dense, lr=0.5, **kw).step(grads, grad_scale=0.3)
+        optim.SGD(sparse, lr=0.5, **kw).step(grads, grad_scale=0.3, rows=rows)
+        for k in dense:
+            np.testing.assert_array_equal(sparse[k], dense[k], err_msg=f"{kw} {k}")
+
+
+def test_bad_rows_are_rejected():
+    from rnnlab import optim
+
+    grads = {"w": np.zeros((4, 2))}
+    with pytest.raises(ValueError, match=r"rows\['w'\]: expected rows in \[0, 4\)"):
+        optim.grad_norm(grads, {"w": np.array([1, 4])})
+    with pytest.raises(TypeError, match=r"rows\['w'\]: expected a 1-D integer array"):
+        optim.SGD({"w": np.zeros((4, 2))}, lr=1.0).step(grads, rows={"w": np.array([0.5])})

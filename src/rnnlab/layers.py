@@ -35,7 +35,10 @@ def check_ids(name: str, ids: object, upper: int) -> np.ndarray:
 class Embedding(Module):
     """Lookup table: ``out[...] = weight[ids[...]]``; weight (V, E) drawn from N(0, 1) as in torch.
 
-    Backward scatters ``dout`` into the rows that were looked up, adding up repeated ids.
+    Backward scatters ``dout`` into the rows that were looked up, adding up repeated ids. The
+    layer remembers which rows of its gradient may be non-zero, so that a lazy ``zero_grad``
+    costs the zeroing of those rows only and a training loop can skip the others
+    (:meth:`Module.grads_and_rows`); once the gradient is handed out, any row may be.
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, dtype: object = np.float32,
@@ -48,6 +51,26 @@ class Embedding(Module):
         self._add_param("weight", rng.standard_normal((num_embeddings, embedding_dim))
                         .astype(self.dtype))
         self._ids: np.ndarray | None = None
+        self._rows: np.ndarray | None = np.empty(0, np.int64)  # may be non-zero; None: any
+
+    def _clear_stale(self) -> None:
+        if "weight" in self._stale:
+            if self._rows is not None:
+                self._grads["weight"][self._rows] = 0.0  # the only rows that can be non-zero
+                self._stale.discard("weight")
+            self._rows = np.empty(0, np.int64)  # (else the base class zeroes all of it)
+        super()._clear_stale()
+
+    def _handed_out(self) -> None:
+        self._rows = None
+
+    def _grad(self, name: str) -> np.ndarray:  # another layer adds to it (weight tying)
+        g = super()._grad(name)
+        self._rows = None
+        return g
+
+    def _grad_rows(self) -> dict[str, np.ndarray]:
+        return {} if self._rows is None else {"weight": self._rows}
 
     def forward(self, ids: np.ndarray) -> np.ndarray:
         self._ids = check_ids("ids", ids, self.num_embeddings)
@@ -67,10 +90,14 @@ class Embedding(Module):
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
         first = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])  # run starts
+        if "weight" in self._stale:
+            self._clear_stale()
+        rows = sorted_ids[first]
         # one summed row per distinct id (np.add.at does the same row by row, 1.5x slower:
         # benchmarks/RESULTS.md section 4)
-        self._grad("weight")[sorted_ids[first]] += np.add.reduceat(
-            dout.reshape(-1, E)[order], first, axis=0)
+        self._grads["weight"][rows] += np.add.reduceat(dout.reshape(-1, E)[order], first, axis=0)
+        if self._rows is not None:
+            self._rows = np.union1d(self._rows, rows)
 
 
 class Linear(Module):

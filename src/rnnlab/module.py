@@ -47,10 +47,40 @@ class Module:
     def grads(self) -> dict[str, np.ndarray]:
         """The live gradient arrays, with the same keys as :meth:`state_dict`."""
         for module in self._modules():
-            for name in module._stale:
-                module._grads[name].fill(0)
-            module._stale.clear()
+            module._clear_stale()
+            module._handed_out()
         return self._named("_grads")
+
+    def grads_and_rows(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """For training loops: ``(grads, rows)``, where ``rows`` maps the gradients known to be
+        zero outside some rows (an embedding's, which backward fills only at the ids it saw) to
+        those rows, so that :func:`rnnlab.optim.grad_norm` and a plain SGD step can skip the
+        rest. The loop may read the arrays but must not write into them; reading ``grads``
+        instead forgets the rows (whoever holds the arrays may write)."""
+        rows: dict[str, np.ndarray] = {}
+        for prefix, module in self._prefixed_modules(""):
+            module._clear_stale()
+            rows.update({prefix + k: v for k, v in module._grad_rows().items()})
+        return self._named("_grads"), rows
+
+    def _prefixed_modules(self, prefix: str):
+        yield prefix, self
+        for name, child in self._children.items():
+            yield from child._prefixed_modules(f"{prefix}{name}.")
+
+    # -- hooks for layers whose gradients are sparse (Embedding)
+    def _clear_stale(self) -> None:
+        """Zero the gradients still marked by a lazy zero_grad."""
+        for name in self._stale:
+            self._grads[name].fill(0)
+        self._stale.clear()
+
+    def _handed_out(self) -> None:
+        """The gradient arrays were handed to someone who may write into them."""
+
+    def _grad_rows(self) -> dict[str, np.ndarray]:
+        """Gradients known to be zero outside some rows: name -> those rows."""
+        return {}
 
     def _modules(self):
         yield self
@@ -139,12 +169,9 @@ class Module:
         old values until then: read ``grads`` again after backward.
         """
         for module in self._modules():
-            if lazy:
-                module._stale = set(module._grads)
-            else:
-                for g in module._grads.values():
-                    g.fill(0)
-                module._stale.clear()
+            module._stale = set(module._grads)
+            if not lazy:
+                module._clear_stale()
 
     def train(self, mode: bool = True) -> Module:
         """Training mode (dropout on); returns self."""

@@ -66,11 +66,18 @@ def _check_keys(what: str, expected: object, got: object) -> None:
 # ----------------------------------------------------------------------------- clipping
 
 
-def grad_norm(grads: dict[str, np.ndarray]) -> float:
+def grad_norm(grads: dict[str, np.ndarray],
+              rows: Mapping[str, np.ndarray] | None = None) -> float:
     """The global L2 norm ``sqrt(sum_k ||g_k||^2)`` of all gradients, accumulated in float64
-    (float32 gradients as float32 dot products over blocks, with no float64 copy)."""
+    (float32 gradients as float32 dot products over blocks, with no float64 copy).
+
+    ``rows`` (from :meth:`rnnlab.module.Module.grads_and_rows`): gradients that are zero outside
+    the given rows, whose norm is taken over those rows only.
+    """
     total = 0.0
-    for g in grads.values():
+    for name, g in grads.items():
+        if rows and name in rows:
+            g = g[_checked_rows(name, rows[name], g)]
         if g.dtype == np.float64:
             flat = g.ravel()
             total += float(np.dot(flat, flat))
@@ -95,6 +102,17 @@ def clip_coefficient(norm: float, max_norm: float) -> float:
     if not math.isfinite(norm):
         return 1.0
     return min(max_norm / (norm + 1e-6), 1.0)
+
+
+def _checked_rows(name: str, rows: object, g: np.ndarray) -> np.ndarray:
+    if (not isinstance(rows, np.ndarray) or rows.ndim != 1
+            or not np.issubdtype(rows.dtype, np.integer)):
+        raise TypeError(f"rows[{name!r}]: expected a 1-D integer array, got "
+                        f"{getattr(rows, 'dtype', type(rows).__name__)} {np.shape(rows)}")
+    if rows.size and (rows.min() < 0 or rows.max() >= g.shape[0]):
+        raise ValueError(f"rows[{name!r}]: expected rows in [0, {g.shape[0]}), got "
+                         f"{rows.min()}..{rows.max()}")
+    return rows
 
 
 def _max_norm(value: object) -> float:
@@ -178,12 +196,18 @@ class Optimizer:
         }
 
     # -- the public API
-    def step(self, grads: dict[str, np.ndarray], grad_scale: float = 1.0) -> None:
+    _row_updates = False  # whether a gradient zero outside some rows may update those only
+
+    def step(self, grads: dict[str, np.ndarray], grad_scale: float = 1.0,
+             rows: Mapping[str, np.ndarray] | None = None) -> None:
         """Apply one update to every parameter, in place, from ``grads`` (same keys and shapes).
 
         ``grad_scale`` multiplies every gradient before it is used (gradient clipping: see
         :func:`clip_grad_norm`), block by block into a scratch buffer while the block is in
         cache: no pass over memory of its own, and ``grads`` themselves are left as they are.
+        ``rows`` (from :meth:`rnnlab.module.Module.grads_and_rows`): gradients that are zero
+        outside the given rows. Where that leaves the other rows unchanged (plain SGD), only
+        those rows are updated; otherwise (momentum, weight decay, Adam) every row is.
         """
         grad_scale = _number("grad_scale", grad_scale)
         if not isinstance(grads, Mapping):
@@ -196,9 +220,19 @@ class Optimizer:
                 raise ValueError(
                     f"grads[{name!r}]: expected an array of shape {p.shape}, got {got}"
                 )
+        sparse = {name: _checked_rows(name, r, grads[name])
+                  for name, r in (rows or {}).items() if self._row_updates and name in grads}
         self.step_count += 1
         for name, p in self.params.items():
             g, state = grads[name], self._state[name]
+            if name in sparse:  # p[r] -= ... for the rows r that can have a gradient
+                r = sparse[name]
+                p_rows, g_rows = p[r], g[r]
+                if grad_scale != 1.0:
+                    g_rows *= g.dtype.type(grad_scale)
+                self._update(p_rows, g_rows, np.empty_like(p_rows), {})
+                p[r] = p_rows
+                continue
             if not (p.flags.c_contiguous and g.flags.c_contiguous):
                 self._update(p, g * g.dtype.type(grad_scale) if grad_scale != 1.0 else g,
                              np.empty_like(p), state)
@@ -302,6 +336,10 @@ class SGD(Optimizer):
 
     def _buffer_names(self, hp: dict) -> tuple[str, ...]:
         return ("momentum",) if hp["momentum"] else ()
+
+    @property
+    def _row_updates(self) -> bool:  # p -= lr * g leaves rows with g = 0 as they are
+        return not self.momentum and not self.weight_decay
 
     def _update(self, p: np.ndarray, g: np.ndarray, work: np.ndarray, state: dict) -> None:
         if not self.momentum and not self.weight_decay:

@@ -2,11 +2,13 @@
 
 The loop (one window of T steps over B streams):
 
+    model.zero_grad(lazy=True)                  marked; backward writes the first part
     nll, _, state = model.forward_loss(x, y, state)   state carried in, gradient truncated
     loss = nll / B                              summed over T, averaged over B (Zaremba et al.)
     model.backward_loss()                       dL/dlogits = (softmax - onehot) / B
-    norm = grad_norm(grads)                     global L2 norm, logged
-    optimizer.step(grads, grad_scale=clip_coefficient(norm, clip))   clipped within the update
+    grads, rows = model.grads_and_rows()        rows: the embedding rows the window saw
+    norm = grad_norm(grads, rows)               global L2 norm, logged
+    optimizer.step(grads, clip_coefficient(norm, clip), rows)   clipping inside the update
 
 Perplexity is exp(mean NLL per token) over every target token of a split. A run directory holds
 ``checkpoint/`` (weights and optimizer state in safetensors, the rest in JSON), ``config.json``,
@@ -153,12 +155,12 @@ class Trainer:
         if not math.isfinite(loss):
             self._diverged(f"loss {loss}")
         model.backward_loss()
-        grads = model.grads
-        norm = optim.grad_norm(grads)
+        grads, rows = model.grads_and_rows()  # rows: the embedding's, the ids it saw
+        norm = optim.grad_norm(grads, rows)
         if not math.isfinite(norm):
             self._diverged(f"gradient norm {norm}")
         coef = optim.clip_coefficient(norm, cfg.clip) if cfg.clip > 0 else 1.0
-        self.optimizer.step(grads, grad_scale=coef)  # clipping fused into the update
+        self.optimizer.step(grads, grad_scale=coef, rows=rows)  # clipping fused into the update
         self.state = state
         return loss, norm
 
