@@ -80,8 +80,7 @@ def worker_rnnlab(preset: str, windows: int, threads: int) -> dict:
         _, _, state = model.forward_loss(x, y, state, scale=1.0 / B)  # as the Trainer does
         model.backward_loss()
         grads, rows = model.grads_and_rows()  # as the Trainer does: see rnnlab/train.py
-        norm = optim.grad_norm(grads, rows)
-        opt.step(grads, grad_scale=optim.clip_coefficient(norm, 5.0), rows=rows)
+        optim.clipped_step(opt, grads, 5.0, rows)
 
     tokens_per_s = _tokens_per_s(step, windows, T * B)
     blas = threadpool_info()[0]

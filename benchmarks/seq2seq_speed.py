@@ -52,6 +52,7 @@ def make_batches(path: str, n: int) -> None:
     import numpy as np
 
     from rnnlab.data import pairs as P
+    from rnnlab.train_seq2seq import encode_batch
 
     train, _ = P.book_split(P.addition_pairs(50000, seed=0))
     assert len(train) == 45000
@@ -61,12 +62,11 @@ def make_batches(path: str, n: int) -> None:
     arrays = {"vocab": np.array([len(src_vocab), len(tgt_vocab)])}
     for i in range(n):
         batch = batches[i % len(batches)]
-        for rev in (0, 1):
-            arrays[f"src{rev}_{i}"], arrays[f"srclen_{i}"] = P.encode(
-                [s for s, _ in batch], src_vocab, reverse=bool(rev))
-        arrays[f"tin_{i}"], arrays[f"tlen_{i}"] = P.encode([t for _, t in batch], tgt_vocab,
-                                                           bos=True)
-        arrays[f"tout_{i}"], _ = P.encode([t for _, t in batch], tgt_vocab, eos=True)
+        for rev in (0, 1):  # encoded as the trainer encodes them
+            src, src_len, tin, tout, tlen = encode_batch(batch, src_vocab, tgt_vocab, bool(rev))
+            arrays[f"src{rev}_{i}"] = src
+        arrays.update({f"srclen_{i}": src_len, f"tin_{i}": tin, f"tout_{i}": tout,
+                       f"tlen_{i}": tlen})
     np.savez(path, **arrays)
 
 
@@ -179,8 +179,8 @@ def worker_rnnlab(config: str, path: str, steps: int, threads: int) -> dict:
         model.zero_grad(lazy=True)  # as the trainers do (torch: set_to_none)
         model.forward_loss(src, src_len, tgt_in, tgt_out, tgt_len, scale=1.0 / int(tgt_len.sum()))
         model.backward_loss()
-        optim.clip_grad_norm(model.grads, 5.0)
-        opt.step(model.grads)
+        grads, rows = model.grads_and_rows()
+        optim.clipped_step(opt, grads, 5.0, rows)
 
     assert "torch" not in sys.modules
     return {"step_s": _median_step(step, batches, steps),

@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from numerics import central_difference
 
 from rnnlab.layers import SoftmaxCrossEntropy
 from rnnlab.models import LanguageModel, LMConfig
@@ -159,13 +160,7 @@ def _numeric_check(m, ids, targets, state, B, rng, n_probe=4, rng_states=None):
         flat = arr.reshape(-1)
         picks = rng.choice(flat.size, size=min(n_probe, flat.size), replace=False)
         for i in picks:
-            old = flat[i]
-            flat[i] = old + EPS
-            up = loss()
-            flat[i] = old - EPS
-            down = loss()
-            flat[i] = old
-            num = (up - down) / (2 * EPS)
+            num = central_difference(loss, flat, i, EPS)
             ana = grads[name].reshape(-1)[i]
             assert abs(ana - num) <= GC_ATOL + GC_RTOL * max(abs(num), abs(ana)), (
                 f"{name}[{i}]: analytic {ana!r} vs numeric {num!r}")

@@ -70,11 +70,11 @@ PAD_ROWS = 8
 
 
 def _gemm_rows(n: int, dtype: np.dtype) -> int:
-    """How many rows to hand the step GEMM for ``n`` live rows. With float32, a row count just
-    above a multiple of 8 runs slower than that multiple's successor (OpenBLAS's kernels work on
-    8-row blocks; measured for (n, 650) x (650, 2600): n = 20 0.73 ms, n = 24 0.65 ms, and the
-    same saw-tooth at H = 200), so n is rounded up to a multiple of 8 unless n % 8 is 0 or 1 (a
-    single row is a GEMV; one row over a multiple costs less than seven padding rows)."""
+    """How many rows to hand the step GEMM for ``n`` live rows. With float32, OpenBLAS's time is
+    a saw-tooth in n with minima at multiples of 8 (measured for (n, 650) x (650, 2600): n = 20
+    0.73 ms, n = 24 0.65 ms; the same at H = 200: benchmarks/RESULTS.md section 4), so n is
+    rounded up to a multiple of 8 unless n % 8 is 0 or 1 (a single row is a GEMV; one row over
+    a multiple costs less than seven padding rows)."""
     if dtype != np.float32 or n % PAD_ROWS in (0, 1):
         return n
     return n + PAD_ROWS - n % PAD_ROWS

@@ -82,7 +82,7 @@ from rnnlab.data.synthetic import (
 from rnnlab.io.safetensors import CheckpointError, load_file, load_metadata, save_file
 from rnnlab.layers import Linear, SoftmaxCrossEntropy
 from rnnlab.module import Module
-from rnnlab.optim import Adam, clip_grad_norm
+from rnnlab.optim import Adam, clipped_step
 from rnnlab.recurrent import GRU, LSTM, RNN
 
 TASKS = ("adding", "copy")
@@ -407,10 +407,9 @@ def train_longdep(cfg: LongDepConfig, log: Callable[[str], object] = print,
         if not math.isfinite(loss):
             raise TrainingDiverged(f"longdep: the training loss became {loss} at step {step}")
         model.backward()
-        grads = model.grads
-        if cfg.clip:
-            clip_grad_norm(grads, cfg.clip)
-        optimizer.step(grads)
+        norm = clipped_step(optimizer, model.grads, cfg.clip)
+        if not math.isfinite(norm):
+            raise TrainingDiverged(f"longdep: the gradient norm became {norm} at step {step}")
         running, count = running + loss, count + 1
         if step % cfg.eval_every == 0 or step == cfg.steps:
             metrics = evaluate(model, x_test, y_test, cfg.length)

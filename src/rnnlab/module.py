@@ -83,25 +83,27 @@ class Module:
         return {}
 
     def _modules(self):
-        yield self
-        for child in self._children.values():
-            yield from child._modules()
+        return (module for _, module in self._prefixed_modules(""))
 
     # -- how layers add their gradients (so that zero_grad(lazy=True) can skip a pass)
     def _grad(self, name: str) -> np.ndarray:
         """The gradient array ``name``, ready to be added to (zeroed now if it is marked)."""
-        g = self._grads[name]
-        if name in self._stale:
+        g, marked = self._claim(name)
+        if marked:
             g.fill(0)
-            self._stale.discard(name)
         return g
+
+    def _claim(self, name: str) -> tuple[np.ndarray, bool]:
+        """(gradient array, whether it is marked zero: then the caller overwrites all of it)."""
+        marked = name in self._stale
+        self._stale.discard(name)
+        return self._grads[name], marked
 
     def _grad_add(self, name: str, value: np.ndarray) -> None:
         """grads[name] += value (a copy when the gradient is marked zero)."""
-        g = self._grads[name]
-        if name in self._stale:
+        g, marked = self._claim(name)
+        if marked:
             np.copyto(g, value)
-            self._stale.discard(name)
         else:
             g += value
 
@@ -109,12 +111,16 @@ class Module:
                          scratch: np.ndarray | None = None) -> None:
         """grads[name] += a @ b: one GEMM straight into the gradient when it is marked zero
         (no temporary, no pass to add it); else into ``scratch`` (or a temporary), then added."""
-        g = self._grads[name]
-        if name in self._stale:
+        g, marked = self._claim(name)
+        if marked:
             np.matmul(a, b, out=g)
-            self._stale.discard(name)
         else:
             g += np.matmul(a, b, out=scratch)
+
+    def _remove_param(self, name: str) -> None:
+        """Drop a parameter and its gradient (the layer uses another module's: tying)."""
+        del self._params[name], self._grads[name]
+        self._stale.discard(name)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """A copy of every parameter, by name, in ``torch.nn``'s order."""

@@ -78,11 +78,10 @@ def grad_norm(grads: dict[str, np.ndarray],
     for name, g in grads.items():
         if rows and name in rows:
             g = g[_checked_rows(name, rows[name], g)]
+        flat = g.ravel()
         if g.dtype == np.float64:
-            flat = g.ravel()
             total += float(np.dot(flat, flat))
         else:
-            flat = g.ravel()
             for s in range(0, flat.size, 1 << 16):
                 block = flat[s:s + (1 << 16)]
                 with np.errstate(over="ignore"):  # an overflow is redone in float64 below
@@ -128,8 +127,8 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     Every ``g_k *= coef`` with ``coef = max_norm / (norm + 1e-6)`` when ``coef < 1``: exactly
     ``torch.nn.utils.clip_grad_norm_``. Returns the norm before clipping. A non-finite norm
     leaves the gradients untouched (the caller decides). A training loop saves the separate pass
-    over the gradients with ``opt.step(grads, grad_scale=clip_coefficient(grad_norm(grads),
-    max_norm))``, which scales each block of a gradient just before the update uses it.
+    over the gradients with :func:`clipped_step`, which scales each block of a gradient just
+    before the update uses it.
     """
     _max_norm(max_norm)
     norm = grad_norm(grads)
@@ -137,6 +136,20 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     if coef < 1.0:
         for g in grads.values():
             g *= coef
+    return norm
+
+
+def clipped_step(optimizer: Optimizer, grads: dict[str, np.ndarray], max_norm: float | None,
+                 rows: Mapping[str, np.ndarray] | None = None) -> float:
+    """One update with the gradients clipped to the global norm ``max_norm`` (0 or None: not
+    clipped), the way the trainers take it: the norm first (returned, for the log), then
+    ``optimizer.step`` with the clipping factor applied inside the update. A non-finite norm
+    skips the step and is returned as it is: the caller stops training.
+    ``rows``: see :meth:`rnnlab.module.Module.grads_and_rows`."""
+    norm = grad_norm(grads, rows)
+    if math.isfinite(norm):
+        coef = clip_coefficient(norm, max_norm) if max_norm else 1.0
+        optimizer.step(grads, grad_scale=coef, rows=rows)
     return norm
 
 

@@ -191,7 +191,6 @@ class _RecurrentBase(Module):
             return out, result_state, self._internals(cache)
         return out, result_state
 
-
     def _valid_mask(self, batch_sizes, T, B):
         return (np.arange(B)[None, :] < batch_sizes[:, None]).astype(self.dtype)[:, :, None]
 
@@ -379,7 +378,6 @@ class LSTM(_RecurrentBase):
         return kernels.lstm_forward(XW, self._weights(layer, direction)[1], h0, c0, batch_sizes,
                                     bool(direction))
 
-
     def _run_backward(self, run, layer, direction, dH, dstate, batch_sizes):
         W_hh = self._weights(layer, direction)[1]
         dA, ds0 = kernels.lstm_backward(run, W_hh, dH, dstate[0], dstate[1], batch_sizes,
@@ -412,7 +410,6 @@ class GRU(_RecurrentBase):
     def _run(self, XW, layer, direction, state0, batch_sizes):
         _, W_hh, _, b_hh = self._weights(layer, direction)
         return kernels.gru_forward(XW, W_hh, b_hh, state0[0], batch_sizes, bool(direction))
-
 
     def _run_backward(self, run, layer, direction, dH, dstate, batch_sizes):
         W_hh = self._weights(layer, direction)[1]
@@ -449,7 +446,6 @@ class RNN(_RecurrentBase):
         W_hh = self._weights(layer, direction)[1]
         return kernels.rnn_forward(XW, W_hh, state0[0], self.nonlinearity, batch_sizes,
                                    bool(direction))
-
 
     def _run_backward(self, run, layer, direction, dH, dstate, batch_sizes):
         W_hh = self._weights(layer, direction)[1]

@@ -7,8 +7,8 @@ The loop (one window of T steps over B streams):
     loss = nll / B                              summed over T, averaged over B (Zaremba et al.)
     model.backward_loss()                       dL/dlogits = (softmax - onehot) / B
     grads, rows = model.grads_and_rows()        rows: the embedding rows the window saw
-    norm = grad_norm(grads, rows)               global L2 norm, logged
-    optimizer.step(grads, clip_coefficient(norm, clip), rows)   clipping inside the update
+    norm = clipped_step(optimizer, grads, clip, rows)   global L2 norm (logged), then the step
+                                                with the clipping factor inside the update
 
 Perplexity is exp(mean NLL per token) over every target token of a split. A run directory holds
 ``checkpoint/`` (weights and optimizer state in safetensors, the rest in JSON), ``config.json``,
@@ -156,11 +156,9 @@ class Trainer:
             self._diverged(f"loss {loss}")
         model.backward_loss()
         grads, rows = model.grads_and_rows()  # rows: the embedding's, the ids it saw
-        norm = optim.grad_norm(grads, rows)
+        norm = optim.clipped_step(self.optimizer, grads, cfg.clip, rows)
         if not math.isfinite(norm):
             self._diverged(f"gradient norm {norm}")
-        coef = optim.clip_coefficient(norm, cfg.clip) if cfg.clip > 0 else 1.0
-        self.optimizer.step(grads, grad_scale=coef, rows=rows)  # clipping fused into the update
         self.state = state
         return loss, norm
 

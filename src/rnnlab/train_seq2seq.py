@@ -143,14 +143,19 @@ class Seq2SeqTrainer:
         total, _ = model.forward_loss(src, src_len, tgt_in, tgt_out, tgt_len, scale=1.0 / count)
         loss = total / count
         if not math.isfinite(loss):
-            raise TrainingDiverged(f"training diverged at epoch {self.epoch + 1} (loss {loss}); "
-                                   f"the checkpoint of epoch {self.epoch} is kept (try a lower "
-                                   "--lr or --clip)")
+            self._diverged(f"loss {loss}")
         model.backward_loss()
-        grads = model.grads
-        norm = optim.clip_grad_norm(grads, self.cfg.clip) if self.cfg.clip else math.nan
-        self.optimizer.step(grads)
+        grads, rows = model.grads_and_rows()
+        norm = optim.clipped_step(self.optimizer, grads, self.cfg.clip, rows)
+        if not math.isfinite(norm):
+            self._diverged(f"gradient norm {norm}")
         return loss, norm
+
+    def _diverged(self, what: str):
+        kept = (f"the checkpoint of epoch {self.epoch} is kept" if self.epoch else
+                "no checkpoint was written yet")
+        raise TrainingDiverged(f"training diverged at epoch {self.epoch + 1} ({what}); {kept} "
+                               "(try a lower --lr or --clip)")
 
     def fit(self) -> dict:
         """Train ``cfg.epochs`` epochs; returns the last metrics record."""

@@ -67,8 +67,7 @@ class LanguageModel(Module):
             else 0.0, dtype=dt, seed=rng))
         self.decoder = self._add_child("decoder", Linear(H, V, dtype=dt, seed=rng))
         if config.tie_weights:
-            del self.decoder._params["weight"], self.decoder._grads["weight"]
-            self.decoder._stale.discard("weight")
+            self.decoder._remove_param("weight")
         self.readout = LinearCrossEntropy(self.decoder)
         self.drop_in = Dropout(config.dropout, seed=rng)
         self.drop_out = Dropout(config.dropout, seed=rng)
