@@ -16,18 +16,18 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+from rnnlab.longdep import SOLVED_ACC, SOLVED_MSE, LongDepConfig
+from rnnlab.plots import pyplot
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
+plt = pyplot()
 COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
-SOLVED = {"adding": 0.01, "copy": 0.99}
+SOLVED = {"adding": SOLVED_MSE, "copy": SOLVED_ACC}
+HIDDEN = LongDepConfig().hidden  # runs at another size are drawn dashed and labelled
 
 
 def _label(run: dict) -> str:
     cfg = run["config"]
-    extra = f" H={cfg['hidden']}" if cfg["hidden"] != 128 else ""
+    extra = f" H={cfg['hidden']}" if cfg["hidden"] != HIDDEN else ""
     init = f", {run['init']}" if run["cell"] != "rnn" else ""
     return f"{run['cell']}{extra}{init} (seed {cfg['seed']}, {run['params']:,} params)"
 
@@ -43,17 +43,21 @@ def longdep(files: list[Path], out: Path) -> list[Path]:
         for run in sorted(runs, key=lambda r: (r["cell"], r["config"]["hidden"])):
             steps = [p[0] for p in run["curve"]]
             metric = [p[2] for p in run["curve"]]
-            style = "--" if run["config"]["hidden"] != 128 else "-"
+            style = "--" if run["config"]["hidden"] != HIDDEN else "-"
             ax.plot(steps, metric, style, color=COLORS[run["cell"]], label=_label(run), lw=1.4)
-        ax.axhline(runs[0]["baseline"], color="gray", ls="--", lw=0.8,
-                   label="baseline" if task == "adding" else "memoryless baseline (loss)")
+        cfg = runs[0]["config"]
+        if task == "adding":  # the constant predictor's MSE, on the plotted metric's axis
+            ax.axhline(runs[0]["baseline"], color="gray", ls="--", lw=0.8, label="baseline")
+        else:  # a memoryless model guesses the recalled symbols: accuracy 1 / symbols
+            ax.axhline(1 / cfg["symbols"], color="gray", ls="--", lw=0.8,
+                       label="memoryless baseline")
         ax.axhline(SOLVED[task], color="black", ls=":", lw=0.8, label="solved")
         if task == "adding":
             ax.set_yscale("log")
             ax.set_ylabel("test MSE")
         else:
             ax.set_ylabel("test accuracy of the recalled symbols")
-        ax.set_xlabel("training step (batch 64)")
+        ax.set_xlabel(f"training step (batch {cfg['batch']})")
         ax.set_title(f"{task} problem, T = {T}", fontsize=10)
         ax.legend(fontsize=7)
         fig.tight_layout()

@@ -269,6 +269,22 @@ def test_cli_defaults_and_help(capsys):
         _parser().parse_args(["bench", "longdep", "--cell", "transformer"])
 
 
+@pytest.mark.parametrize("flag", ["--csv", "--json", "--save"])
+def test_cli_rejects_an_unwritable_output_before_training(flag, tmp_path, monkeypatch):
+    import rnnlab.diagnostics.bench as bench
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking the output path")
+
+    monkeypatch.setattr(bench, "train_longdep", no_training)
+    if flag == "--save":  # train_longdep checks --save itself: call the real one
+        monkeypatch.undo()
+    args = _parser().parse_args(["bench", "longdep", "--steps", "1", flag,
+                                 str(tmp_path / "missing" / "out.file")])
+    with pytest.raises(ValueError, match=f"{flag[2:]}: the directory .*missing.* does not exist"):
+        args.func(args)
+
+
 # ----------------------------------------------------------------------------- --save
 TINY = {"task": "adding", "T": 6, "cell": "lstm", "hidden": 4, "batch": 8, "steps": 3,
         "eval_every": 3, "test_size": 20}

@@ -84,6 +84,7 @@ from rnnlab.layers import Linear, SoftmaxCrossEntropy
 from rnnlab.module import Module
 from rnnlab.optim import Adam, clipped_step
 from rnnlab.recurrent import GRU, LSTM, RNN
+from rnnlab.validate import check_positive_int
 
 TASKS = ("adding", "copy")
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -126,9 +127,7 @@ class LongDepConfig:
                                  f"got {getattr(self, name)!r}")
         for name in ("T", "hidden", "batch", "steps", "eval_every", "test_size", "symbols",
                      "length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+            setattr(self, name, check_positive_int(name, getattr(self, name)))
         if self.task == "adding" and self.T < 2:
             raise ValueError(f"T: expected at least 2 for the adding problem, got {self.T}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -188,6 +187,14 @@ class LongDepModel(Module):
         self.readout = self._add_child("readout", Linear(hidden, K, dtype=self.dtype, seed=rng))
         self.criterion = SoftmaxCrossEntropy()
         self._cache = None
+        self._dout = np.zeros((0, 0, 0), self.dtype)  # the adding task's dL/dh, reused
+
+    def _zero_dout(self, shape: tuple) -> np.ndarray:
+        """A (T, B, H) gradient that is 0 before its last step, reused across steps of one shape
+        (every step writes only the last row, which the next step overwrites)."""
+        if self._dout.shape != shape:
+            self._dout = np.zeros(shape, self.dtype)
+        return self._dout
 
     def inputs(self, x: np.ndarray) -> np.ndarray:
         """The layer's input: adding x as is, copy ids one-hot (T', B, S+2)."""
@@ -223,8 +230,8 @@ class LongDepModel(Module):
         if self.task == "adding":
             dpred = (2.0 / err.shape[0]) * err  # dL/dy_hat = 2 (y_hat - y) / B
             dh_T = self.readout.backward(dpred[:, None].astype(self.dtype))  # (B, H)
-            dout = np.zeros((shape[0], shape[1], self.rnn.hidden_size), self.dtype)
-            dout[-1] = dh_T  # only h_T reaches the loss
+            dout = self._zero_dout((shape[0], shape[1], self.rnn.hidden_size))
+            dout[-1] = dh_T  # only h_T reaches the loss (the rest stays 0: backward reads it)
         else:
             dout = self.readout.backward(self.criterion.backward())  # (T', B, H)
         self.rnn.backward(dout)
@@ -248,13 +255,13 @@ SUMMARY_KEYS = ("steps", "test_mse", "test_loss", "test_acc", "baseline", "solve
                 "solved_step")
 
 
-def _check_save_path(path: str | os.PathLike) -> Path:
-    """Fail before training, not after it, when ``path`` cannot be written."""
+def check_output_path(what: str, path: str | os.PathLike) -> Path:
+    """Fail before training, not after it, when the file ``path`` cannot be written."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"save: expected a file name, got the directory {path}")
+        raise ValueError(f"{what}: expected a file name, got the directory {path}")
     if not path.parent.is_dir():
-        raise ValueError(f"save: the directory {path.parent} of {path} does not exist")
+        raise ValueError(f"{what}: the directory {path.parent} of {path} does not exist")
     return path
 
 
@@ -268,7 +275,7 @@ def save_model(model: LongDepModel, cfg: LongDepConfig, path: str | os.PathLike,
     metadata = {"format": SAVE_FORMAT, "version": SAVE_VERSION,
                 "config": json.dumps(asdict(cfg), sort_keys=True),
                 "result": json.dumps(summary, sort_keys=True)}
-    save_file(model.state_dict(), _check_save_path(path), metadata=metadata)
+    save_file(model.state_dict(), check_output_path("save", path), metadata=metadata)
 
 
 def load_model(path: str | os.PathLike) -> tuple[LongDepModel, LongDepConfig, dict]:
@@ -321,7 +328,7 @@ def make_batch(cfg: LongDepConfig, n: int, rng: np.random.Generator):
     return copy_task(n, cfg.T, rng, symbols=cfg.symbols, length=cfg.length)
 
 
-def evaluate(model: LongDepModel, x: np.ndarray, y: np.ndarray, length: int = 10) -> dict:
+def evaluate(model: LongDepModel, x: np.ndarray, y: np.ndarray, length: int) -> dict:
     """Test metrics, scored in chunks: adding {test_mse}; copy {test_loss, test_acc}, the
     accuracy over the last ``length`` steps (the recalled symbols) of every sequence."""
     model.eval()
@@ -380,11 +387,12 @@ def train_longdep(cfg: LongDepConfig, log: Callable[[str], object] = print,
 
     model = build_model(cfg)
     if save is not None:
-        _check_save_path(save)
+        check_output_path("save", save)
     train_rng = np.random.default_rng([cfg.seed, 2])
     x_test, y_test = make_batch(cfg, cfg.test_size, np.random.default_rng([cfg.seed, 3]))
     if cfg.task == "adding":
-        _, y_ref = make_batch(cfg, 10_000, np.random.default_rng([cfg.seed, 5]))
+        # the marked values do not depend on T: two steps per sequence draw the same targets
+        _, y_ref = adding_problem(10_000, 2, np.random.default_rng([cfg.seed, 5]))
         baseline, metric = constant_baseline_mse(y_test, y_ref), "test_mse"
     else:
         baseline, metric = copy_baseline(cfg.T, cfg.symbols, cfg.length), "test_acc"

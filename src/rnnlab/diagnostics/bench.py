@@ -14,9 +14,17 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from rnnlab.argtypes import positive_int
+from rnnlab.argtypes import non_negative_float, positive_int
 from rnnlab.diagnostics.gradflow import TRAINED_FLOW_EXAMPLE
-from rnnlab.longdep import CELLS, INITS, TASKS, LongDepConfig, format_last_line, train_longdep
+from rnnlab.longdep import (
+    CELLS,
+    INITS,
+    TASKS,
+    LongDepConfig,
+    check_output_path,
+    format_last_line,
+    train_longdep,
+)
 
 LONGDEP_DESCRIPTION = """\
 Can a recurrent cell learn a dependency T steps long? Train one RNN/LSTM/GRU layer with a
@@ -61,15 +69,6 @@ Progress: one line per evaluation. The last line is always
 """
 
 
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
-
-
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``bench`` (with its benchmark ``longdep``) to an ``add_subparsers()`` object;
     returns the ``bench`` parser."""
@@ -100,7 +99,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive_int, default=d.batch,
                    help=f"sequences per step (default {d.batch})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
-    p.add_argument("--clip", type=_non_negative_float, default=d.clip,
+    p.add_argument("--clip", type=non_negative_float, default=d.clip,
                    help=f"clip the global gradient L2 norm to this (0: off; default {d.clip})")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of weights, training data and test set (default 0)")
@@ -127,6 +126,9 @@ def longdep_main(args: argparse.Namespace) -> int:
     """Run one configuration, write the files asked for, print the summary line last."""
     names = {f.name for f in fields(LongDepConfig)}
     cfg = LongDepConfig(**{k: v for k, v in vars(args).items() if k in names})
+    for what in ("csv", "json"):  # before training, not after it
+        if getattr(args, what):
+            check_output_path(what, getattr(args, what))
     result = train_longdep(cfg, save=args.save)
     metric = "test_mse" if cfg.task == "adding" else "test_acc"
     if args.csv:
