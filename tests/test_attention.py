@@ -331,9 +331,29 @@ def test_bad_forward_inputs(args, exc, match):
         Attention(4, dtype=F64)(*args)
 
 
+@pytest.mark.parametrize("score", SCORES)
+def test_prepared_keys_give_the_same_forward_and_backward(rng, score):
+    """Attention.prepare (keys checked, and projected for additive, once) changes nothing."""
+    q, k, v = inputs(rng, score)
+    G = rng.standard_normal((TQ, B, HV))
+    plain = run(make(score), q, k, v, LENGTHS, G)
+    attn = make(score)
+    prepared = attn.prepare(k)
+    assert (prepared.projected is None) == (score != "additive")
+    got = run(attn, q, prepared, v, LENGTHS, G)
+    for name, value in plain.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    sub = attn.prepare(k).rows(np.array([2, 0]))  # batch columns, as beam search takes them
+    ctx, a = attn(q[:, [2, 0]], sub, v[:, [2, 0]], LENGTHS[[2, 0]])
+    np.testing.assert_allclose(ctx, plain["context"][:, [2, 0]], rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="keys: expected prepared keys for batch 2"):
+        attn(q[:, :2], prepared, v[:, :2], LENGTHS[:2])
+
+
 def test_bad_backward_calls():
     attn = Attention(4, dtype=F64)
-    with pytest.raises(RuntimeError, match="expected a forward call before backward, got none"):
+    with pytest.raises(RuntimeError, match=r"expected a forward call before backward \(one "
+                       r"backward per forward\), got none"):
         attn.backward(np.zeros((2, 3, 2)))
     attn(Q, K, V)
     with pytest.raises(ValueError, match=r"dcontext: expected shape \(Tq=2, B=3, value_size=2"):
@@ -343,7 +363,7 @@ def test_bad_backward_calls():
     with pytest.raises(ValueError, match=r"dweights: expected shape \(Tq=2, B=3, Tk=5\)"):
         attn.backward(np.zeros((2, 3, 2)), np.zeros((2, 3, 4)))
     attn.backward(np.zeros((2, 3, 2)))  # the failed calls left the cache in place
-    with pytest.raises(RuntimeError, match="expected one backward per forward call"):
+    with pytest.raises(RuntimeError, match=r"one backward per forward\), got none"):
         attn.backward(np.zeros((2, 3, 2)))
     attn(Q, K, V)  # a new forward makes backward valid again
     attn.backward(np.zeros((2, 3, 2)))

@@ -7,6 +7,8 @@ time-major like the recurrent layers: query (Tq, B, Hq), keys (Tk, B, Hk), value
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from rnnlab.backend import Seed, make_rng, resolve_dtype
@@ -16,6 +18,19 @@ from rnnlab.ops import tanh
 from rnnlab.validate import check_array, check_lengths, check_positive_int
 
 SCORES = ("dot", "general", "additive")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Keys checked once, and for the additive score projected once (W_k k_j, (Tk, B, A)), for
+    many forward calls over the same keys: one per step when decoding. From
+    :meth:`Attention.prepare`; ``rows`` selects batch columns (beam hypotheses)."""
+
+    keys: np.ndarray  # (Tk, B, Hk)
+    projected: np.ndarray | None
+
+    def rows(self, idx) -> Keys:
+        return Keys(self.keys[:, idx], None if self.projected is None else self.projected[:, idx])
 
 
 class Attention(Module):
@@ -74,23 +89,40 @@ class Attention(Module):
             self._add_param("weight_key", uniform((A, Hk), Hk))
             self._add_param("v", uniform((A,), A))
         self._cache: tuple | None = None
-        self._spent = False  # a backward consumed the cache: a second one is an error
 
-    def forward(self, query: np.ndarray, keys: np.ndarray, values: np.ndarray | None = None,
+    def _check_keys(self, keys: np.ndarray, B: int | None) -> np.ndarray:
+        k = check_array("keys", keys, self.dtype, (None, B, self.key_size),
+                        ("Tk", "B", "key_size"))
+        if k.shape[0] == 0:
+            raise ValueError(f"keys: expected at least one key step (Tk >= 1), got {k.shape}")
+        return k
+
+    def prepare(self, keys: np.ndarray) -> Keys:
+        """keys (Tk, B, Hk) -> :class:`Keys` for repeated :meth:`forward` calls: checked now,
+        and projected now for the additive score, instead of at every call."""
+        k = self._check_keys(keys, None)
+        return Keys(k, k @ self._params["weight_key"].T if self.score == "additive" else None)
+
+    def forward(self, query: np.ndarray, keys: np.ndarray | Keys,
+                values: np.ndarray | None = None,
                 lengths: object = None) -> tuple[np.ndarray, np.ndarray]:
-        """query (Tq, B, Hq), keys (Tk, B, Hk), values (Tk, B, Hv) or None (values = keys),
-        lengths (B,) integers in [1, Tk] or None (every key valid).
+        """query (Tq, B, Hq), keys (Tk, B, Hk) or :class:`Keys` from :meth:`prepare`, values
+        (Tk, B, Hv) or None (values = keys), lengths (B,) integers in [1, Tk] or None (every key
+        valid).
 
         Returns context (Tq, B, Hv) and the weights a (Tq, B, Tk), a copy the caller may keep.
         """
         q = check_array("query", query, self.dtype, (None, None, self.query_size),
                         ("Tq", "B", "query_size"))
         B = q.shape[1]
-        k = check_array("keys", keys, self.dtype, (None, B, self.key_size),
-                        ("Tk", "B", "key_size"))
+        if isinstance(keys, Keys):
+            k, pk = keys.keys, keys.projected
+            if k.shape[1] != B:
+                raise ValueError(f"keys: expected prepared keys for batch {B} (as query), got "
+                                 f"{k.shape[1]}")
+        else:
+            k, pk = self._check_keys(keys, B), None
         Tk = k.shape[0]
-        if Tk == 0:
-            raise ValueError(f"keys: expected at least one key step (Tk >= 1), got {k.shape}")
         shared = values is None
         vals = k if shared else check_array("values", values, self.dtype, (Tk, B, None),
                                             ("Tk", "B", "value_size"))
@@ -109,7 +141,8 @@ class Attention(Module):
             extra = (qW,)
         else:
             pq = q @ p["weight_query"].T  # W_q q_t  (Tq, B, A)
-            pk = k @ p["weight_key"].T  # W_k k_j  (Tk, B, A)
+            if pk is None:
+                pk = k @ p["weight_key"].T  # W_k k_j  (Tk, B, A)
             with np.errstate(over="ignore"):  # ops.tanh: exp may overflow, harmlessly
                 h = tanh(np.add(pq[:, None], pk[None]))  # (Tq, Tk, B, A), kept for backward
             s = (h @ p["v"]).transpose(0, 2, 1)  # v . h: one GEMV over all (t, j, b)
@@ -122,7 +155,6 @@ class Attention(Module):
         a = e / e.sum(axis=-1, keepdims=True)  # (Tq, B, Tk)
         context = np.einsum("tbj,jbv->tbv", a, vals)  # (Tq, B, Hv)
         self._cache = (q, k, vals, shared, a, extra)
-        self._spent = False
         return context, a.copy()
 
     __call__ = forward
@@ -136,10 +168,6 @@ class Attention(Module):
         contributions. Rows of dkeys/dvalues at padded keys are exactly 0.
         """
         if self._cache is None:
-            if self._spent:
-                raise RuntimeError(
-                    "Attention.backward: expected one backward per forward call, got a second "
-                    "backward for the same forward (call forward again first)")
             _no_cache(self)
         q, k, vals, shared, a, extra = self._cache
         Tq, B, Tk = a.shape
@@ -149,7 +177,7 @@ class Attention(Module):
         if dweights is not None:
             da = da + check_array("dweights", dweights, self.dtype, (Tq, B, Tk),
                                   ("Tq", "B", "Tk"))
-        self._cache, self._spent = None, True  # checks passed: the cache is used up
+        self._cache = None  # checks passed: the cache is used up
 
         dvals = np.einsum("tbj,tbv->jbv", a, dctx)
         ds = a * (da - (a * da).sum(axis=-1, keepdims=True))  # softmax backward, 0 where a = 0

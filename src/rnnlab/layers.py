@@ -16,7 +16,8 @@ from rnnlab.validate import check_array, check_positive_int
 
 def _no_cache(layer: object):
     raise RuntimeError(
-        f"{type(layer).__name__}.backward: expected a forward call before backward, got none"
+        f"{type(layer).__name__}.backward: expected a forward call before backward (one "
+        "backward per forward), got none"
     )
 
 

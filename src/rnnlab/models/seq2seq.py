@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from rnnlab.attention import SCORES, Attention
+from rnnlab.attention import SCORES, Attention, Keys
 from rnnlab.backend import Seed, make_rng, resolve_dtype
 from rnnlab.layers import Embedding, Linear, LinearCrossEntropy
 from rnnlab.module import Module
@@ -82,6 +82,12 @@ class Memory:
     lengths: np.ndarray  # (B,)
     state: object  # decoder state: (h, c) each (L, B, Hd) for LSTM, h for GRU
     summary: np.ndarray  # (B, Hd): top-layer h of ``state``
+    keys: Keys | None = None  # the outputs prepared for attention once, when decoding
+
+    def rows(self, idx) -> Memory:
+        """The memory of the batch columns ``idx`` (without the decoder state)."""
+        return Memory(self.outputs[:, idx], self.lengths[idx], None, self.summary[idx],
+                      None if self.keys is None else self.keys.rows(idx))
 
 
 class Seq2Seq(Module):
@@ -136,11 +142,14 @@ class Seq2Seq(Module):
     def _top_h(state) -> np.ndarray:
         return (state[0] if isinstance(state, tuple) else state)[-1]
 
-    def encode(self, src: np.ndarray, src_lengths: np.ndarray) -> Memory:
-        """src (Ts, B) ids, src_lengths (B,) -> :class:`Memory` (the encoder keeps its cache)."""
+    def encode(self, src: np.ndarray, src_lengths: np.ndarray, decoding: bool = False) -> Memory:
+        """src (Ts, B) ids, src_lengths (B,) -> :class:`Memory` (the encoder keeps its cache).
+        ``decoding``: step by step with fixed weights, so the attention's keys are prepared
+        once here instead of at every :meth:`decode_step`."""
         outputs, final = self.encoder(self.src_embedding(src), lengths=src_lengths)
         state = self._bridge(final)
-        return Memory(outputs, np.asarray(src_lengths), state, self._top_h(state))
+        keys = self.attention.prepare(outputs) if decoding and self.attention is not None else None
+        return Memory(outputs, np.asarray(src_lengths), state, self._top_h(state), keys)
 
     # ------------------------------------------------------------------ decoder
     def _decoder_features(self, tgt_in: np.ndarray, memory: Memory, state,
@@ -154,7 +163,8 @@ class Seq2Seq(Module):
         h, state = self.decoder(x, state, lengths=tgt_lengths)  # (T, B, Hd)
         parts, weights = [h], None
         if self.attention is not None:
-            context, weights = self.attention(h, memory.outputs, lengths=memory.lengths)
+            keys = memory.outputs if memory.keys is None else memory.keys
+            context, weights = self.attention(h, keys, lengths=memory.lengths)
             parts.append(context)
         if c.peeky:
             parts.append(np.broadcast_to(memory.summary, (T, B, c.decoder_size)))
