@@ -308,8 +308,10 @@ def test_encode_errors():
         encode([], src)
     with pytest.raises(ValueError, match=r"strings\[1\]: expected a non-empty"):
         encode(["a", ""], src)
-    with pytest.raises(TypeError, match="list of str"):
+    with pytest.raises(TypeError, match="list of str, got a single str"):
         encode("ab", src)
+    with pytest.raises(TypeError, match=r"strings\[1\]: expected a str, got int"):
+        encode(["a", 3], src)
     from rnnlab.data.text import Vocabulary
 
     plain = Vocabulary.build("ab", level="char")

@@ -55,7 +55,7 @@ def test_trainer_learns_and_scores(reverse_tsv, tmp_path):
         assert {"epoch", "loss", "test_exact_match", "test_char_acc"} <= set(r)
         assert 0.0 <= r["test_exact_match"] <= r["test_char_acc"] + 1e-12 <= 1.0 + 1e-12
     # the checkpoint reproduces the trained model's decoding exactly
-    loaded, sv, tv, state = load_seq2seq(tmp_path / "run")
+    loaded, sv, tv, state, _ = load_seq2seq(tmp_path / "run")
     assert state["epoch"] == 12
     assert score(loaded, test, sv, tv) == score(model, test, src_vocab, tgt_vocab)
 
@@ -129,7 +129,8 @@ def test_cli_train_errors(tmp_path, capsys, argv, message):
     assert err.startswith("rnnlab: error:") and message in err and "Traceback" not in err
 
 
-def test_cli_refuses_existing_run_and_plot_without_attention(reverse_tsv, tmp_path, capsys):
+def test_cli_refuses_existing_run_and_plot_without_attention(reverse_tsv, tmp_path, capsys,
+                                                             monkeypatch):
     out = tmp_path / "run"
     args = ["train", "seq2seq", "--data", str(reverse_tsv), "--epochs", "1", "--out", str(out),
             *SMALL]
@@ -140,9 +141,49 @@ def test_cli_refuses_existing_run_and_plot_without_attention(reverse_tsv, tmp_pa
                  str(tmp_path / "x.png")])
     assert code == 2
     assert "has no attention" in capsys.readouterr().err
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    code = main(["translate", "--checkpoint", str(tmp_path / "missing"), "ab",
+                 "--plot-attention", str(tmp_path / "x.png")])  # fails before loading anything
+    assert code == 2
+    assert "pip install rnnlab[plots]" in capsys.readouterr().err
     lm = tmp_path / "notseq"
     (lm / "checkpoint").mkdir(parents=True)
     assert main(["translate", "--checkpoint", str(lm), "ab"]) == 2
+
+
+def _metrics(out):
+    keep = ("epoch", "loss", "lr", "test_exact_match", "test_char_acc")  # not the timings
+    return [{k: json.loads(line)[k] for k in keep} for line in (out / "metrics.jsonl").open()]
+
+
+def test_cli_resume_equals_an_unbroken_run(reverse_tsv, tmp_path, capsys):
+    """2 epochs, then --resume to 3 (with a lr decay across the break): the same weights and
+    metrics as 3 epochs in one go; a stray record of an epoch after the checkpoint is dropped."""
+    common = ["--data", str(reverse_tsv), "--lr", "0.01", "--lr-decay", "0.5",
+              "--lr-decay-start", "1", *SMALL]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert main(["train", "seq2seq", "--epochs", "3", "--out", str(whole), *common]) == 0
+    assert main(["train", "seq2seq", "--epochs", "2", "--out", str(parts), *common]) == 0
+    with open(parts / "metrics.jsonl", "a", encoding="utf-8") as f:  # a crash after a record
+        f.write(json.dumps({"epoch": 3, "loss": 9.0}) + "\n")
+    assert main(["train", "seq2seq", "--resume", "--epochs", "3", "--out", str(parts),
+                 "--no-progress"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert _metrics(parts) == _metrics(whole)
+    a, b = load_seq2seq(whole)[0].state_dict(), load_seq2seq(parts)[0].state_dict()
+    for k in a:
+        np.testing.assert_array_equal(b[k], a[k], err_msg=k)
+    assert main(["train", "seq2seq", "--resume", "--out", str(parts), "--no-progress"]) == 0
+    assert "already trained 3 epochs" in capsys.readouterr().out
+    assert main(["train", "seq2seq", "--resume", "--out", str(tmp_path / "none")]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+
+
+def test_config_rejects_bad_lr_decay():
+    with pytest.raises(ValueError, match=r"lr_decay: expected a factor in \(0, 1\], got 2"):
+        Seq2SeqTrainConfig(lr_decay=2)
+    with pytest.raises(ValueError, match="lr_decay_start: expected an epoch >= 0, got -1"):
+        Seq2SeqTrainConfig(lr_decay_start=-1)
 
 
 def test_cli_lr_decay_is_recorded(reverse_tsv, tmp_path):

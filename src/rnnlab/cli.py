@@ -302,11 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rnnlab.io.checkpoint import CheckpointError
+    from rnnlab.plots import PlotsUnavailable
     from rnnlab.train import TrainingDiverged
 
     try:
         return args.func(args)
-    except (UserError, ValueError, TypeError, OSError, CheckpointError) as err:
+    except (UserError, ValueError, TypeError, OSError, CheckpointError, PlotsUnavailable) as err:
         print(f"rnnlab: error: {err}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:

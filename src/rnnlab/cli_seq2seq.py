@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
-from rnnlab.argtypes import UserError, positive_int
+from rnnlab.argtypes import UserError, non_negative_float, positive_int
 
 TRANSLATE_BATCH = 1000  # inputs decoded together by greedy decoding
 
@@ -15,23 +16,35 @@ TRANSLATE_BATCH = 1000  # inputs decoded together by greedy decoding
 def _train_seq2seq(args: argparse.Namespace) -> int:
     from rnnlab.data.pairs import build_vocabs
     from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
-    from rnnlab.train_seq2seq import Seq2SeqTrainConfig, Seq2SeqTrainer, load_pairs
+    from rnnlab.train_seq2seq import Seq2SeqTrainConfig, Seq2SeqTrainer, load_pairs, load_seq2seq
 
     out = Path(args.out)
-    if (out / "checkpoint").exists():
-        raise UserError(f"{out} already holds a run: choose another --out")
-    cfg = Seq2SeqTrainConfig(data=args.data, size=args.size, dedup=args.dedup,
-                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             clip=args.clip, lr_decay=args.lr_decay,
-                             lr_decay_start=args.lr_decay_start, seed=args.seed)
-    train, test, what = load_pairs(cfg)
-    src_vocab, tgt_vocab = build_vocabs(train)
-    model_cfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), cell=args.cell,
-                              embed_size=args.embed, hidden_size=args.hidden,
-                              num_layers=args.layers, bidirectional=args.bidirectional,
-                              attention=args.attention, peeky=args.peeky,
-                              reverse_source=args.reverse, dtype=args.dtype)
-    model = Seq2Seq(model_cfg, seed=cfg.seed)
+    if args.resume:
+        model, src_vocab, tgt_vocab, state, arrays = load_seq2seq(out)
+        model.train()
+        opts = {**state["train_config"]}
+        if args.epochs is not None:
+            opts["epochs"] = args.epochs
+        cfg = Seq2SeqTrainConfig(**opts)
+        train, test, what = load_pairs(cfg)
+        if [v.to_dict() for v in build_vocabs(train)] != [src_vocab.to_dict(),
+                                                         tgt_vocab.to_dict()]:
+            raise UserError(f"{out}: the data's vocabularies do not match the checkpoint's")
+        model_cfg = model.config
+    else:
+        if (out / "checkpoint").exists():
+            raise UserError(f"{out} already holds a run: use --resume to continue it, or "
+                            "choose another --out")
+        cfg = Seq2SeqTrainConfig(**{f.name: getattr(args, f.name) for f in fields(
+            Seq2SeqTrainConfig) if getattr(args, f.name, None) is not None})
+        train, test, what = load_pairs(cfg)
+        src_vocab, tgt_vocab = build_vocabs(train)
+        model_cfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), cell=args.cell,
+                                  embed_size=args.embed, hidden_size=args.hidden,
+                                  num_layers=args.layers, bidirectional=args.bidirectional,
+                                  attention=args.attention, peeky=args.peeky,
+                                  reverse_source=args.reverse, dtype=args.dtype)
+        model = Seq2Seq(model_cfg, seed=cfg.seed)
     print(f"data {what}: {len(train):,} train / {len(test):,} test pairs; vocabularies "
           f"{len(src_vocab)} / {len(tgt_vocab)}")
     print(f"model {model_cfg}")
@@ -39,30 +52,40 @@ def _train_seq2seq(args: argparse.Namespace) -> int:
     print(f"{sum(p.size for p in model.parameters().values()):,} parameters; run directory {out}")
     trainer = Seq2SeqTrainer(model, train, test, src_vocab, tgt_vocab, cfg, out,
                              progress=not args.no_progress)
+    if args.resume:
+        trainer.restore(state, arrays)
+        print(f"resuming {out} after epoch {trainer.epoch}")
     start = time.perf_counter()
     try:
         final = trainer.fit()
     except KeyboardInterrupt:
-        print(f"interrupted: {out / 'checkpoint'} holds the last finished epoch", file=sys.stderr)
+        print(f"interrupted: {out / 'checkpoint'} holds the last finished epoch; continue with "
+              "--resume", file=sys.stderr)
         return 130
+    if not final:
+        print(f"{out} has already trained {trainer.epoch} epochs (--epochs N to go on)")
+        return 0
     print(f"trained in {time.perf_counter() - start:.0f} s; test exact match "
           f"{final['test_exact_match']:.2%}; metrics in {out / 'metrics.jsonl'}")
     return 0
 
 
 def _translate(args: argparse.Namespace) -> int:
-    from rnnlab.data.pairs import decode, encode
+    from rnnlab.data.pairs import BOS, EOS, decode, encode, special_id
+    from rnnlab.plots import pyplot
     from rnnlab.train_seq2seq import load_seq2seq
     from rnnlab.translate import beam_search, greedy_decode
 
-    model, src_vocab, tgt_vocab, _ = load_seq2seq(args.checkpoint)
+    if args.plot_attention:
+        pyplot()  # fail before decoding, not after it, when matplotlib is missing
+    model, src_vocab, tgt_vocab, _, _ = load_seq2seq(args.checkpoint)
     inputs = args.inputs or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not inputs:
         raise UserError("expected at least one input (as arguments or lines on stdin), got none")
     if args.plot_attention and model.attention is None:
         raise UserError("--plot-attention: this model has no attention (trained with "
                         "--attention none)")
-    bos, eos = tgt_vocab.stoi["<bos>"], tgt_vocab.stoi["<eos>"]
+    bos, eos = special_id(tgt_vocab, BOS), special_id(tgt_vocab, EOS)
     reverse = model.config.reverse_source
     for text in inputs:
         _, unknown = src_vocab.encode(text, return_unknown=True)
@@ -114,38 +137,50 @@ def add_seq2seq_parsers(tsub, sub) -> None:
         "With --attention the decoder's output h_t attends over the encoder's outputs\n"
         "(Luong et al. 2015) and [h_t, context] feeds the readout.\n\n"
         "Examples:\n  rnnlab train seq2seq --data addition --reverse --peeky --out runs/add\n"
+        "  rnnlab train seq2seq --out runs/add --resume --epochs 30\n"
         "  rnnlab train seq2seq --data date --attention dot --reverse --epochs 10 --out runs/date\n"
         "  rnnlab translate --checkpoint runs/date --plot-attention att.png '2/10/93'",
     )
+    from rnnlab.models.seq2seq import ATTENTION, CELLS, Seq2SeqConfig
+    from rnnlab.train_seq2seq import Seq2SeqTrainConfig
+
+    m = {f.name: f.default for f in fields(Seq2SeqConfig)}  # the defaults are the dataclasses'
+    t = Seq2SeqTrainConfig()
     s2s.add_argument("--out", required=True, metavar="DIR", help="run directory")
-    s2s.add_argument("--data", default="addition", help="addition | date | PATH (default "
-                     "addition)")
-    s2s.add_argument("--size", type=positive_int, default=50000,
-                     help="pairs generated for addition/date (default 50000)")
-    s2s.add_argument("--dedup", action="store_true", help="drop repeated pairs before the split")
+    s2s.add_argument("--resume", action="store_true", help="continue the run in --out after its "
+                     "last finished epoch (its saved settings; only --epochs applies)")
+    s2s.add_argument("--data", help=f"addition | date | PATH (default {t.data})")
+    s2s.add_argument("--size", type=positive_int,
+                     help=f"pairs generated for addition/date (default {t.size})")
+    s2s.add_argument("--dedup", action="store_true", default=None,
+                     help="drop repeated pairs before the split")
     s2s.add_argument("--reverse", action="store_true", help="read the source backwards "
                      "(Sutskever et al. 2014)")
     s2s.add_argument("--peeky", action="store_true", help="feed the encoder's summary to every "
                      "decoder step and to the readout")
-    s2s.add_argument("--attention", choices=["none", "dot", "general", "additive"],
-                     default="none", help="score function of the attention (default none)")
-    s2s.add_argument("--cell", choices=["lstm", "gru"], default="lstm")
-    s2s.add_argument("--layers", type=positive_int, default=1)
-    s2s.add_argument("--hidden", type=positive_int, default=128, help="default 128")
-    s2s.add_argument("--embed", type=positive_int, default=16, help="default 16")
+    s2s.add_argument("--attention", choices=ATTENTION, default=m["attention"],
+                     help=f"score function of the attention (default {m['attention']})")
+    s2s.add_argument("--cell", choices=sorted(CELLS), default=m["cell"])
+    s2s.add_argument("--layers", type=positive_int, default=m["num_layers"])
+    s2s.add_argument("--hidden", type=positive_int, default=m["hidden_size"],
+                     help=f"default {m['hidden_size']}")
+    s2s.add_argument("--embed", type=positive_int, default=m["embed_size"],
+                     help=f"default {m['embed_size']}")
     s2s.add_argument("--bidirectional", action="store_true", help="bidirectional encoder")
-    s2s.add_argument("--epochs", type=positive_int, default=25, help="default 25")
-    s2s.add_argument("--batch-size", type=positive_int, default=128, dest="batch_size")
-    s2s.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    s2s.add_argument("--lr-decay", type=float, default=1.0, dest="lr_decay",
+    s2s.add_argument("--epochs", type=positive_int, help=f"default {t.epochs}; with --resume: "
+                     "the total to reach")
+    s2s.add_argument("--batch-size", type=positive_int, dest="batch_size",
+                     help=f"default {t.batch_size}")
+    s2s.add_argument("--lr", type=float, help=f"Adam learning rate (default {t.lr:g})")
+    s2s.add_argument("--lr-decay", type=float, dest="lr_decay",
                      help="multiply the learning rate by this every epoch after "
-                     "--lr-decay-start (default 1: constant)")
-    s2s.add_argument("--lr-decay-start", type=int, default=0, dest="lr_decay_start",
-                     help="last epoch at the full learning rate (default 0)")
-    s2s.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clip "
-                     "(0: off; default 5)")
-    s2s.add_argument("--seed", type=int, default=0)
-    s2s.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+                     f"--lr-decay-start (default {t.lr_decay:g}: constant)")
+    s2s.add_argument("--lr-decay-start", type=int, dest="lr_decay_start",
+                     help=f"last epoch at the full learning rate (default {t.lr_decay_start})")
+    s2s.add_argument("--clip", type=non_negative_float,
+                     help=f"global gradient-norm clip (0: off; default {t.clip:g})")
+    s2s.add_argument("--seed", type=int, help=f"default {t.seed}")
+    s2s.add_argument("--dtype", choices=["float32", "float64"], default=m["dtype"])
     s2s.add_argument("--no-progress", action="store_true", dest="no_progress")
     s2s.set_defaults(func=_train_seq2seq)
 

@@ -9,12 +9,17 @@ import numpy as np
 PLOTS_HINT = "plotting needs matplotlib: pip install rnnlab[plots]"
 
 
+class PlotsUnavailable(ImportError):
+    """matplotlib is not installed (the command line reports it as a one-line user error)."""
+
+
 def pyplot():
-    """matplotlib.pyplot with the file-only Agg backend, or an ImportError that says what to do."""
+    """matplotlib.pyplot with the file-only Agg backend, or :class:`PlotsUnavailable` that says
+    what to do. Commands that plot call it before their long work, not after it."""
     try:
         import matplotlib
     except ImportError as err:
-        raise ImportError(PLOTS_HINT) from err
+        raise PlotsUnavailable(PLOTS_HINT) from err
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

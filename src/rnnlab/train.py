@@ -29,7 +29,7 @@ import numpy as np
 from rnnlab import optim
 from rnnlab.data.text import Corpus, Vocabulary, batchify, bptt_windows
 from rnnlab.io.atomic import atomic_write_json, atomic_write_text
-from rnnlab.io.checkpoint import load_checkpoint, save_checkpoint
+from rnnlab.io.checkpoint import load_checkpoint, run_checkpoint, save_checkpoint
 from rnnlab.models.language_model import LanguageModel, LMConfig
 from rnnlab.progress import Progress
 
@@ -341,10 +341,7 @@ class Trainer:
 
 def load_run(path: Path):
     """Load a run directory (or its ``checkpoint/``): model, vocabulary and the saved state."""
-    path = Path(path)
-    # a run directory holds checkpoint/; a checkpoint directory holds checkpoint.json. Passing
-    # RUN/checkpoint also when it is missing lets load_checkpoint recover from a crash mid-save.
-    ckpt = path if (path / "checkpoint.json").is_file() else path / "checkpoint"
+    ckpt = run_checkpoint(path)
     weights, state, arrays = load_checkpoint(ckpt)
     if state.get("kind") != "language_model":
         raise ValueError(f"{ckpt}: expected a language-model checkpoint, got {state.get('kind')!r}")

@@ -33,12 +33,13 @@ import numpy as np
 from rnnlab import optim
 from rnnlab.data import pairs as P
 from rnnlab.data.text import Vocabulary
-from rnnlab.io.atomic import atomic_write_json
-from rnnlab.io.checkpoint import load_checkpoint, save_checkpoint
+from rnnlab.io.atomic import atomic_write_json, atomic_write_text
+from rnnlab.io.checkpoint import load_checkpoint, run_checkpoint, save_checkpoint
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnlab.progress import Progress
-from rnnlab.train import TrainingDiverged
+from rnnlab.train import TrainingDiverged, dataclass_from_dict
 from rnnlab.translate import greedy_decode
+from rnnlab.validate import check_positive_int
 
 GENERATED = {"addition": P.addition_pairs, "date": P.date_pairs}
 KIND = "seq2seq"
@@ -62,13 +63,17 @@ class Seq2SeqTrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("size", "epochs", "batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+            setattr(self, name, check_positive_int(name, getattr(self, name)))
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr: expected a positive number, got {self.lr!r}")
         if not (self.clip >= 0 and math.isfinite(self.clip)):
             raise ValueError(f"clip: expected a number >= 0, got {self.clip!r}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay: expected a factor in (0, 1], got {self.lr_decay!r}")
+        if (isinstance(self.lr_decay_start, bool) or not isinstance(self.lr_decay_start, int)
+                or self.lr_decay_start < 0):
+            raise ValueError(f"lr_decay_start: expected an epoch >= 0, got "
+                             f"{self.lr_decay_start!r}")
 
 
 def load_pairs(cfg: Seq2SeqTrainConfig) -> tuple[list[P.Pair], list[P.Pair], str]:
@@ -102,7 +107,7 @@ def encode_batch(batch: list[P.Pair], src_vocab: Vocabulary, tgt_vocab: Vocabula
 def score(model: Seq2Seq, pairs: list[P.Pair], src_vocab: Vocabulary, tgt_vocab: Vocabulary,
           batch_size: int = 1000, max_length: int | None = None) -> dict:
     """Greedy-decode every pair's source: exact-match rate and per-position character accuracy."""
-    bos, eos = tgt_vocab.stoi[P.BOS], tgt_vocab.stoi[P.EOS]
+    bos, eos = P.special_id(tgt_vocab, P.BOS), P.special_id(tgt_vocab, P.EOS)
     limit = max_length or max(len(t) for _, t in pairs) + 5
     exact = chars = total = 0
     for s in range(0, len(pairs), batch_size):
@@ -133,8 +138,9 @@ class Seq2SeqTrainer:
         self.rng = np.random.default_rng(cfg.seed)
         self.epoch = 0
 
-    def train_step(self, batch: list[P.Pair]) -> tuple[float, float]:
-        """One minibatch: returns (mean loss per target token, gradient norm before clipping)."""
+    def train_step(self, batch: list[P.Pair]) -> tuple[float, float, int]:
+        """One minibatch: returns (mean loss per target token, gradient norm before clipping,
+        target tokens)."""
         model = self.model
         src, src_len, tgt_in, tgt_out, tgt_len = encode_batch(
             batch, self.src_vocab, self.tgt_vocab, model.config.reverse_source)
@@ -149,7 +155,7 @@ class Seq2SeqTrainer:
         norm = optim.clipped_step(self.optimizer, grads, self.cfg.clip, rows)
         if not math.isfinite(norm):
             self._diverged(f"gradient norm {norm}")
-        return loss, norm
+        return loss, norm, count
 
     def _diverged(self, what: str):
         kept = (f"the checkpoint of epoch {self.epoch} is kept" if self.epoch else
@@ -158,8 +164,10 @@ class Seq2SeqTrainer:
                                "(try a lower --lr or --clip)")
 
     def fit(self) -> dict:
-        """Train ``cfg.epochs`` epochs; returns the last metrics record."""
+        """Train until ``cfg.epochs`` epochs are done; returns the last metrics record."""
         self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.out / "config.json", {"model": self.model.config.to_dict(),
+                                                    "train": asdict(self.cfg)})
         record: dict = {}
         while self.epoch < self.cfg.epochs:
             record = self._epoch()
@@ -174,9 +182,9 @@ class Seq2SeqTrainer:
         with Progress(n_batches, f"epoch {self.epoch + 1}/{cfg.epochs}",
                       enabled=self.progress) as bar:
             for batch in P.minibatches(self.train, cfg.batch_size, self.rng):
-                loss, norm = self.train_step(batch)
+                loss, norm, count = self.train_step(batch)
                 losses.append(loss)
-                tokens += sum(len(t) + 1 for _, t in batch)
+                tokens += count
                 bar.update(loss=f"{loss:.4f}", grad_norm=f"{norm:.2f}")
         train_time = time.perf_counter() - start
         self.epoch += 1
@@ -195,25 +203,37 @@ class Seq2SeqTrainer:
         return record
 
     def save(self) -> None:
-        """Replace ``checkpoint/`` atomically; also write config.json beside it."""
+        """Replace ``checkpoint/`` atomically: weights, optimizer state, epoch, shuffling RNG."""
         arrays, meta = self.optimizer.state_dict()
         state = {"kind": KIND, "model_config": self.model.config.to_dict(),
                  "train_config": asdict(self.cfg), "src_vocab": self.src_vocab.to_dict(),
                  "tgt_vocab": self.tgt_vocab.to_dict(), "optimizer": meta, "epoch": self.epoch,
                  "rng": self.rng.bit_generator.state}  # metrics.jsonl holds the history
         save_checkpoint(self.out / "checkpoint", self.model.state_dict(), state, arrays)
-        atomic_write_json(self.out / "config.json", {"model": state["model_config"],
-                                                    "train": state["train_config"]})
+
+    def restore(self, state: dict, arrays: dict) -> None:
+        """Continue a saved run after its last finished epoch (the model holds its weights):
+        the optimizer, the epoch and the shuffling RNG as they were, and metrics.jsonl without
+        records of a later epoch (written before a crash), so the run goes on as if unbroken."""
+        self.optimizer.load_state_dict(arrays, state["optimizer"])
+        self.epoch = state["epoch"]
+        self.rng.bit_generator.state = state["rng"]
+        path = self.out / "metrics.jsonl"
+        if path.exists():
+            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln)["epoch"] <= self.epoch]
+            if len(kept) != len(lines):
+                atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
 
-def load_seq2seq(path: str | Path) -> tuple[Seq2Seq, Vocabulary, Vocabulary, dict]:
-    """A run directory (or its ``checkpoint/``) -> (model, source vocab, target vocab, state)."""
-    path = Path(path)
-    ckpt = path if (path / "checkpoint.json").is_file() else path / "checkpoint"
-    weights, state, _ = load_checkpoint(ckpt)
+def load_seq2seq(path: str | Path) -> tuple[Seq2Seq, Vocabulary, Vocabulary, dict, dict]:
+    """A run directory (or its ``checkpoint/``) -> (model, source vocab, target vocab, state,
+    the optimizer's arrays)."""
+    ckpt = run_checkpoint(path)
+    weights, state, arrays = load_checkpoint(ckpt)
     if state.get("kind") != KIND:
         raise ValueError(f"{ckpt}: expected a seq2seq checkpoint, got {state.get('kind')!r}")
-    config = Seq2SeqConfig(**state["model_config"])
+    config = dataclass_from_dict(Seq2SeqConfig, state["model_config"])
     src_vocab = Vocabulary.from_dict(state["src_vocab"])
     tgt_vocab = Vocabulary.from_dict(state["tgt_vocab"])
     if (len(src_vocab), len(tgt_vocab)) != (config.src_vocab, config.tgt_vocab):
@@ -222,4 +242,4 @@ def load_seq2seq(path: str | Path) -> tuple[Seq2Seq, Vocabulary, Vocabulary, dic
     model = Seq2Seq(config, seed=0)
     model.load_state_dict(weights)
     model.eval()
-    return model, src_vocab, tgt_vocab, state
+    return model, src_vocab, tgt_vocab, state, arrays

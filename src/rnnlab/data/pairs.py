@@ -97,8 +97,6 @@ def read_pairs(path: PathLike) -> list[Pair]:
             side = "source" if not source else "target"
             raise DataError(f"{where}: expected a non-empty {side}, got {line[:60]!r}")
         pairs.append((source, target))
-    if not pairs:  # unreachable after read_text's check, kept as a guard
-        raise DataError(f"{path}: expected at least one pair, got none")
     return pairs
 
 
@@ -198,7 +196,8 @@ def build_vocabs(pairs: Sequence[Pair]) -> tuple[Vocabulary, Vocabulary]:
     )
 
 
-def _special_id(vocab: Vocabulary, token: str) -> int:
+def special_id(vocab: Vocabulary, token: str) -> int:
+    """The id of ``<pad>``, ``<bos>``, ``<eos>`` in ``vocab``, or a DataError naming it."""
     if token not in vocab:
         raise DataError(f"vocab: expected the special token {token!r} (use build_vocabs), got none")
     return vocab.stoi[token]
@@ -218,13 +217,16 @@ def encode(
     at the end with ``<pad>`` up to T, the longest length. ValueError for an empty list or a
     sequence of length 0; TypeError for a single str.
     """
-    if isinstance(strings, str) or not all(isinstance(s, str) for s in strings):
-        raise TypeError(f"strings: expected a list of str, got {type(strings).__name__}")
+    if isinstance(strings, str):
+        raise TypeError("strings: expected a list of str, got a single str")
+    for b, s in enumerate(strings):
+        if not isinstance(s, str):
+            raise TypeError(f"strings[{b}]: expected a str, got {type(s).__name__}")
     if len(strings) == 0:
         raise ValueError("strings: expected at least one string, got an empty list")
-    pad_id = _special_id(vocab, PAD)
-    head = [_special_id(vocab, BOS)] if bos else []
-    tail = [_special_id(vocab, EOS)] if eos else []
+    pad_id = special_id(vocab, PAD)
+    head = [special_id(vocab, BOS)] if bos else []
+    tail = [special_id(vocab, EOS)] if eos else []
     columns = []
     for b, s in enumerate(strings):
         chars = s[::-1] if reverse else s

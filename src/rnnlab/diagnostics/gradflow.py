@@ -54,7 +54,6 @@ import argparse
 import csv
 import dataclasses
 import os
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -505,11 +504,7 @@ def add_gradflow_parser(subparsers) -> argparse.ArgumentParser:
 def gradflow_main(args: argparse.Namespace) -> int:
     """Run the sweep, print the table, write the CSV and plot if asked. Returns the exit status."""
     if args.plot:
-        try:
-            pyplot()  # fail before the sweep, not after it
-        except ImportError as err:
-            print(f"rnnlab: error: {err}", file=sys.stderr)
-            return 2
+        pyplot()  # fail before the sweep, not after it
     if args.weights is not None:
         results = _trained_main(args)
     else:

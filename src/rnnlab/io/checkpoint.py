@@ -227,6 +227,14 @@ def _recover(directory: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np
                           f"by an interrupted save are damaged: {'; '.join(errors)}")
 
 
+def run_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint directory of a run directory, or ``path`` itself when it is one. A path
+    without checkpoint.json is taken as a run directory: RUN/checkpoint is then what
+    :func:`load_checkpoint` gets, so that it can recover from a crash mid-save."""
+    path = Path(path)
+    return path if (path / "checkpoint.json").is_file() else path / "checkpoint"
+
+
 def load_checkpoint(
     directory: str | os.PathLike,
 ) -> tuple[dict[str, np.ndarray], dict, dict[str, np.ndarray]]:

@@ -34,6 +34,7 @@ from rnnlab.layers import Embedding, Linear, LinearCrossEntropy
 from rnnlab.module import Module
 from rnnlab.ops import log_softmax
 from rnnlab.recurrent import GRU, LSTM
+from rnnlab.validate import check_positive_int
 
 CELLS = {"lstm": LSTM, "gru": GRU}
 ATTENTION = ("none", *SCORES)
@@ -61,9 +62,7 @@ class Seq2SeqConfig:
         if self.attention not in ATTENTION:
             raise ValueError(f"attention: expected one of {ATTENTION}, got {self.attention!r}")
         for name in ("src_vocab", "tgt_vocab", "embed_size", "hidden_size", "num_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+            setattr(self, name, check_positive_int(name, getattr(self, name)))
         resolve_dtype(self.dtype)
 
     @property
@@ -98,7 +97,6 @@ class Seq2Seq(Module):
         self.config = c = config
         rng = make_rng(seed)
         dt = resolve_dtype(c.dtype)
-        self.dtype = dt
         Hd, E = c.decoder_size, c.embed_size
         cell = CELLS[c.cell]
         self.src_embedding = self._add_child("src_embedding", Embedding(c.src_vocab, E, dt, rng))
