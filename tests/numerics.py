@@ -24,3 +24,12 @@ def numeric_grad(f, arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     for idx in np.ndindex(arr.shape):
         g[idx] = central_difference(f, arr, idx, eps)
     return g
+
+
+def assert_close(got, exp, rtol: float, atol: float, what: str = "") -> None:
+    """Same shape, and allclose with the absolute tolerance scaled by the magnitude of the
+    expected array (so one atol serves small and large values)."""
+    got, exp = np.asarray(got), np.asarray(exp)
+    assert got.shape == exp.shape, f"{what}: shape {got.shape} != expected {exp.shape}"
+    scale = max(1.0, float(np.max(np.abs(exp)))) if exp.size else 1.0
+    np.testing.assert_allclose(got, exp, rtol=rtol, atol=atol * scale, err_msg=what)

@@ -7,6 +7,7 @@ autograd) from the layer's ``state_dict``; the central-difference checks evaluat
 
 from __future__ import annotations
 
+import numerics
 import numpy as np
 import pytest
 from numerics import numeric_grad
@@ -24,10 +25,7 @@ LENGTHS = np.array([5, 2, 1, 4])  # a full row, a single valid key, two partial 
 
 
 def assert_close(got, exp, rtol=RTOL, atol=ATOL, what=""):
-    got, exp = np.asarray(got), np.asarray(exp)
-    assert got.shape == exp.shape, f"{what}: shape {got.shape} != expected {exp.shape}"
-    scale = max(1.0, float(np.max(np.abs(exp)))) if exp.size else 1.0
-    np.testing.assert_allclose(got, exp, rtol=rtol, atol=atol * scale, err_msg=what)
+    numerics.assert_close(got, exp, rtol, atol, what)
 
 
 

@@ -8,6 +8,7 @@ at every perturbed point, so the analytic run's caches are never reused.
 
 from __future__ import annotations
 
+import numerics
 import numpy as np
 import pytest
 from numerics import numeric_grad
@@ -27,10 +28,7 @@ GC_RTOL, GC_ATOL = 1e-6, 1e-8
 
 
 def assert_close(got, exp, rtol=RTOL, atol=ATOL, what=""):
-    got, exp = np.asarray(got), np.asarray(exp)
-    assert got.shape == exp.shape, f"{what}: shape {got.shape} != expected {exp.shape}"
-    scale = max(1.0, float(np.max(np.abs(exp)))) if exp.size else 1.0
-    np.testing.assert_allclose(got, exp, rtol=rtol, atol=atol * scale, err_msg=what)
+    numerics.assert_close(got, exp, rtol, atol, what)
 
 
 def t64(torch, a, grad=False):

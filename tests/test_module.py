@@ -62,6 +62,31 @@ def _attention_step(score):
     return lambda: Attention(Hq, Hk, score=score, attn_size=4, dtype=np.float64, seed=4), step
 
 
+def _seq2seq_step(**kw):
+    from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
+
+    def step(m, rng):
+        B, Ts, Tt = 3, 5, 4
+        src_len, tgt_len = np.array([5, 3, 2]), np.array([4, 4, 1])
+        src = rng.integers(4, 9, size=(Ts, B))
+        tgt_in, tgt_out = rng.integers(4, 7, size=(2, Tt, B))
+        m.forward_loss(src, src_len, tgt_in, tgt_out, tgt_len, scale=0.5)
+        m.backward_loss()
+    return (lambda: Seq2Seq(Seq2SeqConfig(9, 7, embed_size=3, hidden_size=4, dtype="float64",
+                                          **kw), seed=9), step)
+
+
+def _longdep_step(task):
+    from rnnlab.data.synthetic import adding_problem, copy_task
+    from rnnlab.longdep import LongDepModel
+
+    def step(m, rng):
+        x, y = adding_problem(4, 6, rng) if task == "adding" else copy_task(4, 3, rng, 3, 2)
+        m.loss(x, y)
+        m.backward()
+    return (lambda: LongDepModel(task, "lstm", 5, symbols=3, dtype=np.float64, seed=10), step)
+
+
 def _linear_step(m, rng):
     y = m(rng.standard_normal((T, B, D)))
     m.backward(rng.standard_normal(y.shape))
@@ -86,6 +111,10 @@ CASES = {
     "rnn-cell": _cell_step(RNNCell),
     "attention-general": _attention_step("general"),
     "attention-additive": _attention_step("additive"),
+    "seq2seq-peeky-bidirectional": _seq2seq_step(peeky=True, bidirectional=True),
+    "seq2seq-additive-gru": _seq2seq_step(attention="additive", cell="gru", num_layers=2),
+    "longdep-adding": _longdep_step("adding"),
+    "longdep-copy": _longdep_step("copy"),
     "linear": (lambda: Linear(D, H, dtype=np.float64, seed=5), _linear_step),
     "embedding": (lambda: Embedding(V, H, dtype=np.float64, seed=6), _embedding_step),
 }
@@ -204,11 +233,16 @@ def test_norm_and_sgd_step_over_rows_equal_the_dense_ones():
     _lm_step(m, np.random.default_rng(2))
     grads, rows = m.grads_and_rows()
     assert optim.grad_norm(grads, rows) == pytest.approx(optim.grad_norm(grads), rel=1e-14)
-    for kw in ({}, {"momentum": 0.9}, {"weight_decay": 0.1}):
+    # plain SGD updates the rows only; with momentum or weight decay every row moves, so the
+    # rows must be ignored there (the same numbers either way is what is checked)
+    for kw, row_updates in (({}, True), ({"momentum": 0.9}, False), ({"weight_decay": 0.1},
+                                                                      False)):
         dense = {k: v.copy() for k, v in m.parameters().items()}
         sparse = {k: v.copy() for k, v in dense.items()}
         optim.SGD(dense, lr=0.5, **kw).step(grads, grad_scale=0.3)
-        optim.SGD(sparse, lr=0.5, **kw).step(grads, grad_scale=0.3, rows=rows)
+        opt = optim.SGD(sparse, lr=0.5, **kw)
+        assert opt._row_updates == row_updates
+        opt.step(grads, grad_scale=0.3, rows=rows)
         for k in dense:
             np.testing.assert_array_equal(sparse[k], dense[k], err_msg=f"{kw} {k}")
 

@@ -226,18 +226,21 @@ def test_clip_grad_norm_rejects_bad_max_norm(rng):
             optim.clip_grad_norm(_params(rng), bad)
 
 
+@pytest.mark.parametrize("layout", ["C", "F"])
 @pytest.mark.parametrize("name,lr,kw", CASES, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(CASES)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_step_with_grad_scale_equals_torch_clip_then_step(torch, rng, name, lr, kw, dtype,
-                                                          monkeypatch):
+                                                          layout, monkeypatch):
     """The fused path (grad_norm, then step(grads, grad_scale=clip_coefficient)) gives torch's
     clip_grad_norm_ + step, and leaves the gradients as they were. Blocks of 5 elements make
-    the per-block scaling cross block edges."""
+    the per-block scaling cross block edges; layout "F" (Fortran-ordered parameters and
+    gradients) takes the whole-array path for the non-contiguous ones."""
     monkeypatch.setattr(optim, "UPDATE_BLOCK", 5)
     params, grads = _params(rng, dtype), _grads(rng, dtype)
     tensors = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in params.items()}
     topt = getattr(torch.optim, name)(list(tensors.values()), lr=lr, **kw)
-    ours = {k: v.copy() for k, v in params.items()}
+    ours = {k: np.array(v, order=layout) for k, v in params.items()}
+    grads = [{k: np.array(v, order=layout) for k, v in g.items()} for g in grads]
     opt = getattr(optim, name)(ours, lr=lr, **kw)
     max_norm = 0.7 * min(optim.grad_norm(g) for g in grads)  # every step clips
     for g in grads:
@@ -245,12 +248,14 @@ def test_step_with_grad_scale_equals_torch_clip_then_step(torch, rng, name, lr, 
             t.grad = torch.tensor(g[k].copy())
         ref_norm = float(torch.nn.utils.clip_grad_norm_(list(tensors.values()), max_norm))
         topt.step()
-        mine = {k: v.copy() for k, v in g.items()}
+        mine = {k: v.copy(order="K") for k, v in g.items()}
         norm = optim.grad_norm(mine)
         assert norm == pytest.approx(ref_norm, rel=1e-6 if dtype == np.float32 else 1e-13)
         opt.step(mine, grad_scale=optim.clip_coefficient(norm, max_norm))
         for k in mine:
             np.testing.assert_array_equal(mine[k], g[k], err_msg=f"gradient {k} changed")
+    if layout == "F":
+        assert not ours["fc.weight"].flags.c_contiguous
     tol = dict(rtol=2e-6, atol=5e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-15)
     for k, t in tensors.items():
         np.testing.assert_allclose(ours[k], t.detach().numpy(), **tol, err_msg=k)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numerics import assert_close
 
 import rnnlab
 
@@ -22,15 +23,6 @@ RTOL32, ATOL32 = 1e-5, 1e-5
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-
-def assert_close(got, exp, rtol, atol, what=""):
-    """allclose with an absolute tolerance scaled by the magnitude of the expected array."""
-    got = np.asarray(got)
-    exp = np.asarray(exp)
-    assert got.shape == exp.shape, f"{what}: shape {got.shape} != expected {exp.shape}"
-    scale = max(1.0, float(np.max(np.abs(exp)))) if exp.size else 1.0
-    np.testing.assert_allclose(got, exp, rtol=rtol, atol=atol * scale, err_msg=what)
 
 
 def _tdtype(torch, dtype):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 
+import numerics
 import numpy as np
 import pytest
 
@@ -56,10 +57,7 @@ def batch(rng, B=4, Ts=6, Tt=5, pad=True):
 
 
 def assert_close(got, exp, what, rtol=RTOL, atol=ATOL):
-    got, exp = np.asarray(got), np.asarray(exp)
-    assert got.shape == exp.shape, f"{what}: {got.shape} != {exp.shape}"
-    scale = max(1.0, float(np.abs(exp).max())) if exp.size else 1.0
-    np.testing.assert_allclose(got, exp, rtol=rtol, atol=atol * scale, err_msg=what)
+    numerics.assert_close(got, exp, rtol, atol, what)
 
 
 # ============================================================================================
@@ -211,17 +209,13 @@ def test_numerical_gradient(rng, kw):
     m.forward_loss(*data, scale=1.0)
     m.backward_loss()
     grads = m.grads
-    eps = 1e-6
+    def loss():
+        return m.forward_loss(*data, scale=None)[0]
+
     for name, arr in m.parameters().items():
         flat = arr.reshape(-1)
         for i in rng.choice(flat.size, size=min(3, flat.size), replace=False):
-            old = flat[i]
-            flat[i] = old + eps
-            up = m.forward_loss(*data, scale=None)[0]
-            flat[i] = old - eps
-            down = m.forward_loss(*data, scale=None)[0]
-            flat[i] = old
-            num = (up - down) / (2 * eps)
+            num = numerics.central_difference(loss, flat, i)
             ana = grads[name].reshape(-1)[i]
             assert abs(ana - num) <= 1e-7 + 1e-5 * max(abs(num), abs(ana)), (
                 f"{name}[{i}]: analytic {ana!r} vs numeric {num!r}")
@@ -281,13 +275,20 @@ def test_greedy_matches_teacher_forced_argmax(rng, kw):
         assert list(expected[:len(ids)]) == ids
         if len(ids) < 6:
             assert expected[len(ids)] == eos
+        # decode_step's log-probabilities are those of the teacher-forced logits (torch-checked)
+        z = logits[:, 0].astype(np.float64)
+        logp = z - z.max(axis=1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+        emitted = [*ids, eos][:steps]
+        assert d.logprob == pytest.approx(sum(logp[t, tok] for t, tok in enumerate(emitted)),
+                                          rel=1e-12)  # float64 model
         if weights is not None:
             assert_close(d.attention, weights[:, 0], "attention of greedy steps")
             assert np.allclose(d.attention.sum(axis=1), 1.0)
 
 
 @pytest.mark.parametrize("kw", [CONFIGS[0], CONFIGS[4]], ids=cfg_id)
-def test_beam_one_is_greedy_and_wider_beams_score_at_least_as_well(rng, kw):
+def test_beam_one_is_greedy(rng, kw):
     m = make(kw, seed=7)
     src, src_len, *_ = batch(rng, B=4)
     greedy = greedy_decode(m, src, src_len, 2, 3, max_length=8)
@@ -295,10 +296,6 @@ def test_beam_one_is_greedy_and_wider_beams_score_at_least_as_well(rng, kw):
         one = beam_search(m, src[:src_len[b], b], 2, 3, max_length=8, beam=1)
         assert one.ids == greedy[b].ids
         assert one.logprob == pytest.approx(greedy[b].logprob, rel=1e-12)
-        wide = beam_search(m, src[:src_len[b], b], 2, 3, max_length=8, beam=4)
-        ended = len(wide.ids) < 8 and len(greedy[b].ids) < 8
-        if ended:
-            assert wide.logprob >= greedy[b].logprob - 1e-12
 
 
 def test_beam_search_finds_the_best_sequence_by_exhaustive_search(rng):
