@@ -2,11 +2,15 @@
 
     .venv/bin/python benchmarks/plot_runs.py longdep runs/longdep/*.json --out benchmarks/figures
     .venv/bin/python benchmarks/plot_runs.py seq2seq runs/s2s/add-* --out benchmarks/figures
+    .venv/bin/python benchmarks/plot_runs.py lm runs/ptb runs/ptb2 --out benchmarks/figures
 
 longdep: the ``--json`` files of ``rnnlab bench longdep``; one panel per (task, T), the test
 metric against training steps, one line per cell (and init), the constant-predictor baseline
 dashed, the "solved" threshold dotted. seq2seq: run directories of ``rnnlab train seq2seq``;
-test exact match against epochs, one line per run. Prints the files it wrote.
+test exact match against epochs, one line per run. lm: run directories of ``rnnlab train lm``;
+the training loss of each logged interval and the validation loss of each epoch against
+training steps (nats per token, perplexity on the right axis), the learning rate below.
+Prints the files it wrote.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
+
+import numpy as np
 
 from rnnlab.longdep import SOLVED_ACC, SOLVED_MSE, LongDepConfig
 from rnnlab.plots import pyplot
@@ -86,15 +92,58 @@ def seq2seq(dirs: list[Path], out: Path) -> list[Path]:
     return [path]
 
 
+PPL_TICKS = [1.5, 2, 3, 4, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 1000, 2000]
+
+
+def lm(dirs: list[Path], out: Path, name: str | None = None) -> list[Path]:
+    fig, (ax, lr_ax) = plt.subplots(2, 1, figsize=(6.4, 4.8), sharex=True,
+                                    gridspec_kw={"height_ratios": [3, 1]})
+    for k, d in enumerate(dirs):
+        records = [json.loads(line) for line in (d / "metrics.jsonl").open(encoding="utf-8")]
+        color = f"C{k}"
+        steps = [r["step"] for r in records]
+        ax.plot(steps, [r["loss"] for r in records], color=color, lw=0.7, alpha=0.6,
+                label=f"{d.name}: training (each logged interval)")
+        ends = [r for r in records if "valid_loss" in r]
+        ax.plot([r["step"] for r in ends], [r["valid_loss"] for r in ends], "o-", color=color,
+                ms=3, lw=1.4, label=f"{d.name}: validation (each epoch)")
+        final = records[-1]
+        if "test_loss" in final:
+            ax.plot([final["step"]], [final["test_loss"]], "*", color=color, ms=9,
+                    label=f"{d.name}: test {final['test_ppl']:.2f} ppl")
+        lr_ax.step(steps, [r["lr"] for r in records], where="post", color=color)
+    ax.set_ylabel("loss (nats per token)")
+    ppl = ax.secondary_yaxis("right", functions=(np.exp, lambda v: np.log(np.maximum(v, 1e-12))))
+    low, high = np.exp(ax.get_ylim())
+    ppl.set_yticks([v for v in PPL_TICKS if low <= v <= high])
+    ppl.set_ylabel("perplexity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    lr_ax.set_yscale("log")
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.set_xlabel("training step (one window of B streams)")
+    lr_ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / f"lm-{name or dirs[0].name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("kind", choices=["longdep", "seq2seq"])
+    p.add_argument("kind", choices=["longdep", "seq2seq", "lm"])
     p.add_argument("paths", nargs="+", type=Path)
     p.add_argument("--out", type=Path, default=Path("benchmarks/figures"))
+    p.add_argument("--name", help="lm: the figure is lm-NAME.png (default: the first run's "
+                   "directory name)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    fn = longdep if args.kind == "longdep" else seq2seq
-    for path in fn(args.paths, args.out):
+    if args.kind == "lm":
+        written = lm(args.paths, args.out, args.name)
+    else:
+        written = (longdep if args.kind == "longdep" else seq2seq)(args.paths, args.out)
+    for path in written:
         print(f"wrote {path}")
 
 
