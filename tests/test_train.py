@@ -216,3 +216,56 @@ def test_generate_warns_about_unknown_prompt_tokens(corpus_file, tmp_path, capsy
     capsys.readouterr()
     assert main(["generate", "--checkpoint", str(out), "--prompt", "Zebra", "--length", "5"]) == 0
     assert "not in the vocabulary" in capsys.readouterr().err
+
+
+def test_sigterm_saves_a_checkpoint_mid_epoch_and_exits_143(tmp_path):
+    """`kill PID` (a scheduler's time limit) is handled like Ctrl-C: the epoch in progress is
+    saved, the exit code is 128 + 15, and --resume continues from that step."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus = tmp_path / "long.txt"  # one epoch: thousands of windows, far longer than the wait
+    corpus.write_text(TEXT * 40, encoding="utf-8")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rnnlab.cli", "train", "lm", "--data", str(corpus),
+           "--out", str(out), "--layers", "1", "--hidden", "8", "--embed", "4",
+           "--batch-size", "2", "--bptt", "4", "--epochs", "1", "--log-every", "1",
+           "--samples", "0", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text(encoding="utf-8").splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be signalled"
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    assert "interrupted: checkpoint saved" in output
+    state = json.loads((out / "checkpoint" / "checkpoint.json").read_text(encoding="utf-8"))
+    assert state["epoch"] == 1 and state["step"] >= 3 and state["window"] == state["step"]
+    assert main(["train", "lm", "--data", str(corpus), "--out", str(out), "--resume",
+                 "--max-steps", str(state["step"] + 2), "--samples", "0", "--no-progress"]) == 0
+    after = json.loads((out / "checkpoint" / "checkpoint.json").read_text(encoding="utf-8"))
+    assert after["step"] == state["step"] + 2
+
+
+def test_sigterm_as_interrupt_raises_in_the_block_and_restores_the_handler():
+    import os
+    import signal
+
+    from rnnlab.argtypes import Terminated, interrupted_exit_code, sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated) as info, sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert interrupted_exit_code(info.value) == 143
+    assert interrupted_exit_code(KeyboardInterrupt()) == 130

@@ -1,9 +1,12 @@
 """Shared by the command-line parsers (``cli.py``, ``cli_seq2seq.py``, ``diagnostics``): argparse
-value types and the error for user mistakes."""
+value types, the error for user mistakes, and SIGTERM handling for the training commands."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import threading
 
 
 def positive_int(text: str) -> int:
@@ -30,3 +33,35 @@ def non_negative_float(text: str) -> float:
 
 class UserError(Exception):
     """A mistake on the command line or in the data: one line on stderr, exit status 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (``kill``, a job scheduler's time limit): the trainers treat it as
+    Ctrl-C, save a checkpoint and stop."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While training from the command line, SIGTERM raises :class:`Terminated` (a
+    KeyboardInterrupt) in the main thread, so ``kill PID`` saves a checkpoint like Ctrl-C
+    instead of losing the epoch in progress; a second SIGTERM acts at once (the checkpoint
+    writes are atomic). The previous handler comes back afterwards; outside
+    the main thread (where handlers cannot be set) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, previous)  # a second SIGTERM stops at once
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_exit_code(err: KeyboardInterrupt) -> int:
+    """The shell's convention, 128 + the signal number: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)

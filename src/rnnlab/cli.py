@@ -20,7 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-from rnnlab.argtypes import UserError, positive_int
+from rnnlab.argtypes import (
+    UserError,
+    interrupted_exit_code,
+    positive_int,
+    sigterm_as_interrupt,
+)
 from rnnlab.presets import DEFAULT_LM, PRESETS
 
 
@@ -83,9 +88,10 @@ def _train_lm(args: argparse.Namespace) -> int:
               f"run directory {out}")
     start = time.perf_counter()
     try:
-        final = trainer.fit()
-    except KeyboardInterrupt:
-        return 130
+        with sigterm_as_interrupt():
+            final = trainer.fit()
+    except KeyboardInterrupt as err:  # the trainer saved a checkpoint and said where
+        return interrupted_exit_code(err)
     print(f"trained in {time.perf_counter() - start:.0f} s; metrics in {out / 'metrics.jsonl'}")
     if args.samples and "test_ppl" in final:
         vocab = corpus.vocab
@@ -235,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
         + "\n".join(f"  {name}" for name in PRESETS)
         + "\n\nExamples:\n  rnnlab train lm --out runs/shakespeare\n"
         "  rnnlab train lm --preset zaremba-small --data ../shared/data/ptb --out runs/ptb\n"
-        "  rnnlab train lm --out runs/shakespeare --resume --epochs 4",
+        "  rnnlab train lm --out runs/shakespeare --resume --epochs 4\n\n"
+        "Ctrl-C or SIGTERM (kill PID) saves a checkpoint of the step in progress and exits; "
+        "--resume continues from it.",
     )
     lm.add_argument("--out", required=True, metavar="DIR",
                     help="run directory: checkpoint/, config.json, vocab.json, metrics.jsonl")

@@ -8,7 +8,13 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from rnnlab.argtypes import UserError, non_negative_float, positive_int
+from rnnlab.argtypes import (
+    UserError,
+    interrupted_exit_code,
+    non_negative_float,
+    positive_int,
+    sigterm_as_interrupt,
+)
 
 TRANSLATE_BATCH = 1000  # inputs decoded together by greedy decoding
 
@@ -57,11 +63,12 @@ def _train_seq2seq(args: argparse.Namespace) -> int:
         print(f"resuming {out} after epoch {trainer.epoch}")
     start = time.perf_counter()
     try:
-        final = trainer.fit()
-    except KeyboardInterrupt:
+        with sigterm_as_interrupt():
+            final = trainer.fit()
+    except KeyboardInterrupt as err:
         print(f"interrupted: {out / 'checkpoint'} holds the last finished epoch; continue with "
               "--resume", file=sys.stderr)
-        return 130
+        return interrupted_exit_code(err)
     if not final:
         print(f"{out} has already trained {trainer.epoch} epochs (--epochs N to go on)")
         return 0
