@@ -33,8 +33,9 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     np.testing.assert_allclose(p, [0, 1, 0, 0], atol=1e-12)
 
 
-@pytest.mark.parametrize("kwargs", [{"temperature": 0}, {"top_p": 0}, {"top_p": 1.5},
-                                    {"top_k": -1}])
+@pytest.mark.parametrize("kwargs", [{"temperature": 0}, {"temperature": float("nan")},
+                                    {"temperature": float("inf")}, {"top_p": 0},
+                                    {"top_p": 1.5}, {"top_p": float("nan")}, {"top_k": -1}])
 def test_bad_sampling_options(kwargs):
     with pytest.raises(ValueError, match="expected"):
         next_token_distribution(np.zeros(3), **kwargs)
@@ -79,3 +80,13 @@ def test_banned_ids_are_never_generated():
     best = int(np.argmax(logits[-1, 0]))
     assert generate(model, [0], 1, greedy=True)[0] == best
     assert generate(model, [0], 1, greedy=True, banned=[best])[0] != best
+
+
+def test_a_tiny_temperature_is_the_argmax_not_nan():
+    """(z - max) / T before exp: with T = 1e-310, z / T alone overflows to inf and inf - inf
+    made every probability NaN."""
+    p = next_token_distribution(np.array([1.0, 3.0, 2.0, 3.0 - 1e-9]), temperature=1e-310)
+    assert np.all(np.isfinite(p))
+    assert p.tolist() == [0.0, 1.0, 0.0, 0.0]
+    q = next_token_distribution(np.array([0.5, -0.5]), temperature=1e300)  # nearly uniform
+    np.testing.assert_allclose(q, [0.5, 0.5], atol=1e-12)

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from rnnlab import optim
 from rnnlab.cli import main
 from rnnlab.data.text import load_corpus
+from rnnlab.io.checkpoint import CheckpointError
 from rnnlab.layers import SoftmaxCrossEntropy
 from rnnlab.models import LanguageModel, LMConfig
-from rnnlab.train import TrainConfig, Trainer, TrainingDiverged, evaluate, load_run
+from rnnlab.train import (
+    Interrupted,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    evaluate,
+    load_run,
+    perplexity,
+)
 
 TEXT = "".join(f"line {i}: the quick brown fox {i % 7} jumps over the lazy dog\n"
                for i in range(60))
@@ -73,17 +85,46 @@ def test_ctrl_c_saves_and_resume_continues_exactly(corpus_file, tmp_path, monkey
 
     def interrupting(self, x, y):
         calls["n"] += 1
-        if calls["n"] == 17:  # in epoch 2
-            raise KeyboardInterrupt
+        if calls["n"] == 17:  # a real Ctrl-C arrives before the step's arithmetic
+            os.kill(os.getpid(), signal.SIGINT)
         return original(self, x, y)
 
     monkeypatch.setattr(Trainer, "train_step", interrupting)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted) as info:
         part.fit()
+    assert info.value.signum == signal.SIGINT
     monkeypatch.setattr(Trainer, "train_step", original)
     resumed = _resume(corpus_file, tmp_path / "part", optimizer="sgd", lr=0.5, momentum=0.9,
                       lr_schedule="step", lr_decay_start=1)
-    assert resumed.step == 16
+    assert resumed.step == 17  # the step under way when the signal came was finished, then saved
+    resumed.fit()
+    assert _losses(tmp_path / "full") == _losses(tmp_path / "part")
+
+
+def test_an_interrupt_inside_a_step_saves_nothing(corpus_file, tmp_path, monkeypatch):
+    """An interrupt that lands between the weight update and the step counter (a second Ctrl-C,
+    or one outside the main thread) must not save half a step: the checkpoint stays as the
+    last epoch left it, and resuming from it gives the uninterrupted run's losses."""
+    full = _trainer(corpus_file, tmp_path / "full", optimizer="adam")
+    full.fit()
+    part = _trainer(corpus_file, tmp_path / "part", optimizer="adam")
+    original = optim.clipped_step
+    calls = {"n": 0}
+
+    def interrupted_update(*args, **kwargs):
+        norm = original(*args, **kwargs)  # the weights have moved ...
+        calls["n"] += 1
+        if calls["n"] == 52:  # ... in epoch 2 (47 steps each), and the step is not counted yet
+            raise KeyboardInterrupt
+        return norm
+
+    monkeypatch.setattr(optim, "clipped_step", interrupted_update)
+    with pytest.raises(KeyboardInterrupt):
+        part.fit()
+    monkeypatch.setattr(optim, "clipped_step", original)
+    state = json.loads((tmp_path / "part" / "checkpoint" / "checkpoint.json").read_text())
+    assert (state["epoch"], state["window"]) == (2, 0)  # the end of epoch 1, not step 52
+    resumed = _resume(corpus_file, tmp_path / "part", optimizer="adam")
     resumed.fit()
     assert _losses(tmp_path / "full") == _losses(tmp_path / "part")
 
@@ -173,6 +214,134 @@ def test_cli_bad_data_is_one_clear_line(tmp_path, capsys, make, message):
     assert code == 2
     assert err.startswith("rnnlab: error:") and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "split"),
+    [("a b c d e f g h i j k l m n o p q r s t\n", "1 valid"),  # 21 tokens: 18 / 1 / 2
+     ("ab" * 30, "1 test")],
+    ids=["word-valid", "char-test"],
+)
+def test_cli_a_split_without_a_target_is_one_clear_line(tmp_path, capsys, text, split):
+    """A valid or test split of one token has no target to score: refused when loading
+    (it ended in a ZeroDivisionError traceback at the end of the first epoch)."""
+    path = tmp_path / "short.txt"
+    path.write_text(text if split == "1 valid" else text[:21], encoding="utf-8")
+    level = "word" if split == "1 valid" else "char"
+    code = main(["train", "lm", "--data", str(path), "--out", str(tmp_path / "run"),
+                 *SMALL, "--level", level, "--batch-size", "2", "--bptt", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "at least 2 tokens in every split" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        evaluate(None, np.array([3]), 2, 4)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--patience", "-1"], ["--max-steps", "-1"], ["--init-range", "nan"],
+     ["--init-range", "inf"], ["--init-range", "-5"], ["--dropout", "1"], ["--lr", "0"],
+     ["--clip", "-1"], ["--seed", "-1"], ["--momentum", "1.5"], ["--lr-decay", "inf"]],
+    ids=lambda a: " ".join(a),
+)
+def test_cli_bad_option_values_are_usage_errors(tmp_path, capsys, args):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "lm", "--out", str(tmp_path / "run"), *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert f"argument {args[0]}" in err and "expected" in err
+
+
+@pytest.mark.parametrize("temperature", ["nan", "inf", "0", "-1"])
+def test_cli_generate_rejects_a_non_finite_or_non_positive_temperature(capsys, temperature):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--checkpoint", "x", "--prompt", "a", "--temperature", temperature])
+    assert exc.value.code == 2 and "argument --temperature" in capsys.readouterr().err
+
+
+def test_cli_resume_refuses_options_it_would_ignore(corpus_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), *SMALL,
+                 "--max-steps", "3"]) == 0
+    capsys.readouterr()
+    code = main(["train", "lm", "--out", str(out), "--resume", "--hidden", "99", "--lr", "5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot change --hidden, --lr" in err
+    moved = tmp_path / "moved.txt"  # --data may say where the training text is now
+    moved.write_bytes(corpus_file.read_bytes())
+    corpus_file.unlink()
+    assert main(["train", "lm", "--out", str(out), "--resume", "--data", str(moved),
+                 "--max-steps", "5", "--no-progress", "--samples", "0"]) == 0
+    state = json.loads((out / "checkpoint" / "checkpoint.json").read_text())
+    assert state["step"] == 5 and state["data"]["source"] == str(moved)
+
+
+def test_the_saved_data_path_is_absolute(corpus_file, tmp_path, monkeypatch, capsys):
+    """eval and --resume find the data from another working directory."""
+    monkeypatch.chdir(corpus_file.parent)
+    out = tmp_path / "run"
+    assert main(["train", "lm", "--data", corpus_file.name, "--out", str(out), *SMALL,
+                 "--max-steps", "2"]) == 0
+    state = json.loads((out / "checkpoint" / "checkpoint.json").read_text())
+    assert state["data"]["source"] == str(corpus_file.resolve())
+    monkeypatch.chdir(tmp_path.parent)
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out), "--split", "valid"]) == 0
+    assert "perplexity" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_weights_that_overflow_are_never_saved(corpus_file, tmp_path):
+    """lr 1e300 turns finite gradients into infinite weights; the step limit then saves: the
+    guard must refuse, and must not claim a checkpoint that was never written."""
+    out = tmp_path / "run"
+    trainer = _trainer(corpus_file, out, optimizer="sgd", lr=1e300, clip=0.0, max_steps=1)
+    with pytest.raises(TrainingDiverged, match="non-finite weights.*no checkpoint had been"):
+        trainer.fit()
+    assert not (out / "checkpoint").exists()
+    trainer = _trainer(corpus_file, tmp_path / "run2", optimizer="sgd", lr=1e300, clip=0.0)
+    with pytest.raises(TrainingDiverged, match="non-finite weights"):  # not "x: expected ..."
+        trainer.fit()
+
+
+def test_perplexity_of_a_huge_loss_is_inf_not_an_overflow_error():
+    assert perplexity(1.0) == math.e
+    assert perplexity(1000.0) == math.inf
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(corpus_file, tmp_path):
+    out = tmp_path / "run"
+    _trainer(corpus_file, out, max_steps=5).fit()
+    metrics = out / "metrics.jsonl"
+    whole = metrics.read_text()
+    metrics.write_text(whole + '{"epoch": 1, "st')  # a crash while appending
+    resumed = _resume(corpus_file, out)
+    kept = [ln for ln in whole.splitlines() if '"final"' not in ln]  # resuming drops "final"
+    assert metrics.read_text().splitlines() == kept
+    resumed.fit()
+    metrics.write_text('{"epoch": 1, "st\n' + whole)  # damage elsewhere is an error
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 1: not a JSON record"):
+        _resume(corpus_file, out)
+
+
+def test_a_new_run_replaces_metrics_left_without_a_checkpoint(corpus_file, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"epoch": 1, "step": 50, "loss": 2e7}\n')
+    _trainer(corpus_file, out, max_steps=3).fit()
+    steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 3]  # one record a step, then the final one; no step 50
+
+
+def test_a_checkpoint_lacking_its_state_is_a_clear_error(corpus_file, tmp_path):
+    out = tmp_path / "run"
+    _trainer(corpus_file, out, max_steps=2).fit()
+    path = out / "checkpoint" / "checkpoint.json"
+    state = json.loads(path.read_text())
+    del state["model_config"]
+    path.write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="lacks model_config"):
+        load_run(out)
 
 
 def _write(path: Path, data: bytes) -> Path:

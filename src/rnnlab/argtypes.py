@@ -26,8 +26,41 @@ def non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0, or a usage error that names what came."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0, or a usage error that names what came."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1) (a dropout rate), or a usage error that names what came."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
     return value
 
 
@@ -36,16 +69,18 @@ class UserError(Exception):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived (``kill``, a job scheduler's time limit): the trainers treat it as
-    Ctrl-C, save a checkpoint and stop."""
+    """SIGTERM arrived (``kill``, a job scheduler's time limit): treated as Ctrl-C."""
+
+    signum = signal.SIGTERM
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """While training from the command line, SIGTERM raises :class:`Terminated` (a
-    KeyboardInterrupt) in the main thread, so ``kill PID`` saves a checkpoint like Ctrl-C
-    instead of losing the epoch in progress; a second SIGTERM acts at once (the checkpoint
-    writes are atomic). The previous handler comes back afterwards; outside
+    """While a command runs, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the
+    main thread, so ``kill PID`` ends ``train seq2seq`` the way Ctrl-C does (its checkpoint
+    holds the last finished epoch); a second SIGTERM acts at once. (``train lm`` needs no
+    wrapper: its Trainer defers both signals to the next step boundary and saves that step.)
+    The previous handler comes back afterwards; outside
     the main thread (where handlers cannot be set) nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -63,5 +98,6 @@ def sigterm_as_interrupt():
 
 
 def interrupted_exit_code(err: KeyboardInterrupt) -> int:
-    """The shell's convention, 128 + the signal number: 143 for SIGTERM, 130 for Ctrl-C."""
-    return 128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
+    """The shell's convention, 128 + the signal number: 143 for SIGTERM, 130 for Ctrl-C (an
+    interrupt that names no signal)."""
+    return 128 + int(getattr(err, "signum", signal.SIGINT))

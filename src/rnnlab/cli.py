@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -23,8 +22,11 @@ from pathlib import Path
 from rnnlab.argtypes import (
     UserError,
     interrupted_exit_code,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
     positive_int,
-    sigterm_as_interrupt,
+    probability,
 )
 from rnnlab.presets import DEFAULT_LM, PRESETS
 
@@ -39,6 +41,10 @@ def _resolve(args: argparse.Namespace) -> dict:
     return resolved
 
 
+# what --resume may set: how long to go on, and where the (moved) training data is now
+RESUME_OPTIONS = ("epochs", "max_steps", "data", "log_every")
+
+
 def _train_lm(args: argparse.Namespace) -> int:
     from rnnlab.data.text import load_corpus
     from rnnlab.generate import generate
@@ -47,15 +53,23 @@ def _train_lm(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.resume:
+        fixed = [k for k in DEFAULT_LM if k not in RESUME_OPTIONS and getattr(args, k) is not None]
+        if fixed or args.preset:
+            given = ["--preset"] * bool(args.preset) + ["--" + k.replace("_", "-") for k in fixed]
+            raise UserError(f"--resume continues the run with the configuration it was started "
+                            f"with; it cannot change {', '.join(given)} (only "
+                            f"{', '.join('--' + k.replace('_', '-') for k in RESUME_OPTIONS)})")
         model, vocab, state, weights, arrays = load_run(out)
         opts = {**state["train_config"]}
         data = state["data"]
-        corpus = load_corpus(_data_path(data["source"]), level=data["level"])
+        source = args.data if args.data is not None else _data_path(data["source"])
+        corpus = load_corpus(source, level=data["level"])
         if corpus.vocab.fingerprint() != vocab.fingerprint():
             raise UserError(f"{out}: the data's vocabulary does not match the checkpoint's")
-        opts["max_steps"] = args.max_steps or 0  # a step limit applies to one invocation
-        if args.epochs is not None:
-            opts["epochs"] = args.epochs
+        opts["max_steps"] = args.max_steps or 0  # steps in all, counted from the run's start
+        for k in ("epochs", "log_every"):
+            if getattr(args, k) is not None:
+                opts[k] = getattr(args, k)
         cfg = TrainConfig(**opts)
         trainer = Trainer(model, corpus, cfg, out, progress=not args.no_progress)
         trainer.restore(state, weights, arrays)
@@ -88,9 +102,8 @@ def _train_lm(args: argparse.Namespace) -> int:
               f"run directory {out}")
     start = time.perf_counter()
     try:
-        with sigterm_as_interrupt():
-            final = trainer.fit()
-    except KeyboardInterrupt as err:  # the trainer saved a checkpoint and said where
+        final = trainer.fit()  # SIGINT / SIGTERM: the step in progress ends, then it saves
+    except KeyboardInterrupt as err:  # the trainer said what it saved and where
         return interrupted_exit_code(err)
     print(f"trained in {time.perf_counter() - start:.0f} s; metrics in {out / 'metrics.jsonl'}")
     if args.samples and "test_ppl" in final:
@@ -123,7 +136,7 @@ def _detokenize(tokens: list[str], level: str) -> str:
 # ------------------------------------------------------------------------------- eval, generate
 def _eval(args: argparse.Namespace) -> int:
     from rnnlab.data.text import load_corpus
-    from rnnlab.train import evaluate, load_run
+    from rnnlab.train import evaluate, load_run, perplexity
 
     model, vocab, state, _, _ = load_run(Path(args.checkpoint))
     level = state["data"]["level"]
@@ -139,7 +152,7 @@ def _eval(args: argparse.Namespace) -> int:
     batch = args.batch_size or state["train_config"]["eval_batch_size"]
     loss = evaluate(model, ids, batch, bptt)
     print(f"{args.split}: {len(ids) - 1:,} tokens, loss {loss:.4f} nats/token, "
-          f"perplexity {math.exp(loss):.2f}")
+          f"perplexity {perplexity(loss):.2f}")
     return 0
 
 
@@ -187,37 +200,43 @@ def _add_lm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layers", type=positive_int, help=f"default {d['layers']}")
     g.add_argument("--hidden", type=positive_int, help=f"hidden units (default {d['hidden']})")
     g.add_argument("--embed", type=positive_int, help=f"embedding size (default {d['embed']})")
-    g.add_argument("--dropout", type=float, help="dropout on non-recurrent connections "
+    g.add_argument("--dropout", type=probability, help="dropout on non-recurrent connections "
                    f"(default {d['dropout']})")
     g.add_argument("--tie", action=argparse.BooleanOptionalAction,
                    help="tie the output layer to the embedding (needs --embed == --hidden)")
-    g.add_argument("--init-range", type=float, dest="init_range",
+    g.add_argument("--init-range", type=positive_float, dest="init_range",
                    help="initialise every weight from U(-r, r) (default: PyTorch's init)")
     g.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"],
                    help=f"default {d['optimizer']}")
-    g.add_argument("--lr", type=float, help=f"learning rate (default {d['lr']})")
-    g.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
-    g.add_argument("--weight-decay", type=float, dest="weight_decay", help="default 0")
-    g.add_argument("--clip", type=float, help="clip the global gradient L2 norm to this "
-                   f"(0: off; default {d['clip']})")
+    g.add_argument("--lr", type=positive_float, help=f"learning rate (default {d['lr']})")
+    g.add_argument("--momentum", type=probability, help="SGD momentum (default 0)")
+    g.add_argument("--weight-decay", type=non_negative_float, dest="weight_decay",
+                   help="default 0")
+    g.add_argument("--clip", type=non_negative_float,
+                   help=f"clip the global gradient L2 norm to this (0: off; default {d['clip']})")
     g.add_argument("--loss", choices=["mean", "sum_time"], help="mean NLL over tokens, or summed "
                    "over the unrolled steps and averaged over the batch (Zaremba et al.)")
     g.add_argument("--lr-schedule", choices=["none", "step", "plateau"], dest="lr_schedule",
                    help="step: multiply by --lr-decay each epoch after --lr-decay-start; "
                    "plateau: multiply by --lr-decay when validation does not improve")
-    g.add_argument("--lr-decay-start", type=int, dest="lr_decay_start")
-    g.add_argument("--lr-decay", type=float, dest="lr_decay")
-    g.add_argument("--patience", type=int, help="early stop after N epochs without improvement")
+    g.add_argument("--lr-decay-start", type=non_negative_int, dest="lr_decay_start",
+                   help=f"step: epochs at the initial lr (default {d['lr_decay_start']})")
+    g.add_argument("--lr-decay", type=positive_float, dest="lr_decay",
+                   help=f"the lr's factor at each decay (default {d['lr_decay']})")
+    g.add_argument("--patience", type=non_negative_int,
+                   help="early stop after N epochs without improvement (0: off)")
     g.add_argument("--batch-size", type=positive_int, dest="batch_size",
                    help=f"parallel streams (default {d['batch_size']})")
     g.add_argument("--bptt", type=positive_int, help="steps per truncated-BPTT window "
                    f"(default {d['bptt']})")
     g.add_argument("--epochs", type=positive_int, help=f"default {d['epochs']}")
     g.add_argument("--eval-batch-size", type=positive_int, dest="eval_batch_size")
-    g.add_argument("--max-steps", type=int, dest="max_steps", help="stop after N steps (0: off)")
-    g.add_argument("--seed", type=int, help="seed of initialisation and dropout (default 0)")
+    g.add_argument("--max-steps", type=non_negative_int, dest="max_steps",
+                   help="stop after N steps in all (0: off)")
+    g.add_argument("--seed", type=non_negative_int,
+                   help="seed of initialisation and dropout (default 0)")
     g.add_argument("--log-every", type=positive_int, dest="log_every",
                    help="steps between metrics.jsonl records (default 50)")
 
@@ -242,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
         + "\n\nExamples:\n  rnnlab train lm --out runs/shakespeare\n"
         "  rnnlab train lm --preset zaremba-small --data ../shared/data/ptb --out runs/ptb\n"
         "  rnnlab train lm --out runs/shakespeare --resume --epochs 4\n\n"
-        "Ctrl-C or SIGTERM (kill PID) saves a checkpoint of the step in progress and exits; "
-        "--resume continues from it.",
+        "Ctrl-C or SIGTERM (kill PID) lets the step in progress finish, saves a checkpoint "
+        "and exits; --resume continues from it (and takes only --epochs, --max-steps, "
+        "--log-every and --data).",
     )
     lm.add_argument("--out", required=True, metavar="DIR",
                     help="run directory: checkpoint/, config.json, vocab.json, metrics.jsonl")
@@ -276,13 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
     gen.add_argument("--prompt", required=True, help="text to continue (words or characters)")
     gen.add_argument("--length", type=positive_int, default=200, help="tokens to generate")
-    gen.add_argument("--temperature", type=float, default=0.8,
+    gen.add_argument("--temperature", type=positive_float, default=0.8,
                      help="below 1: safer, above 1: wilder (default 0.8)")
-    gen.add_argument("--top-k", type=int, default=0, dest="top_k", help="keep the k most likely")
+    gen.add_argument("--top-k", type=non_negative_int, default=0, dest="top_k",
+                     help="keep the k most likely (0: all)")
     gen.add_argument("--top-p", type=float, default=1.0, dest="top_p",
                      help="keep the smallest set of tokens with this much probability")
     gen.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=non_negative_int, default=0)
     gen.set_defaults(func=_generate)
 
     demo = sub.add_parser(

@@ -16,14 +16,15 @@ from rnnlab.models.language_model import LanguageModel
 def next_token_distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0,
                             top_p: float = 1.0) -> np.ndarray:
     """Probabilities (float64, summing to 1) after temperature, top-k and top-p filtering."""
-    if temperature <= 0:
-        raise ValueError(f"temperature: expected a positive number, got {temperature}")
+    if not 0 < temperature < np.inf:
+        raise ValueError(f"temperature: expected a finite positive number, got {temperature}")
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p: expected a number in (0, 1], got {top_p}")
     if top_k < 0:
         raise ValueError(f"top_k: expected 0 (off) or a positive integer, got {top_k}")
-    z = logits.astype(np.float64) / temperature
-    p = np.exp(z - z.max())
+    z = logits.astype(np.float64)
+    with np.errstate(over="ignore"):  # a tiny temperature sends (z - max) / T to -inf: p = 0
+        p = np.exp((z - z.max()) / temperature)  # shifted first, so the largest is exp(0) = 1
     p /= p.sum()
     if 0 < top_k < p.size:
         cutoff = np.partition(p, -top_k)[-top_k]

@@ -17,8 +17,11 @@ Perplexity is exp(mean NLL per token) over every target token of a split. A run 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -29,15 +32,32 @@ import numpy as np
 from rnnlab import optim
 from rnnlab.data.text import Corpus, Vocabulary, batchify, bptt_windows
 from rnnlab.io.atomic import atomic_write_json, atomic_write_text
-from rnnlab.io.checkpoint import load_checkpoint, run_checkpoint, save_checkpoint
+from rnnlab.io.checkpoint import CheckpointError, load_checkpoint, run_checkpoint, save_checkpoint
 from rnnlab.models.language_model import LanguageModel, LMConfig
 from rnnlab.progress import Progress
 
 TRAIN_KEYS = ("epoch", "step", "loss", "lr", "grad_norm", "tokens_per_s")
+RUN_KEYS = ("model_config", "train_config", "vocab", "data", "optimizer", "rng", "epoch",
+            "window", "step")  # what a language-model checkpoint's JSON must hold
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the gradient norm became NaN/Inf; the last good checkpoint is kept."""
+    """The loss, the gradient norm or the weights became NaN/Inf; the last good checkpoint is
+    kept."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped :meth:`Trainer.fit` between two steps, after it saved
+    a checkpoint. ``signum`` says which signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean NLL per token); inf (not an OverflowError) for a loss above ~709 nats."""
+    return math.exp(loss) if loss < 709.0 else math.inf
 
 
 @dataclass
@@ -99,9 +119,12 @@ def evaluate(model: LanguageModel, ids: np.ndarray, batch_size: int, bptt: int) 
     The stream is cut into ``batch_size`` contiguous pieces; the shorter ones are padded at their
     end and the padding is masked out, so no token is dropped and none counted twice.
     """
+    n = len(ids) - 1  # targets
+    if n < 1:
+        raise ValueError(f"evaluate: expected at least 2 tokens (an input and its target), "
+                         f"got {len(ids)}")
     was_training = model.training
     model.eval()
-    n = len(ids) - 1  # targets
     B = max(1, min(batch_size, n))
     per = -(-n // B)  # ceil
     starts = np.arange(B) * per
@@ -143,6 +166,8 @@ class Trainer:
         self.finished = False
         self.stop_reason = ""
         self.last_record: dict = {}
+        self._signal: int | None = None  # SIGINT/SIGTERM seen during fit, acted on after the step
+        self._in_step = False  # True while a step changes weights, optimizer state and counters
 
     # ------------------------------------------------------------------ one step
     def train_step(self, x: np.ndarray, y: np.ndarray):
@@ -150,7 +175,11 @@ class Trainer:
         T, B = x.shape
         model.zero_grad(lazy=True)  # marks them; backward writes its first part
         scale = 1.0 / B if cfg.loss == "sum_time" else 1.0 / (T * B)
-        nll, _, state = model.forward_loss(x, y, self.state, scale=scale)
+        try:
+            nll, _, state = model.forward_loss(x, y, self.state, scale=scale)
+        except ValueError:  # the layers refuse non-finite inputs: were the weights the cause?
+            self._check_weights()
+            raise
         loss = nll / (T * B)
         if not math.isfinite(loss):
             self._diverged(f"loss {loss}")
@@ -163,30 +192,81 @@ class Trainer:
         return loss, norm
 
     def _diverged(self, what: str):
+        ckpt = self.out / "checkpoint"
+        kept = (f"the last good checkpoint in {ckpt} is kept" if ckpt.exists()
+                else "no checkpoint had been written yet")
         raise TrainingDiverged(
-            f"training diverged at epoch {self.epoch}, step {self.step + 1} ({what}); the last "
-            f"good checkpoint in {self.out / 'checkpoint'} is kept (try a lower --lr or --clip)"
+            f"training diverged at epoch {self.epoch}, step {self.step + 1} ({what}); {kept} "
+            "(try a lower --lr or --clip)"
         )
+
+    def _check_weights(self) -> None:
+        """Diverged if a weight is NaN/Inf (a step can overflow them while the loss and the
+        gradient norm it saw were finite). One pass over the weights: run before every save
+        and evaluation, not every step."""
+        bad = [k for k, p in self.model.parameters().items() if not np.isfinite(p).all()]
+        if bad:
+            self._diverged(f"non-finite weights in {', '.join(bad[:3])}")
+
+    @contextlib.contextmanager
+    def _signals_between_steps(self):
+        """While fit runs (in the main thread), SIGINT and SIGTERM only set a flag; the loop
+        stops at the next step boundary, so the checkpoint never holds half a step (weights
+        updated, counters not; a dropout generator already advanced). A second signal stops at
+        once, without saving. A signal the process ignores (a background job's SIGINT) stays
+        ignored."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):  # no print here: it could re-enter a write in progress
+            if self._signal is not None or not self._in_step:
+                raise Interrupted(signum)  # a second signal, or between steps: stop now
+            self._signal = signum
+
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                previous[sig] = signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
         """Train until ``epochs`` (or ``max_steps``); returns the final metrics record."""
         cfg = self.cfg
+        self._signal, self._in_step = None, False
         self.out.mkdir(parents=True, exist_ok=True)
+        metrics = self.out / "metrics.jsonl"
+        if self.step == 0 and metrics.exists():  # left by a run that saved no checkpoint
+            self.log(f"{metrics}: replacing the records of an earlier run that saved no "
+                     "checkpoint")
+            metrics.unlink()
         windows = list(bptt_windows(self.train_data, cfg.bptt))
         record: dict = {}
         try:
-            while self.epoch <= cfg.epochs and not self.finished:
-                if isinstance(self.schedule, optim.StepDecay):
-                    self.schedule.set_epoch(self.epoch)
-                record = self._run_epoch(windows)
-                if self.finished:
-                    break
-        except KeyboardInterrupt:
+            with self._signals_between_steps():
+                while self.epoch <= cfg.epochs and not self.finished:
+                    if isinstance(self.schedule, optim.StepDecay):
+                        self.schedule.set_epoch(self.epoch)
+                    record = self._run_epoch(windows)
+                    if self.finished:
+                        break
+                if self._signal is not None:  # it came during the last epoch's bookkeeping
+                    raise Interrupted(self._signal)
+        except KeyboardInterrupt as err:
+            if self._in_step:  # half a step applied: the checkpoint on disk stays as it was
+                self.log(f"interrupted in the middle of step {self.step + 1}: not saved; "
+                         f"{self.out / 'checkpoint'} holds the last saved state")
+                raise
             self.save()
             self.log(f"interrupted: checkpoint saved in {self.out / 'checkpoint'} "
                      f"(epoch {self.epoch}, step {self.step}); continue with --resume")
-            raise
+            signum = getattr(err, "signum", None) or self._signal or signal.SIGINT
+            raise Interrupted(signum) from None
         if self.finished or self.epoch > cfg.epochs:
             record = self._final_record(record)
         return record
@@ -199,10 +279,17 @@ class Trainer:
         tick = time.perf_counter()
         with bar:
             while self.window < len(windows):
+                if self._signal is not None:
+                    raise Interrupted(self._signal)
+                if cfg.max_steps and self.step >= cfg.max_steps:  # resumed at or past the limit
+                    self.finished, self.stop_reason = True, "max_steps"
+                    break
                 x, y = windows[self.window]
+                self._in_step = True
                 loss, norm = self.train_step(x, y)
                 self.window += 1
                 self.step += 1
+                self._in_step = False
                 sums["loss"] += loss
                 sums["tokens"] += x.size
                 sums["norm"] += norm
@@ -232,12 +319,14 @@ class Trainer:
 
     def _end_of_epoch(self, record: dict) -> dict:
         cfg = self.cfg
+        self._check_weights()
         valid = evaluate(self.model, self.corpus.valid, cfg.eval_batch_size, cfg.bptt)
         record = {**(record or self._last_train_record()),
-                  "valid_loss": valid, "valid_ppl": math.exp(valid)}
+                  "valid_loss": valid, "valid_ppl": perplexity(valid)}
         self._write_metrics(record)
         self.log(f"epoch {self.epoch}: train loss {record['loss']:.4f}, valid loss {valid:.4f} "
-                 f"(ppl {math.exp(valid):.2f}), lr {self.optimizer.lr:g}")
+                 f"(ppl {perplexity(valid):.2f}), lr {self.optimizer.lr:g}")
+        self._in_step = True  # the epoch's counters change together (a signal waits)
         if valid < self.best_valid:
             self.best_valid, self.bad_evals = valid, 0
         else:
@@ -250,6 +339,7 @@ class Trainer:
         self.epoch += 1
         self.window = 0
         self.state = self.model.initial_state(cfg.batch_size)
+        self._in_step = False
         self.save()
         return record
 
@@ -263,10 +353,10 @@ class Trainer:
         test = evaluate(self.model, self.corpus.test, cfg.eval_batch_size, cfg.bptt)
         last = record or self._last_train_record()
         final = {**{k: last[k] for k in TRAIN_KEYS},
-                 "valid_loss": valid, "valid_ppl": math.exp(valid),
-                 "test_loss": test, "test_ppl": math.exp(test), "final": True}
+                 "valid_loss": valid, "valid_ppl": perplexity(valid),
+                 "test_loss": test, "test_ppl": perplexity(test), "final": True}
         self._write_metrics(final)
-        self.log(f"final: valid ppl {math.exp(valid):.2f}, test ppl {math.exp(test):.2f} "
+        self.log(f"final: valid ppl {perplexity(valid):.2f}, test ppl {perplexity(test):.2f} "
                  f"(valid loss {valid:.4f}, test loss {test:.4f} nats/token)")
         return final
 
@@ -283,7 +373,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
-        """Write ``checkpoint/`` atomically (a failed write leaves the previous one intact)."""
+        """Write ``checkpoint/`` atomically (a failed write leaves the previous one intact).
+        Weights that are no longer finite are never written: that raises TrainingDiverged."""
+        self._check_weights()
         carry = self.state if isinstance(self.state, tuple) else (self.state,)
         arrays, meta = self.optimizer.state_dict()
         arrays = {**arrays, **{f"carry/{i}": s for i, s in enumerate(carry)}}
@@ -292,7 +384,7 @@ class Trainer:
             "model_config": self.model.config.to_dict(),
             "train_config": asdict(self.cfg),
             "vocab": self.corpus.vocab.to_dict(),
-            "data": {"source": self.corpus.source, "level": self.corpus.level},
+            "data": {"source": _absolute(self.corpus.source), "level": self.corpus.level},
             "optimizer": meta,
             "schedule": self.schedule.state_dict() if self.schedule else None,
             "rng": self.model.rng_states(),
@@ -333,10 +425,28 @@ class Trainer:
         if not path.exists():
             return
         lines = path.read_text(encoding="utf-8").splitlines()
-        records = [(ln, json.loads(ln)) for ln in lines if ln.strip()]
+        records = []
+        for i, ln in enumerate(lines):
+            if not ln.strip():
+                continue
+            try:
+                records.append((ln, json.loads(ln)))
+            except json.JSONDecodeError as err:
+                if i == len(lines) - 1:  # torn by a crash while it was appended: dropped
+                    self.log(f"{path}: dropped an incomplete last line")
+                    continue
+                raise ValueError(f"{path}, line {i + 1}: not a JSON record ({err})") from None
         kept = [ln for ln, r in records if r.get("step", 0) <= step and not r.get("final")]
         if len(kept) != len(lines):
             atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+
+
+def _absolute(source: str) -> str:
+    """The data's location as saved in a checkpoint: absolute, so that ``eval`` and ``--resume``
+    find it from any working directory (the bundled corpus keeps its name)."""
+    if source.startswith("bundled:"):
+        return source
+    return str(Path(source).resolve())
 
 
 def load_run(path: Path):
@@ -345,6 +455,11 @@ def load_run(path: Path):
     weights, state, arrays = load_checkpoint(ckpt)
     if state.get("kind") != "language_model":
         raise ValueError(f"{ckpt}: expected a language-model checkpoint, got {state.get('kind')!r}")
+    missing = [k for k in RUN_KEYS if k not in state]
+    missing += [f"data.{k}" for k in ("source", "level") if k not in state.get("data", {})]
+    if missing:
+        raise CheckpointError(f"{ckpt}: the run's state lacks {', '.join(missing)}; expected "
+                              f"{', '.join(RUN_KEYS)} (a damaged or hand-edited checkpoint)")
     config = dataclass_from_dict(LMConfig, state["model_config"])
     model = LanguageModel(config, seed=0)
     model.load_state_dict(weights)

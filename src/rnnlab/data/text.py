@@ -337,11 +337,12 @@ def _split_stream(tokens: list[str], fracs: tuple[float, float, float], where: s
     a = math.floor(round(n * fracs[0], 6))
     b = math.floor(round(n * (fracs[0] + fracs[1]), 6))
     parts = [tokens[:a], tokens[a:b], tokens[b:]]
-    if not all(parts):
+    if min(len(p) for p in parts) < 2:
         sizes = "/".join(str(len(p)) for p in parts)
         raise DataError(
             f"{where}: {n} tokens are too few to split by {fracs} "
-            f"(got {sizes} train/valid/test); expected every split non-empty"
+            f"(got {sizes} train/valid/test); expected at least 2 tokens in every split "
+            "(an input and its target)"
         )
     return parts
 
@@ -388,6 +389,10 @@ def load_corpus(
     if p.is_dir():
         name, files = _find_layout(p)
         parts = [_tokenize(read_text(f), level) for f in files]
+        for f, part in zip(files, parts, strict=True):
+            if len(part) < 2:
+                raise DataError(f"{f}: expected at least 2 tokens (an input and its target), "
+                                f"got {len(part)}")
     else:
         name = p.stem
         parts = _split_stream(_tokenize(read_text(p), level), fracs, str(path))
