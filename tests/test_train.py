@@ -258,6 +258,19 @@ def test_cli_generate_rejects_a_non_finite_or_non_positive_temperature(capsys, t
     assert exc.value.code == 2 and "argument --temperature" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--optimizer", "adam", "--momentum", "0.9"], "--momentum (it applies to --optimizer sgd"),
+     (["--lr-decay", "0.5"], "--lr-decay (it needs --lr-schedule"),
+     (["--lr-schedule", "plateau", "--lr-decay-start", "3"], "--lr-decay-start (the plateau")],
+)
+def test_cli_refuses_options_the_configuration_ignores(tmp_path, capsys, args, message):
+    assert main(["train", "lm", "--out", str(tmp_path / "run"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_resume_refuses_options_it_would_ignore(corpus_file, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), *SMALL,

@@ -76,6 +76,7 @@ def _train_lm(args: argparse.Namespace) -> int:
         print(f"resuming {out} at epoch {trainer.epoch}, step {trainer.step}")
     else:
         r = _resolve(args)
+        _refuse_unused_options(args, r)
         corpus = load_corpus(r["data"], level=r["level"])
         model_cfg = LMConfig(vocab_size=len(corpus.vocab), cell=r["cell"], embed_size=r["embed"],
                              hidden_size=r["hidden"], num_layers=r["layers"],
@@ -116,6 +117,21 @@ def _train_lm(args: argparse.Namespace) -> int:
             print(f"--- sample {k + 1} (temperature 0.8) ---")
             print(_detokenize(vocab.decode(new), corpus.level))
     return 0
+
+
+def _refuse_unused_options(args: argparse.Namespace, r: dict) -> None:
+    """An option given on the command line that the chosen configuration would ignore is a
+    mistake worth one line, not a silent no-op."""
+    unused = []
+    if args.momentum is not None and r["optimizer"] != "sgd":
+        unused.append(f"--momentum (it applies to --optimizer sgd, not {r['optimizer']})")
+    for k in ("lr_decay", "lr_decay_start"):
+        if getattr(args, k) is not None and r["lr_schedule"] == "none":
+            unused.append(f"--{k.replace('_', '-')} (it needs --lr-schedule step or plateau)")
+    if args.lr_decay_start is not None and r["lr_schedule"] == "plateau":
+        unused.append("--lr-decay-start (the plateau schedule decays when validation stalls)")
+    if unused:
+        raise UserError(f"{'; '.join(unused)}: remove it or change the setting it depends on")
 
 
 def _banned(vocab, level: str) -> list[int]:
