@@ -59,13 +59,16 @@ def _resume(corpus_file: Path, out: Path, **overrides) -> Trainer:
     return trainer
 
 
-def test_resume_after_step_limit_equals_uninterrupted_run(corpus_file, tmp_path):
-    full = _trainer(corpus_file, tmp_path / "full")
+@pytest.mark.parametrize("log_every", [1, 7])
+def test_resume_after_step_limit_equals_uninterrupted_run(corpus_file, tmp_path, log_every):
+    """With log_every 7 the run stops inside a metrics interval: the resumed run's first record
+    still averages all 7 steps, as the uninterrupted run's does."""
+    full = _trainer(corpus_file, tmp_path / "full", log_every=log_every)
     final_full = full.fit()
-    part = _trainer(corpus_file, tmp_path / "part", max_steps=11)  # stops mid-epoch 1
-    part.fit()
+    part = _trainer(corpus_file, tmp_path / "part", max_steps=11, log_every=log_every)
+    part.fit()  # stops mid-epoch 1
     assert part.step == 11
-    resumed = _resume(corpus_file, tmp_path / "part")
+    resumed = _resume(corpus_file, tmp_path / "part", log_every=log_every)
     final_resumed = resumed.fit()
     assert _losses(tmp_path / "full") == _losses(tmp_path / "part")  # bit-identical
     assert final_full["test_ppl"] == final_resumed["test_ppl"]

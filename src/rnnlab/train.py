@@ -55,6 +55,11 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+def _new_interval() -> dict:
+    """Sums over the steps of one metrics interval (between two records)."""
+    return {"loss": 0.0, "tokens": 0, "norm": 0.0, "n": 0}
+
+
 def perplexity(loss: float) -> float:
     """exp(mean NLL per token); inf (not an OverflowError) for a loss above ~709 nats."""
     return math.exp(loss) if loss < 709.0 else math.inf
@@ -166,6 +171,7 @@ class Trainer:
         self.finished = False
         self.stop_reason = ""
         self.last_record: dict = {}
+        self.sums = _new_interval()  # the steps since the last metrics record
         self._signal: int | None = None  # SIGINT/SIGTERM seen during fit, acted on after the step
         self._in_step = False  # True while a step changes weights, optimizer state and counters
 
@@ -275,7 +281,7 @@ class Trainer:
         cfg = self.cfg
         bar = Progress(total=len(windows), desc=f"epoch {self.epoch}/{cfg.epochs}",
                        enabled=self.progress, initial=self.window)
-        sums = {"loss": 0.0, "tokens": 0, "norm": 0.0, "n": 0}
+        sums = self.sums  # a resumed run goes on with the interval it was in
         tick = time.perf_counter()
         with bar:
             while self.window < len(windows):
@@ -289,26 +295,27 @@ class Trainer:
                 loss, norm = self.train_step(x, y)
                 self.window += 1
                 self.step += 1
-                self._in_step = False
                 sums["loss"] += loss
                 sums["tokens"] += x.size
                 sums["norm"] += norm
                 sums["n"] += 1
+                self._in_step = False
                 elapsed = time.perf_counter() - tick
                 bar.update(loss=f"{loss:.3f}", ppl=f"{math.exp(min(loss, 50)):.1f}",
                            tok_s=f"{sums['tokens'] / max(elapsed, 1e-9):.0f}", gnorm=f"{norm:.2f}")
                 if self.step % cfg.log_every == 0:
                     self._write_metrics(self._record(sums, elapsed))
-                    sums = {"loss": 0.0, "tokens": 0, "norm": 0.0, "n": 0}
+                    self.sums = sums = _new_interval()
                     tick = time.perf_counter()
                 if cfg.max_steps and self.step >= cfg.max_steps:
                     self.finished, self.stop_reason = True, "max_steps"
                     break
         record = self._record(sums, time.perf_counter() - tick) if sums["n"] else {}
         if not self.finished:
+            self.sums = _new_interval()  # an epoch's last interval ends with it
             record = self._end_of_epoch(record)
         else:
-            self.save()
+            self.save()  # with the open interval, for --resume
         return record
 
     def _record(self, sums, elapsed) -> dict:
@@ -392,6 +399,7 @@ class Trainer:
             "best_valid": self.best_valid if math.isfinite(self.best_valid) else None,
             "bad_evals": self.bad_evals, "finished": self.finished,
             "stop_reason": self.stop_reason, "last_record": self.last_record,
+            "interval": {k: self.sums[k] for k in ("loss", "norm", "n")},
         }
         save_checkpoint(self.out / "checkpoint", self.model.state_dict(), state, arrays)
         atomic_write_json(self.out / "config.json", {"model": state["model_config"],
@@ -415,6 +423,8 @@ class Trainer:
         # a run stopped by --max-steps goes on when resumed; one that stopped early does not
         self.finished = bool(state.get("finished")) and self.stop_reason != "max_steps"
         self.last_record = state.get("last_record") or {}
+        # the open metrics interval (its throughput restarts: tokens count from here)
+        self.sums = {**_new_interval(), **state.get("interval", {})}
         self.state = tuple(carry) if len(carry) == 2 else carry[0]
         self._truncate_metrics(self.step)
 
