@@ -90,3 +90,9 @@ def test_a_tiny_temperature_is_the_argmax_not_nan():
     assert p.tolist() == [0.0, 1.0, 0.0, 0.0]
     q = next_token_distribution(np.array([0.5, -0.5]), temperature=1e300)  # nearly uniform
     np.testing.assert_allclose(q, [0.5, 0.5], atol=1e-12)
+
+
+def test_top_k_keeps_exactly_k_on_ties():
+    p = next_token_distribution(np.log(np.array([0.1, 0.3, 0.3, 0.3])), top_k=2)
+    assert np.count_nonzero(p) == 2
+    np.testing.assert_allclose(p, [0, 0.5, 0.5, 0], atol=1e-12)

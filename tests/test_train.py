@@ -289,6 +289,12 @@ def test_cli_resume_refuses_options_it_would_ignore(corpus_file, tmp_path, capsy
                  "--max-steps", "5", "--no-progress", "--samples", "0"]) == 0
     state = json.loads((out / "checkpoint" / "checkpoint.json").read_text())
     assert state["step"] == 5 and state["data"]["source"] == str(moved)
+    lines = moved.read_text().splitlines(keepends=True)  # two words swapped in a training
+    lines[40] = lines[40].replace("quick brown", "brown quick")  # line: the same vocabulary
+    moved.write_text("".join(lines))
+    capsys.readouterr()
+    assert main(["train", "lm", "--out", str(out), "--resume", "--max-steps", "7"]) == 2
+    assert "not the one this run started with" in capsys.readouterr().err
 
 
 def test_the_saved_data_path_is_absolute(corpus_file, tmp_path, monkeypatch, capsys):

@@ -49,7 +49,7 @@ def _train_lm(args: argparse.Namespace) -> int:
     from rnnlab.data.text import load_corpus
     from rnnlab.generate import generate
     from rnnlab.models.language_model import LanguageModel, LMConfig
-    from rnnlab.train import TrainConfig, Trainer, load_run
+    from rnnlab.train import TrainConfig, Trainer, load_run, train_fingerprint
 
     out = Path(args.out)
     if args.resume:
@@ -66,6 +66,11 @@ def _train_lm(args: argparse.Namespace) -> int:
         corpus = load_corpus(source, level=data["level"])
         if corpus.vocab.fingerprint() != vocab.fingerprint():
             raise UserError(f"{out}: the data's vocabulary does not match the checkpoint's")
+        saved = data.get("train_sha256")
+        if saved is not None and saved != train_fingerprint(corpus):
+            raise UserError(f"{out}: the training text in {source} is not the one this run "
+                            "started with (same vocabulary, other tokens): resuming would "
+                            "train on other windows")
         opts["max_steps"] = args.max_steps or 0  # steps in all, counted from the run's start
         for k in ("epochs", "log_every"):
             if getattr(args, k) is not None:

@@ -26,9 +26,11 @@ def next_token_distribution(logits: np.ndarray, temperature: float = 1.0, top_k:
     with np.errstate(over="ignore"):  # a tiny temperature sends (z - max) / T to -inf: p = 0
         p = np.exp((z - z.max()) / temperature)  # shifted first, so the largest is exp(0) = 1
     p /= p.sum()
-    if 0 < top_k < p.size:
-        cutoff = np.partition(p, -top_k)[-top_k]
-        p = np.where(p >= cutoff, p, 0.0)
+    if 0 < top_k < p.size:  # exactly k, also on ties (the lower id wins among equals)
+        keep = np.argsort(-p, kind="stable")[:top_k]
+        filtered = np.zeros_like(p)
+        filtered[keep] = p[keep]
+        p = filtered
     if top_p < 1.0:
         order = np.argsort(-p, kind="stable")
         mass = np.cumsum(p[order]) / p.sum()

@@ -18,6 +18,7 @@ Perplexity is exp(mean NLL per token) over every target token of a split. A run 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import signal
@@ -391,7 +392,8 @@ class Trainer:
             "model_config": self.model.config.to_dict(),
             "train_config": asdict(self.cfg),
             "vocab": self.corpus.vocab.to_dict(),
-            "data": {"source": _absolute(self.corpus.source), "level": self.corpus.level},
+            "data": {"source": _absolute(self.corpus.source), "level": self.corpus.level,
+                     "train_sha256": train_fingerprint(self.corpus)},
             "optimizer": meta,
             "schedule": self.schedule.state_dict() if self.schedule else None,
             "rng": self.model.rng_states(),
@@ -449,6 +451,12 @@ class Trainer:
         kept = [ln for ln, r in records if r.get("step", 0) <= step and not r.get("final")]
         if len(kept) != len(lines):
             atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+
+
+def train_fingerprint(corpus: Corpus) -> str:
+    """sha256 (hex) of the training split's token ids: a resumed run must see the same stream
+    (an edited text with the same vocabulary would silently shift every window)."""
+    return hashlib.sha256(np.ascontiguousarray(corpus.train, np.int64).tobytes()).hexdigest()
 
 
 def _absolute(source: str) -> str:
