@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnlab.generate import generate, next_token_distribution
+from rnnlab.generate import generate, next_token_distribution, suggest
 from rnnlab.models import LanguageModel, LMConfig
 
 
@@ -96,3 +96,18 @@ def test_top_k_keeps_exactly_k_on_ties():
     p = next_token_distribution(np.log(np.array([0.1, 0.3, 0.3, 0.3])), top_k=2)
     assert np.count_nonzero(p) == 2
     np.testing.assert_allclose(p, [0, 0.5, 0.5, 0], atol=1e-12)
+
+
+def test_suggest_lists_the_most_likely_next_tokens_with_softmax_probabilities():
+    model = _model()
+    prompt = [3, 1, 4, 1, 5]
+    z = model(np.array(prompt).reshape(-1, 1))[0][-1, 0].astype(np.float64)
+    softmax = np.exp(z - z.max()) / np.exp(z - z.max()).sum()  # by hand, from the logits
+    ranked = np.argsort(-softmax)
+    got = suggest(model, prompt, 4)
+    assert [i for i, _ in got] == ranked[:4].tolist()
+    np.testing.assert_allclose([p for _, p in got], softmax[ranked[:4]], rtol=1e-12)
+    banned = int(ranked[0])
+    assert [i for i, _ in suggest(model, prompt, 3, banned=[banned])] == ranked[1:4].tolist()
+    with pytest.raises(ValueError, match="positive"):
+        suggest(model, prompt, 0)

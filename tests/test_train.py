@@ -401,6 +401,18 @@ def test_cli_unknown_option_exits_nonzero(capsys):
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
+def test_cli_generate_suggest_prints_n_ranked_tokens(corpus_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(out), "--prompt", "the quick", "--suggest",
+                 "3"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [r.split()[0] for r in rows] == ["1", "2", "3"]
+    probs = [float(r.split()[1].rstrip("%")) for r in rows]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 100.0
+
+
 def test_generate_warns_about_unknown_prompt_tokens(corpus_file, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), *SMALL]) == 0

@@ -178,7 +178,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from rnnlab.generate import generate
+    from rnnlab.generate import generate, suggest
     from rnnlab.train import load_run
 
     model, vocab, state, _, _ = load_run(Path(args.checkpoint))
@@ -191,6 +191,12 @@ def _generate(args: argparse.Namespace) -> int:
         shown = ", ".join(repr(u) for u in sorted(set(unknown))[:10])
         print(f"rnnlab: warning: {len(unknown)} prompt token(s) not in the vocabulary, "
               f"read as <unk>: {shown}", file=sys.stderr)
+    if args.suggest:
+        for rank, (i, p) in enumerate(suggest(model, ids, args.suggest, _banned(vocab, level)), 1):
+            token = vocab.itos[i]
+            print(f"{rank:>3}  {p:8.2%}  {token!r}" if level == "char" else
+                  f"{rank:>3}  {p:8.2%}  {token}")
+        return 0
     new = generate(model, ids, args.length, temperature=args.temperature, top_k=args.top_k,
                    top_p=args.top_p, greedy=args.greedy, seed=args.seed,
                    banned=_banned(vocab, level))
@@ -325,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep the smallest set of tokens with this much probability")
     gen.add_argument("--greedy", action="store_true", help="always take the most likely token")
     gen.add_argument("--seed", type=non_negative_int, default=0)
+    gen.add_argument("--suggest", type=positive_int, metavar="N",
+                     help="autocomplete: print the N most likely next tokens after the prompt, "
+                     "with their probabilities, instead of generating text")
     gen.set_defaults(func=_generate)
 
     demo = sub.add_parser(

@@ -1,4 +1,5 @@
-"""Text generation from a language model: greedy, or sampling with temperature, top-k, top-p.
+"""Text generation from a language model: greedy, or sampling with temperature, top-k, top-p;
+and autocomplete suggestions (the most likely next tokens after a prompt).
 
     p = softmax(logits / temperature)
     top-k: keep the k most probable tokens;  top-p: keep the smallest set whose mass >= p
@@ -71,3 +72,23 @@ def generate(model: LanguageModel, prompt_ids: list[int] | np.ndarray, length: i
         logits, state = model(np.array([[token]], dtype=np.int64), state)
     model.train(was_training)
     return out
+
+
+def suggest(model: LanguageModel, prompt_ids: list[int] | np.ndarray, n: int,
+            banned: list[int] | None = None) -> list[tuple[int, float]]:
+    """Autocomplete: the ``n`` most likely next tokens after ``prompt_ids`` as (id, probability),
+    most likely first; p = softmax(logits) of the prompt's last step (float64). ``banned`` ids
+    are left out of the list (their probability is not moved to the others)."""
+    if len(prompt_ids) == 0:
+        raise ValueError("prompt: expected at least one token, got none")
+    if n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n}")
+    was_training = model.training
+    model.eval()
+    logits, _ = model(np.asarray(prompt_ids, dtype=np.int64).reshape(-1, 1))
+    model.train(was_training)
+    z = logits[-1, 0].astype(np.float64)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    order = [int(i) for i in np.argsort(-p, kind="stable") if not banned or i not in banned]
+    return [(i, float(p[i])) for i in order[:n]]
