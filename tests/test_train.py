@@ -104,6 +104,83 @@ def test_ctrl_c_saves_and_resume_continues_exactly(corpus_file, tmp_path, monkey
     assert _losses(tmp_path / "full") == _losses(tmp_path / "part")
 
 
+def _records(out: Path) -> list[dict]:
+    """Every metrics record, without the one field that depends on the clock."""
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(ln).items() if k != "tokens_per_s"} for ln in lines]
+
+
+def _signal_once(monkeypatch, cls, name, when, signum=signal.SIGINT):
+    """Patch cls.name to send ``signum`` to this process the first time ``when(self, *args)``
+    holds, right after the original method ran."""
+    original = getattr(cls, name)
+    sent = {"done": False}
+
+    def patched(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if not sent["done"] and when(self, *args, **kwargs):
+            sent["done"] = True
+            os.kill(os.getpid(), signum)
+        return result
+
+    monkeypatch.setattr(cls, name, patched)
+    return original
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["during validation", "after a metrics record", "during the final test evaluation"],
+)
+def test_a_signal_anywhere_in_fit_resumes_to_the_same_records(corpus_file, tmp_path,
+                                                               monkeypatch, where):
+    """Signals are only flagged; the loop stops where its state is whole. Wherever one lands,
+    the resumed run writes exactly the uninterrupted run's records (epoch-end ones included)
+    and ends with the same weights. log_every 7 leaves an open interval at each stop."""
+    full = _trainer(corpus_file, tmp_path / "full", log_every=7)
+    final_full = full.fit()
+    part = _trainer(corpus_file, tmp_path / "part", log_every=7)
+    if where == "during validation":  # an evaluation window of epoch 1
+        target = (LanguageModel, "forward_loss",
+                  lambda m, *a, **k: k.get("scale", 1) is None and part.epoch == 1)
+    elif where == "after a metrics record":  # between writing a record and the next step
+        target = (Trainer, "_write_metrics", lambda t, r: r["step"] == 14)
+    else:  # the test split, after the last epoch
+        target = (LanguageModel, "forward_loss",
+                  lambda m, *a, **k: k.get("scale", 1) is None and part.epoch > 2)
+    original = _signal_once(monkeypatch, *target, signum=signal.SIGTERM)
+    with pytest.raises(Interrupted) as info:
+        part.fit()
+    assert info.value.signum == signal.SIGTERM and not info.value.at_once
+    assert part.model.training  # evaluation gave training mode back
+    monkeypatch.setattr(target[0], target[1], original)
+    resumed = _resume(corpus_file, tmp_path / "part", log_every=7)
+    final = resumed.fit()
+    assert _records(tmp_path / "full") == _records(tmp_path / "part")
+    assert final["test_ppl"] == final_full["test_ppl"]
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_signal_stops_at_once_and_saves_nothing(corpus_file, tmp_path, monkeypatch):
+    part = _trainer(corpus_file, tmp_path / "part")
+    calls = {"n": 0}
+    original = Trainer.train_step
+
+    def twice(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == 60:  # in epoch 2: two signals before the step's arithmetic
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, x, y)
+
+    monkeypatch.setattr(Trainer, "train_step", twice)
+    with pytest.raises(Interrupted) as info:
+        part.fit()
+    assert info.value.at_once
+    state = json.loads((tmp_path / "part" / "checkpoint" / "checkpoint.json").read_text())
+    assert (state["epoch"], state["step"]) == (2, 47)  # the end of epoch 1, not step 59
+
+
 def test_an_interrupt_inside_a_step_saves_nothing(corpus_file, tmp_path, monkeypatch):
     """An interrupt that lands between the weight update and the step counter (a second Ctrl-C,
     or one outside the main thread) must not save half a step: the checkpoint stays as the
@@ -411,6 +488,35 @@ def test_cli_generate_suggest_prints_n_ranked_tokens(corpus_file, tmp_path, caps
     assert [r.split()[0] for r in rows] == ["1", "2", "3"]
     probs = [float(r.split()[1].rstrip("%")) for r in rows]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 100.0
+
+
+def test_cli_generate_suggest_refuses_sampling_options(capsys):
+    code = main(["generate", "--checkpoint", "x", "--prompt", "a", "--suggest", "3",
+                 "--temperature", "0.5", "--top-k", "4"])
+    assert code == 2
+    assert "--temperature, --top-k would have no effect" in capsys.readouterr().err
+
+
+def test_cli_plain_resume_keeps_the_step_limit_of_an_interrupted_run(corpus_file, tmp_path,
+                                                                     monkeypatch, capsys):
+    """Stopped by a signal before its --max-steps, a run resumed without options still stops
+    at that limit; one that reached its limit goes on without it."""
+    out = tmp_path / "run"
+    original = _signal_once(monkeypatch, Trainer, "train_step", lambda t, x, y: t.step == 9)
+    assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), *SMALL,
+                 "--samples", "0", "--max-steps", "30"]) == 130
+    monkeypatch.setattr(Trainer, "train_step", original)
+
+    def step():
+        return json.loads((out / "checkpoint" / "checkpoint.json").read_text())["step"]
+
+    assert step() == 10
+    assert main(["train", "lm", "--out", str(out), "--resume", "--no-progress",
+                 "--samples", "0"]) == 0
+    assert step() == 30
+    assert main(["train", "lm", "--out", str(out), "--resume", "--no-progress",
+                 "--samples", "0"]) == 0
+    assert step() == 47  # the end of the only epoch
 
 
 def test_generate_warns_about_unknown_prompt_tokens(corpus_file, tmp_path, capsys):

@@ -71,7 +71,10 @@ def _train_lm(args: argparse.Namespace) -> int:
             raise UserError(f"{out}: the training text in {source} is not the one this run "
                             "started with (same vocabulary, other tokens): resuming would "
                             "train on other windows")
-        opts["max_steps"] = args.max_steps or 0  # steps in all, counted from the run's start
+        if args.max_steps is not None:  # steps in all, counted from the run's start
+            opts["max_steps"] = args.max_steps
+        elif state.get("stop_reason") == "max_steps":  # it reached its limit: go on without
+            opts["max_steps"] = 0
         for k in ("epochs", "log_every"):
             if getattr(args, k) is not None:
                 opts[k] = getattr(args, k)
@@ -181,6 +184,13 @@ def _generate(args: argparse.Namespace) -> int:
     from rnnlab.generate import generate, suggest
     from rnnlab.train import load_run
 
+    sampling = {"--length": args.length, "--temperature": args.temperature,
+                "--top-k": args.top_k, "--top-p": args.top_p, "--seed": args.seed,
+                "--greedy": args.greedy or None}
+    given = [name for name, value in sampling.items() if value is not None]
+    if args.suggest and given:
+        raise UserError(f"--suggest lists the next tokens' probabilities and generates "
+                        f"nothing: {', '.join(given)} would have no effect")
     model, vocab, state, _, _ = load_run(Path(args.checkpoint))
     level = state["data"]["level"]
     tokens = list(args.prompt) if level == "char" else args.prompt.split()
@@ -197,12 +207,17 @@ def _generate(args: argparse.Namespace) -> int:
             print(f"{rank:>3}  {p:8.2%}  {token!r}" if level == "char" else
                   f"{rank:>3}  {p:8.2%}  {token}")
         return 0
-    new = generate(model, ids, args.length, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p, greedy=args.greedy, seed=args.seed,
-                   banned=_banned(vocab, level))
+    new = generate(model, ids, _default(args.length, 200),
+                   temperature=_default(args.temperature, 0.8), top_k=_default(args.top_k, 0),
+                   top_p=_default(args.top_p, 1.0), greedy=args.greedy,
+                   seed=_default(args.seed, 0), banned=_banned(vocab, level))
     sep = "" if level == "char" else " "
     print(args.prompt + sep + _detokenize(vocab.decode(new), level))
     return 0
+
+
+def _default(value, default):
+    return default if value is None else value
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -322,15 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "top-k and top-p (nucleus) filtering.")
     gen.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
     gen.add_argument("--prompt", required=True, help="text to continue (words or characters)")
-    gen.add_argument("--length", type=positive_int, default=200, help="tokens to generate")
-    gen.add_argument("--temperature", type=positive_float, default=0.8,
+    gen.add_argument("--length", type=positive_int, help="tokens to generate (default 200)")
+    gen.add_argument("--temperature", type=positive_float,
                      help="below 1: safer, above 1: wilder (default 0.8)")
-    gen.add_argument("--top-k", type=non_negative_int, default=0, dest="top_k",
+    gen.add_argument("--top-k", type=non_negative_int, dest="top_k",
                      help="keep the k most likely (0: all)")
-    gen.add_argument("--top-p", type=float, default=1.0, dest="top_p",
-                     help="keep the smallest set of tokens with this much probability")
+    gen.add_argument("--top-p", type=float, dest="top_p",
+                     help="keep the smallest set of tokens with this much probability, in (0, 1] "
+                     "(default 1: all)")
     gen.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    gen.add_argument("--seed", type=non_negative_int, default=0)
+    gen.add_argument("--seed", type=non_negative_int, help="sampling seed (default 0)")
     gen.add_argument("--suggest", type=positive_int, metavar="N",
                      help="autocomplete: print the N most likely next tokens after the prompt, "
                      "with their probabilities, instead of generating text")

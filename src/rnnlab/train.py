@@ -48,12 +48,17 @@ class TrainingDiverged(RuntimeError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) or SIGTERM stopped :meth:`Trainer.fit` between two steps, after it saved
-    a checkpoint. ``signum`` says which signal."""
+    """Ctrl-C (SIGINT) or SIGTERM stopped :meth:`Trainer.fit`. ``signum`` says which signal;
+    ``at_once`` is True for a second signal, which stops wherever the loop is and saves nothing
+    (the checkpoint on disk stays as it was)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, at_once: bool = False) -> None:
         super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.signum = signum
+        self.signum, self.at_once = signum, at_once
+
+
+class _Stop(Exception):
+    """A signal asked :func:`evaluate` to give up (its result would not be used)."""
 
 
 def _new_interval() -> dict:
@@ -119,18 +124,20 @@ def make_optimizer(params: dict, cfg: TrainConfig) -> optim.Optimizer:
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def evaluate(model: LanguageModel, ids: np.ndarray, batch_size: int, bptt: int) -> float:
+def evaluate(model: LanguageModel, ids: np.ndarray, batch_size: int, bptt: int,
+             stop: Callable[[], bool] | None = None) -> float:
     """Mean NLL per token over every target of ``ids`` (perplexity = exp of it).
 
     The stream is cut into ``batch_size`` contiguous pieces; the shorter ones are padded at their
-    end and the padding is masked out, so no token is dropped and none counted twice.
+    end and the padding is masked out, so no token is dropped and none counted twice. ``stop``
+    is asked between windows; when it says True the evaluation is abandoned (the Trainer's
+    Ctrl-C does not wait for a long validation).
     """
     n = len(ids) - 1  # targets
     if n < 1:
         raise ValueError(f"evaluate: expected at least 2 tokens (an input and its target), "
                          f"got {len(ids)}")
     was_training = model.training
-    model.eval()
     B = max(1, min(batch_size, n))
     per = -(-n // B)  # ceil
     starts = np.arange(B) * per
@@ -141,11 +148,16 @@ def evaluate(model: LanguageModel, ids: np.ndarray, batch_size: int, bptt: int) 
         m = max(0, min(per, n - s))
         x_all[:m, b], y_all[:m, b], valid[:m, b] = ids[s:s + m], ids[s + 1:s + m + 1], True
     state, total = model.initial_state(B), 0.0
-    for i in range(0, per, bptt):
-        nll, _, state = model.forward_loss(x_all[i:i + bptt], y_all[i:i + bptt], state,
-                                           scale=None, mask=valid[i:i + bptt])
-        total += nll
-    model.train(was_training)
+    model.eval()
+    try:
+        for i in range(0, per, bptt):
+            if stop is not None and stop():
+                raise _Stop
+            nll, _, state = model.forward_loss(x_all[i:i + bptt], y_all[i:i + bptt], state,
+                                               scale=None, mask=valid[i:i + bptt])
+            total += nll
+    finally:
+        model.train(was_training)
     return total / n
 
 
@@ -173,8 +185,7 @@ class Trainer:
         self.stop_reason = ""
         self.last_record: dict = {}
         self.sums = _new_interval()  # the steps since the last metrics record
-        self._signal: int | None = None  # SIGINT/SIGTERM seen during fit, acted on after the step
-        self._in_step = False  # True while a step changes weights, optimizer state and counters
+        self._signal: int | None = None  # SIGINT/SIGTERM seen during fit, acted on between steps
 
     # ------------------------------------------------------------------ one step
     def train_step(self, x: np.ndarray, y: np.ndarray):
@@ -198,13 +209,13 @@ class Trainer:
         self.state = state
         return loss, norm
 
-    def _diverged(self, what: str):
+    def _diverged(self, what: str, where: str | None = None):
         ckpt = self.out / "checkpoint"
         kept = (f"the last good checkpoint in {ckpt} is kept" if ckpt.exists()
                 else "no checkpoint had been written yet")
+        where = where or f"at epoch {self.epoch}, step {self.step + 1}"
         raise TrainingDiverged(
-            f"training diverged at epoch {self.epoch}, step {self.step + 1} ({what}); {kept} "
-            "(try a lower --lr or --clip)"
+            f"training diverged {where} ({what}); {kept} (try a lower --lr or --clip)"
         )
 
     def _check_weights(self) -> None:
@@ -213,39 +224,54 @@ class Trainer:
         and evaluation, not every step."""
         bad = [k for k, p in self.model.parameters().items() if not np.isfinite(p).all()]
         if bad:
-            self._diverged(f"non-finite weights in {', '.join(bad[:3])}")
+            self._diverged(f"non-finite weights in {', '.join(bad[:3])}",
+                           f"by step {self.step} (epoch {self.epoch})")
 
     @contextlib.contextmanager
-    def _signals_between_steps(self):
-        """While fit runs (in the main thread), SIGINT and SIGTERM only set a flag; the loop
-        stops at the next step boundary, so the checkpoint never holds half a step (weights
-        updated, counters not; a dropout generator already advanced). A second signal stops at
-        once, without saving. A signal the process ignores (a background job's SIGINT) stays
-        ignored."""
+    def _signals_deferred(self):
+        """While fit runs (in the main thread), SIGINT and SIGTERM only set a flag, and the loop
+        stops where its state is whole: before a step, or instead of an evaluation (which it
+        gives up). So the checkpoint never holds half a step (weights updated, counters not;
+        a dropout generator advanced), a metrics record twice, or half an epoch's bookkeeping.
+        A second signal stops at once and saves nothing. A signal the process ignores (a
+        background job's SIGINT), or one handled from C, is left alone."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def handler(signum, frame):  # no print here: it could re-enter a write in progress
-            if self._signal is not None or not self._in_step:
-                raise Interrupted(signum)  # a second signal, or between steps: stop now
+            if self._signal is not None:
+                raise Interrupted(signum, at_once=True)
             self._signal = signum
 
         previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(sig) is not signal.SIG_IGN:
-                previous[sig] = signal.signal(sig, handler)
+            old = signal.getsignal(sig)
+            if old is not None and old is not signal.SIG_IGN:
+                previous[sig] = old
+                signal.signal(sig, handler)
         try:
             yield
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
+    def _stop_requested(self) -> bool:
+        return self._signal is not None
+
+    def _evaluate(self, ids: np.ndarray) -> float:
+        """Evaluation that a signal abandons (then the loop stops, with the state unchanged)."""
+        try:
+            return evaluate(self.model, ids, self.cfg.eval_batch_size, self.cfg.bptt,
+                            stop=self._stop_requested)
+        except _Stop:
+            raise Interrupted(self._signal) from None
+
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
         """Train until ``epochs`` (or ``max_steps``); returns the final metrics record."""
         cfg = self.cfg
-        self._signal, self._in_step = None, False
+        self._signal = None
         self.out.mkdir(parents=True, exist_ok=True)
         metrics = self.out / "metrics.jsonl"
         if self.step == 0 and metrics.exists():  # left by a run that saved no checkpoint
@@ -255,7 +281,7 @@ class Trainer:
         windows = list(bptt_windows(self.train_data, cfg.bptt))
         record: dict = {}
         try:
-            with self._signals_between_steps():
+            with self._signals_deferred():
                 while self.epoch <= cfg.epochs and not self.finished:
                     if isinstance(self.schedule, optim.StepDecay):
                         self.schedule.set_epoch(self.epoch)
@@ -264,18 +290,21 @@ class Trainer:
                         break
                 if self._signal is not None:  # it came during the last epoch's bookkeeping
                     raise Interrupted(self._signal)
-        except KeyboardInterrupt as err:
-            if self._in_step:  # half a step applied: the checkpoint on disk stays as it was
-                self.log(f"interrupted in the middle of step {self.step + 1}: not saved; "
-                         f"{self.out / 'checkpoint'} holds the last saved state")
+                if self.finished or self.epoch > cfg.epochs:
+                    record = self._final_record(record)
+        except Interrupted as err:
+            if err.at_once:  # wherever it landed: the checkpoint on disk stays as it was
+                self.log(f"stopped at once: not saved; {self.out / 'checkpoint'} holds the last "
+                         "saved state")
                 raise
             self.save()
             self.log(f"interrupted: checkpoint saved in {self.out / 'checkpoint'} "
                      f"(epoch {self.epoch}, step {self.step}); continue with --resume")
-            signum = getattr(err, "signum", None) or self._signal or signal.SIGINT
-            raise Interrupted(signum) from None
-        if self.finished or self.epoch > cfg.epochs:
-            record = self._final_record(record)
+            raise
+        except KeyboardInterrupt:  # not from a signal fit saw (raised by code it called)
+            self.log(f"interrupted: not saved (the state may be half a step); "
+                     f"{self.out / 'checkpoint'} holds the last saved state")
+            raise
         return record
 
     def _run_epoch(self, windows) -> dict:
@@ -292,7 +321,6 @@ class Trainer:
                     self.finished, self.stop_reason = True, "max_steps"
                     break
                 x, y = windows[self.window]
-                self._in_step = True
                 loss, norm = self.train_step(x, y)
                 self.window += 1
                 self.step += 1
@@ -300,7 +328,6 @@ class Trainer:
                 sums["tokens"] += x.size
                 sums["norm"] += norm
                 sums["n"] += 1
-                self._in_step = False
                 elapsed = time.perf_counter() - tick
                 bar.update(loss=f"{loss:.3f}", ppl=f"{math.exp(min(loss, 50)):.1f}",
                            tok_s=f"{sums['tokens'] / max(elapsed, 1e-9):.0f}", gnorm=f"{norm:.2f}")
@@ -313,7 +340,6 @@ class Trainer:
                     break
         record = self._record(sums, time.perf_counter() - tick) if sums["n"] else {}
         if not self.finished:
-            self.sums = _new_interval()  # an epoch's last interval ends with it
             record = self._end_of_epoch(record)
         else:
             self.save()  # with the open interval, for --resume
@@ -328,13 +354,13 @@ class Trainer:
     def _end_of_epoch(self, record: dict) -> dict:
         cfg = self.cfg
         self._check_weights()
-        valid = evaluate(self.model, self.corpus.valid, cfg.eval_batch_size, cfg.bptt)
+        valid = self._evaluate(self.corpus.valid)  # a signal here stops before any change
+        self.sums = _new_interval()  # the epoch's last interval ends with it
         record = {**(record or self._last_train_record()),
                   "valid_loss": valid, "valid_ppl": perplexity(valid)}
         self._write_metrics(record)
         self.log(f"epoch {self.epoch}: train loss {record['loss']:.4f}, valid loss {valid:.4f} "
                  f"(ppl {perplexity(valid):.2f}), lr {self.optimizer.lr:g}")
-        self._in_step = True  # the epoch's counters change together (a signal waits)
         if valid < self.best_valid:
             self.best_valid, self.bad_evals = valid, 0
         else:
@@ -347,18 +373,16 @@ class Trainer:
         self.epoch += 1
         self.window = 0
         self.state = self.model.initial_state(cfg.batch_size)
-        self._in_step = False
         self.save()
         return record
 
     def _final_record(self, record: dict) -> dict:
-        cfg = self.cfg
         done = self.last_record
         if "valid_loss" in done and done.get("step") == self.step:  # the weights it measured
             valid = done["valid_loss"]
         else:
-            valid = evaluate(self.model, self.corpus.valid, cfg.eval_batch_size, cfg.bptt)
-        test = evaluate(self.model, self.corpus.test, cfg.eval_batch_size, cfg.bptt)
+            valid = self._evaluate(self.corpus.valid)
+        test = self._evaluate(self.corpus.test)
         last = record or self._last_train_record()
         final = {**{k: last[k] for k in TRAIN_KEYS},
                  "valid_loss": valid, "valid_ppl": perplexity(valid),
