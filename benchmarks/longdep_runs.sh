@@ -1,5 +1,6 @@
 #!/bin/bash
-# The long-time-lag runs behind RESULTS.md section 5, one after another on one core each.
+# The long-time-lag runs behind RESULTS.md section 5, one after another, one core each (the
+# table's runs were made two at a time, in queues holding these same commands).
 # Usage: bash benchmarks/longdep_runs.sh [OUT_DIR]   (default runs/longdep; a finished run is skipped)
 # Then:  .venv/bin/python benchmarks/plot_runs.py longdep OUT_DIR/*.json --out benchmarks/figures
 set -u
@@ -22,16 +23,24 @@ done
 run adding-T50-lstm-s0 --task adding --T 50 --cell lstm --steps 6000
 run adding-T100-lstm-s0 --task adding --T 100 --cell lstm --steps 6000 \
   --save "$OUT/adding-T100-lstm-s0.safetensors"
+run adding-T200-lstm-s0 --task adding --T 200 --cell lstm --steps 6000
+run adding-T100-rnn-save-s0 --task adding --T 100 --cell rnn --steps 2000 \
+  --save "$OUT/adding-T100-rnn-save-s0.safetensors"   # a trained RNN for gradflow
 run adding-T50-rnn256-s0 --task adding --T 50 --cell rnn --hidden 256 --steps 6000   # ~LSTM's params
 run adding-T100-rnn256-s0 --task adding --T 100 --cell rnn --hidden 256 --steps 4000
-for cell in gru lstm rnn; do
+for cell in gru lstm; do
   run copy-T50-$cell-s0 --task copy --T 50 --cell $cell --steps 8000
 done
+run copy-T50-rnn-s0 --task copy --T 50 --cell rnn --steps 4000
 run copy-T100-lstm-s0 --task copy --T 100 --cell lstm --steps 4000
 run copy-T100-rnn-s0 --task copy --T 100 --cell rnn --steps 2000
 run copy-T200-gru-s0 --task copy --T 200 --cell gru --steps 2000
 run copy-T200-lstm-s0 --task copy --T 200 --cell lstm --steps 2000
 run adding-T400-lstm-s0 --task adding --T 400 --cell lstm --steps 6000
 run adding-T400-gru-s0 --task adding --T 400 --cell gru --steps 6000
-.venv/bin/rnnlab gradflow --weights "$OUT/adding-T100-lstm-s0.safetensors" --T 1000 \
-  --csv "$OUT/gradflow-lstm-trained.csv" --plot "$OUT/gradflow-lstm-trained.png"
+for cell in lstm rnn; do
+  weights="$OUT/adding-T100-$cell-s0.safetensors"
+  [ "$cell" = rnn ] && weights="$OUT/adding-T100-rnn-save-s0.safetensors"
+  .venv/bin/rnnlab gradflow --weights "$weights" --T 1000 \
+    --csv "$OUT/gradflow-$cell-trained.csv" --plot "$OUT/gradflow-$cell-trained.png"
+done
