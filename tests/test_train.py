@@ -461,6 +461,30 @@ def test_cli_refuses_to_overwrite_a_run_and_detects_corruption(corpus_file, tmp_
     assert "corrupted or truncated" in err and len(err.strip().splitlines()) == 1
 
 
+def test_cli_eval_text_reads_any_file_with_the_checkpoints_vocabulary(corpus_file, tmp_path,
+                                                                    capsys):
+    """--text on the characters of the test split gives the test split's perplexity; unknown
+    characters are counted as <unk>."""
+    out = tmp_path / "run"
+    assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), *SMALL]) == 0
+    corpus = load_corpus(str(corpus_file), level="char")
+    test_text = tmp_path / "test.txt"
+    test_text.write_text("".join(corpus.vocab.decode(corpus.test)), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out), "--split", "test"]) == 0
+    split_ppl = capsys.readouterr().out.split("perplexity ")[1].strip()
+    assert main(["eval", "--checkpoint", str(out), "--text", str(test_text)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip().endswith(f"perplexity {split_ppl}") and "(0 of them <unk>" in printed
+    other = tmp_path / "zebra.txt"
+    other.write_text("Zebras! quick", encoding="utf-8")  # Z, b, !, ... are not in the vocabulary
+    assert main(["eval", "--checkpoint", str(out), "--text", str(other)]) == 0
+    unk = sum(ch not in corpus.vocab.itos for ch in "ebras! quick")
+    assert f"12 tokens ({unk} of them <unk>" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", str(out), "--text", str(other), "--split", "test"]) == 2
+    assert "takes no --data or --split" in capsys.readouterr().err
+
+
 def test_cli_eval_with_mismatched_vocabulary(corpus_file, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), *SMALL]) == 0

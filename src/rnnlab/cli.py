@@ -162,8 +162,16 @@ def _eval(args: argparse.Namespace) -> int:
     from rnnlab.data.text import load_corpus
     from rnnlab.train import evaluate, load_run, perplexity
 
+    if args.text is not None and (args.data is not None or args.split is not None):
+        raise UserError("--text evaluates one file with the checkpoint's vocabulary: it takes "
+                        "no --data or --split")
     model, vocab, state, _, _ = load_run(Path(args.checkpoint))
     level = state["data"]["level"]
+    bptt = state["train_config"]["bptt"]
+    batch = args.batch_size or state["train_config"]["eval_batch_size"]
+    if args.text is not None:
+        return _eval_text(args.text, model, vocab, level, batch, bptt)
+    args.split = args.split or "test"
     source = args.data if args.data is not None else _data_path(state["data"]["source"])
     corpus = load_corpus(source, level=level)
     if corpus.vocab.fingerprint() != vocab.fingerprint():
@@ -172,11 +180,27 @@ def _eval(args: argparse.Namespace) -> int:
             f"entries) does not match the checkpoint's ({len(vocab)} entries)"
         )
     ids = getattr(corpus, args.split)
-    bptt = state["train_config"]["bptt"]
-    batch = args.batch_size or state["train_config"]["eval_batch_size"]
     loss = evaluate(model, ids, batch, bptt)
     print(f"{args.split}: {len(ids) - 1:,} tokens, loss {loss:.4f} nats/token, "
           f"perplexity {perplexity(loss):.2f}")
+    return 0
+
+
+def _eval_text(path: str, model, vocab, level: str, batch: int, bptt: int) -> int:
+    """Perplexity of any UTF-8 text under the model, its tokens read with the checkpoint's
+    vocabulary (unknown ones as <unk>, which the model has seen: say how many there were)."""
+    from rnnlab.data.text import read_text, tokenize_chars, tokenize_words
+    from rnnlab.train import evaluate, perplexity
+
+    tokens = (tokenize_words if level == "word" else tokenize_chars)(read_text(path))
+    if len(tokens) < 2:
+        raise UserError(f"{path}: expected at least 2 tokens (an input and its target), "
+                        f"got {len(tokens)}")
+    ids = vocab.encode(tokens)
+    unk = int((ids[1:] == vocab.unk_id).sum())
+    loss = evaluate(model, ids, batch, bptt)
+    print(f"{path}: {len(ids) - 1:,} tokens ({unk:,} of them <unk>, {unk / (len(ids) - 1):.1%}), "
+          f"loss {loss:.4f} nats/token, perplexity {perplexity(loss):.2f}")
     return 0
 
 
@@ -326,7 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "token of the split.")
     ev.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
     ev.add_argument("--data", metavar="PATH", help="the data (default: what it was trained on)")
-    ev.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    ev.add_argument("--split", choices=["train", "valid", "test"], help="default test")
+    ev.add_argument("--text", metavar="FILE", help="instead of a split: any UTF-8 text file, "
+                    "read with the checkpoint's vocabulary (unknown tokens as <unk>)")
     ev.add_argument("--batch-size", type=positive_int, dest="batch_size",
                     help="parallel streams (default: the run's eval batch size, so the number "
                     "matches the one the run reported)")
