@@ -9,59 +9,28 @@ import signal
 import threading
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1, or a usage error that names what came."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+def _number_type(convert, ok, expected: str):
+    """An argparse type: ``convert(text)``, kept when ``ok(value)``, else a usage error that
+    says what was expected and what came."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    parse.__name__ = expected  # argparse names the type in "invalid ... value" messages
+    return parse
 
 
-def non_negative_float(text: str) -> float:
-    """A number >= 0, or a usage error that names what came."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """An integer >= 0, or a usage error that names what came."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0, or a usage error that names what came."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A number in [0, 1) (a dropout rate), or a usage error that names what came."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
-    return value
+INF = float("inf")
+positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
+non_negative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number_type(float, lambda v: 0 < v < INF, "a finite number > 0")
+non_negative_float = _number_type(float, lambda v: 0 <= v < INF, "a finite number >= 0")
+probability = _number_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")  # dropout rates
 
 
 class UserError(Exception):
