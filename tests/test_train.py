@@ -223,6 +223,24 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(corpus_file, tmp_pat
     assert before == after
 
 
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [({"clip": -1.0}, "clip: expected a finite number >= 0"),
+     ({"clip": float("nan")}, "clip: expected a finite number"),
+     ({"momentum": 1.0}, r"momentum: expected a finite number in \[0, 1\)"),
+     ({"lr": float("inf")}, "lr: expected a finite number"),
+     ({"lr_decay": 0.0}, "lr_decay: expected a finite number > 0"),
+     ({"patience": -1}, "patience: expected an integer >= 0"),
+     ({"max_steps": 1.5}, "max_steps: expected an integer >= 0"),
+     ({"epochs": True}, "epochs: expected a positive integer")],
+    ids=lambda v: str(v) if isinstance(v, dict) else "",
+)
+def test_train_config_rejects_bad_values_when_built(bad, message):
+    """Not after the first step, deep in the optimizer: the library's config says it."""
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**bad)
+
+
 def test_evaluate_counts_every_target_once(corpus_file):
     corpus = load_corpus(str(corpus_file), level="char")
     model = LanguageModel(LMConfig(vocab_size=len(corpus.vocab), embed_size=6, hidden_size=7,

@@ -21,24 +21,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from rnnlab.validate import check_number
+
 # ----------------------------------------------------------------------------- validation
-
-
-def _number(name: str, value: object, low: float = 0.0, high: float = math.inf,
-            high_open: bool = False) -> float:
-    """A finite real number in [low, high] (or [low, high) with ``high_open``)."""
-    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    if ok:
-        x = float(value)
-        below_high = x < high if high_open else x <= high
-        ok = math.isfinite(x) and low <= x and below_high
-    if not ok:
-        if high < math.inf:
-            wanted = f" in [{low:g}, {high:g}{')' if high_open else ']'}"
-        else:
-            wanted = f" >= {low:g}" if low > -math.inf else ""
-        raise ValueError(f"{name}: expected a finite number{wanted}, got {value!r}")
-    return x
 
 
 def _check_params(params: object) -> dict[str, np.ndarray]:
@@ -115,7 +100,7 @@ def _checked_rows(name: str, rows: object, g: np.ndarray) -> np.ndarray:
 
 
 def _max_norm(value: object) -> float:
-    max_norm = _number("max_norm", value)
+    max_norm = check_number("max_norm", value)
     if max_norm <= 0:
         raise ValueError(f"max_norm: expected a positive number, got {value!r}")
     return max_norm
@@ -182,7 +167,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = _number("lr", value)
+        self._lr = check_number("lr", value)
 
     # -- hooks
     def _check_hyperparameters(self, hp: dict) -> dict:
@@ -222,7 +207,7 @@ class Optimizer:
         outside the given rows. Where that leaves the other rows unchanged (plain SGD), only
         those rows are updated; otherwise (momentum, weight decay, Adam) every row is.
         """
-        grad_scale = _number("grad_scale", grad_scale)
+        grad_scale = check_number("grad_scale", grad_scale)
         if not isinstance(grads, Mapping):
             raise TypeError(f"grads: expected a dict of name -> array, got {type(grads).__name__}")
         _check_keys("grads", self.params, grads)
@@ -291,7 +276,7 @@ class Optimizer:
         if meta["class"] != cls:
             raise ValueError(f"{cls}.load_state_dict: expected state saved by {cls}, "
                              f"got state saved by {meta['class']!r}")
-        lr = _number("lr", meta["lr"])
+        lr = check_number("lr", meta["lr"])
         step = meta["step"]
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"{cls}.load_state_dict: expected a step count >= 0, got {step!r}")
@@ -336,10 +321,10 @@ class SGD(Optimizer):
     def _check_hyperparameters(self, hp: dict) -> dict:
         _check_keys("SGD hyperparameters", {"momentum", "dampening", "nesterov", "weight_decay"},
                     hp)
-        out = {"momentum": _number("momentum", hp["momentum"]),
-               "dampening": _number("dampening", hp["dampening"], high=1.0),
+        out = {"momentum": check_number("momentum", hp["momentum"]),
+               "dampening": check_number("dampening", hp["dampening"], high=1.0),
                "nesterov": hp["nesterov"],
-               "weight_decay": _number("weight_decay", hp["weight_decay"])}
+               "weight_decay": check_number("weight_decay", hp["weight_decay"])}
         if not isinstance(out["nesterov"], bool):
             raise TypeError(f"nesterov: expected a bool, got {out['nesterov']!r}")
         if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
@@ -407,10 +392,10 @@ class Adam(Optimizer):
         betas = hp["betas"]
         if not isinstance(betas, tuple | list) or len(betas) != 2:
             raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
-        return {"betas": (_number("betas[0]", betas[0], high=1.0, high_open=True),
-                          _number("betas[1]", betas[1], high=1.0, high_open=True)),
-                "eps": _number("eps", hp["eps"]),
-                "weight_decay": _number("weight_decay", hp["weight_decay"])}
+        return {"betas": (check_number("betas[0]", betas[0], high=1.0, high_open=True),
+                          check_number("betas[1]", betas[1], high=1.0, high_open=True)),
+                "eps": check_number("eps", hp["eps"]),
+                "weight_decay": check_number("weight_decay", hp["weight_decay"])}
 
     def _buffer_names(self, hp: dict) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
@@ -497,7 +482,7 @@ class StepDecay:
     def __init__(self, optimizer: Optimizer, start_epoch: int, factor: float):
         self.optimizer = _check_optimizer(optimizer)
         self.start_epoch = _non_negative_int("start_epoch", start_epoch)
-        self.factor = _number("factor", factor, high=1.0)
+        self.factor = check_number("factor", factor, high=1.0)
         if self.factor == 0:
             raise ValueError(f"factor: expected a number in (0, 1], got {factor!r}")
         self.base_lr = optimizer.lr
@@ -531,8 +516,8 @@ class StepDecay:
         restored = StepDecay.__new__(StepDecay)
         restored.optimizer = self.optimizer
         restored.start_epoch = _non_negative_int("start_epoch", state["start_epoch"])
-        restored.factor = _number("factor", state["factor"], high=1.0)
-        restored.base_lr = _number("base_lr", state["base_lr"])
+        restored.factor = check_number("factor", state["factor"], high=1.0)
+        restored.base_lr = check_number("base_lr", state["base_lr"])
         restored.set_epoch(state["epoch"])
         self.__dict__.update(restored.__dict__)
 
@@ -553,12 +538,12 @@ class ReduceOnPlateau:
     def __init__(self, optimizer: Optimizer, factor: float = 0.25, patience: int = 0,
                  threshold: float = 0.0, min_lr: float = 0.0):
         self.optimizer = _check_optimizer(optimizer)
-        self.factor = _number("factor", factor, high=1.0, high_open=True)
+        self.factor = check_number("factor", factor, high=1.0, high_open=True)
         if self.factor == 0:
             raise ValueError(f"factor: expected a number in (0, 1), got {factor!r}")
         self.patience = _non_negative_int("patience", patience)
-        self.threshold = _number("threshold", threshold, high=1.0, high_open=True)
-        self.min_lr = _number("min_lr", min_lr)
+        self.threshold = check_number("threshold", threshold, high=1.0, high_open=True)
+        self.min_lr = check_number("min_lr", min_lr)
         self.best = math.inf
         self.num_bad = 0
 
@@ -596,7 +581,7 @@ class ReduceOnPlateau:
                                    state["threshold"], state["min_lr"])
         best = state["best"]
         if best is not None:
-            best = _number("best", best, low=-math.inf)
+            best = check_number("best", best, low=-math.inf)
         restored.best = math.inf if best is None else best
         restored.num_bad = _non_negative_int("num_bad", state["num_bad"])
         self.__dict__.update(restored.__dict__)

@@ -36,6 +36,7 @@ from rnnlab.io.atomic import atomic_write_json, atomic_write_text
 from rnnlab.io.checkpoint import CheckpointError, load_checkpoint, run_checkpoint, save_checkpoint
 from rnnlab.models.language_model import LanguageModel, LMConfig
 from rnnlab.progress import Progress
+from rnnlab.validate import check_non_negative_int, check_number, check_positive_int
 
 TRAIN_KEYS = ("epoch", "step", "loss", "lr", "grad_norm", "tokens_per_s")
 RUN_KEYS = ("model_config", "train_config", "vocab", "data", "optimizer", "rng", "epoch",
@@ -100,10 +101,15 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size", "bptt", "eval_batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr: expected a positive number, got {self.lr}")
+            setattr(self, name, check_positive_int(name, getattr(self, name)))
+        for name in ("lr_decay_start", "patience", "max_steps", "seed"):
+            setattr(self, name, check_non_negative_int(name, getattr(self, name)))
+        for name in ("lr", "lr_decay"):  # factors: finite and > 0
+            if check_number(name, getattr(self, name)) == 0:
+                raise ValueError(f"{name}: expected a finite number > 0, got 0")
+        check_number("clip", self.clip)
+        check_number("weight_decay", self.weight_decay)
+        check_number("momentum", self.momentum, high=1.0, high_open=True)
 
 
 def dataclass_from_dict(cls, values: dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,6 +11,29 @@ import numpy as np
 def check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_number(name: str, value: object, low: float = 0.0, high: float = math.inf,
+                 high_open: bool = False) -> float:
+    """A finite real number in [low, high] (or [low, high) with ``high_open``)."""
+    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    if ok:
+        x = float(value)
+        below_high = x < high if high_open else x <= high
+        ok = math.isfinite(x) and low <= x and below_high
+    if not ok:
+        if high < math.inf:
+            wanted = f" in [{low:g}, {high:g}{')' if high_open else ']'}"
+        else:
+            wanted = f" >= {low:g}" if low > -math.inf else ""
+        raise ValueError(f"{name}: expected a finite number{wanted}, got {value!r}")
+    return x
+
+
+def check_non_negative_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
     return int(value)
 
 
