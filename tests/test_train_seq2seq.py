@@ -158,7 +158,8 @@ def _metrics(out):
 
 def test_cli_resume_equals_an_unbroken_run(reverse_tsv, tmp_path, capsys):
     """2 epochs, then --resume to 3 (with a lr decay across the break): the same weights and
-    metrics as 3 epochs in one go; a stray record of an epoch after the checkpoint is dropped."""
+    metrics as 3 epochs in one go; a stray record of an epoch after the checkpoint is dropped,
+    and so is a torn last line."""
     common = ["--data", str(reverse_tsv), "--lr", "0.01", "--lr-decay", "0.5",
               "--lr-decay-start", "1", *SMALL]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
@@ -166,6 +167,7 @@ def test_cli_resume_equals_an_unbroken_run(reverse_tsv, tmp_path, capsys):
     assert main(["train", "seq2seq", "--epochs", "2", "--out", str(parts), *common]) == 0
     with open(parts / "metrics.jsonl", "a", encoding="utf-8") as f:  # a crash after a record
         f.write(json.dumps({"epoch": 3, "loss": 9.0}) + "\n")
+        f.write('{"epoch": 3, "lo')  # and one torn while it was appended
     assert main(["train", "seq2seq", "--resume", "--epochs", "3", "--out", str(parts),
                  "--no-progress"]) == 0
     assert "resuming" in capsys.readouterr().out

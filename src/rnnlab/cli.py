@@ -49,7 +49,7 @@ def _train_lm(args: argparse.Namespace) -> int:
     from rnnlab.data.text import load_corpus
     from rnnlab.generate import generate
     from rnnlab.models.language_model import LanguageModel, LMConfig
-    from rnnlab.train import TrainConfig, Trainer, load_run, train_fingerprint
+    from rnnlab.train import TrainConfig, Trainer, load_run
 
     out = Path(args.out)
     if args.resume:
@@ -64,13 +64,6 @@ def _train_lm(args: argparse.Namespace) -> int:
         data = state["data"]
         source = args.data if args.data is not None else _data_path(data["source"])
         corpus = load_corpus(source, level=data["level"])
-        if corpus.vocab.fingerprint() != vocab.fingerprint():
-            raise UserError(f"{out}: the data's vocabulary does not match the checkpoint's")
-        saved = data.get("train_sha256")
-        if saved is not None and saved != train_fingerprint(corpus):
-            raise UserError(f"{out}: the training text in {source} is not the one this run "
-                            "started with (same vocabulary, other tokens): resuming would "
-                            "train on other windows")
         if args.max_steps is not None:  # steps in all, counted from the run's start
             opts["max_steps"] = args.max_steps
         elif state.get("stop_reason") == "max_steps":  # it reached its limit: go on without
@@ -80,7 +73,7 @@ def _train_lm(args: argparse.Namespace) -> int:
                 opts[k] = getattr(args, k)
         cfg = TrainConfig(**opts)
         trainer = Trainer(model, corpus, cfg, out, progress=not args.no_progress)
-        trainer.restore(state, weights, arrays)
+        trainer.restore(state, weights, arrays)  # checks the data is the run's
         print(f"resuming {out} at epoch {trainer.epoch}, step {trainer.step}")
     else:
         r = _resolve(args)

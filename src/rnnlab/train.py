@@ -62,6 +62,37 @@ class _Stop(Exception):
     """A signal asked :func:`evaluate` to give up (its result would not be used)."""
 
 
+def append_record(path: Path, record: dict) -> None:
+    """Add one JSON line to a metrics file."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def keep_records(path: Path, keep: Callable[[dict], bool],
+                 log: Callable[[str], object] = print) -> None:
+    """Rewrite a metrics file (atomically) with only the records ``keep`` accepts: a resumed
+    run drops what was written after its checkpoint (a crash between the two). A last line
+    torn by a crash while it was appended is dropped too; a damaged line elsewhere is an error
+    that names the file and line."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for i, ln in enumerate(lines):
+        if not ln.strip():
+            continue
+        try:
+            records.append((ln, json.loads(ln)))
+        except json.JSONDecodeError as err:
+            if i == len(lines) - 1:
+                log(f"{path}: dropped an incomplete last line")
+                continue
+            raise ValueError(f"{path}, line {i + 1}: not a JSON record ({err})") from None
+    kept = [ln for ln, r in records if keep(r)]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+
+
 def _new_interval() -> dict:
     """Sums over the steps of one metrics interval (between two records)."""
     return {"loss": 0.0, "tokens": 0, "norm": 0.0, "n": 0}
@@ -177,6 +208,7 @@ class Trainer:
         self.log = log
         self.progress = progress
         self.train_data = batchify(corpus.train, cfg.batch_size)
+        self.train_sha256 = train_fingerprint(corpus)  # saved with every checkpoint
         self.optimizer = make_optimizer(model.parameters(), cfg)
         self.schedule = None
         if cfg.lr_schedule == "step":
@@ -406,8 +438,7 @@ class Trainer:
 
     def _write_metrics(self, record: dict) -> None:
         self.last_record = record
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(self.out / "metrics.jsonl", record)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
@@ -423,7 +454,7 @@ class Trainer:
             "train_config": asdict(self.cfg),
             "vocab": self.corpus.vocab.to_dict(),
             "data": {"source": _absolute(self.corpus.source), "level": self.corpus.level,
-                     "train_sha256": train_fingerprint(self.corpus)},
+                     "train_sha256": self.train_sha256},
             "optimizer": meta,
             "schedule": self.schedule.state_dict() if self.schedule else None,
             "rng": self.model.rng_states(),
@@ -440,7 +471,16 @@ class Trainer:
         self.corpus.vocab.save(self.out / "vocab.json")
 
     def restore(self, state: dict, weights: dict, arrays: dict) -> None:
-        """Continue exactly where a saved run stopped."""
+        """Continue exactly where a saved run stopped. The corpus must be the run's: the same
+        vocabulary and, when the checkpoint recorded it, the same training ids (an edited text
+        with the same vocabulary would silently shift every window)."""
+        data = state.get("data", {})
+        if Vocabulary.from_dict(state["vocab"]).fingerprint() != self.corpus.vocab.fingerprint():
+            raise ValueError(f"{self.out}: the data's vocabulary does not match the checkpoint's")
+        if data.get("train_sha256") not in (None, self.train_sha256):
+            raise ValueError(f"{self.out}: the training text in {self.corpus.source} is not the "
+                             "one this run started with (same vocabulary, other tokens): "
+                             "resuming would train on other windows")
         self.model.load_state_dict(weights)
         carry = [arrays.pop(k) for k in sorted(k for k in list(arrays) if k.startswith("carry/"))]
         self.optimizer.load_state_dict(arrays, state["optimizer"])
@@ -458,29 +498,11 @@ class Trainer:
         # the open metrics interval (its throughput restarts: tokens count from here)
         self.sums = {**_new_interval(), **state.get("interval", {})}
         self.state = tuple(carry) if len(carry) == 2 else carry[0]
-        self._truncate_metrics(self.step)
+        # records written after the checkpoint (a crash between the two) go: the metrics then
+        # read as if the run had never stopped
+        keep_records(self.out / "metrics.jsonl",
+                     lambda r: r.get("step", 0) <= self.step and not r.get("final"), self.log)
 
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop records written after the checkpoint (a crash between the two), so a resumed
-        run's metrics.jsonl reads as if it had never stopped."""
-        path = self.out / "metrics.jsonl"
-        if not path.exists():
-            return
-        lines = path.read_text(encoding="utf-8").splitlines()
-        records = []
-        for i, ln in enumerate(lines):
-            if not ln.strip():
-                continue
-            try:
-                records.append((ln, json.loads(ln)))
-            except json.JSONDecodeError as err:
-                if i == len(lines) - 1:  # torn by a crash while it was appended: dropped
-                    self.log(f"{path}: dropped an incomplete last line")
-                    continue
-                raise ValueError(f"{path}, line {i + 1}: not a JSON record ({err})") from None
-        kept = [ln for ln, r in records if r.get("step", 0) <= step and not r.get("final")]
-        if len(kept) != len(lines):
-            atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
 
 def train_fingerprint(corpus: Corpus) -> str:

@@ -21,7 +21,6 @@ appear in both parts).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -33,11 +32,11 @@ import numpy as np
 from rnnlab import optim
 from rnnlab.data import pairs as P
 from rnnlab.data.text import Vocabulary
-from rnnlab.io.atomic import atomic_write_json, atomic_write_text
+from rnnlab.io.atomic import atomic_write_json
 from rnnlab.io.checkpoint import load_checkpoint, run_checkpoint, save_checkpoint
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnlab.progress import Progress
-from rnnlab.train import TrainingDiverged, dataclass_from_dict
+from rnnlab.train import TrainingDiverged, append_record, dataclass_from_dict, keep_records
 from rnnlab.translate import greedy_decode
 from rnnlab.validate import check_positive_int
 
@@ -194,8 +193,7 @@ class Seq2SeqTrainer:
                   "test_exact_match": scores["exact_match"], "test_char_acc": scores["char_acc"],
                   "train_seconds": round(train_time, 2),
                   "tokens_per_s": round(tokens / train_time, 1)}
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(self.out / "metrics.jsonl", record)
         self.save()
         self.log(f"epoch {self.epoch}: loss {record['loss']:.4f}, test exact match "
                  f"{record['test_exact_match']:.2%}, char accuracy {record['test_char_acc']:.2%}"
@@ -218,12 +216,7 @@ class Seq2SeqTrainer:
         self.optimizer.load_state_dict(arrays, state["optimizer"])
         self.epoch = state["epoch"]
         self.rng.bit_generator.state = state["rng"]
-        path = self.out / "metrics.jsonl"
-        if path.exists():
-            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln)["epoch"] <= self.epoch]
-            if len(kept) != len(lines):
-                atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+        keep_records(self.out / "metrics.jsonl", lambda r: r["epoch"] <= self.epoch)
 
 
 def load_seq2seq(path: str | Path) -> tuple[Seq2Seq, Vocabulary, Vocabulary, dict, dict]:
