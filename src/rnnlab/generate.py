@@ -12,6 +12,7 @@ import numpy as np
 
 from rnnlab.backend import Seed, make_rng
 from rnnlab.models.language_model import LanguageModel
+from rnnlab.ops import log_softmax
 
 
 def next_token_distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0,
@@ -25,8 +26,7 @@ def next_token_distribution(logits: np.ndarray, temperature: float = 1.0, top_k:
         raise ValueError(f"top_k: expected 0 (off) or a positive integer, got {top_k}")
     z = logits.astype(np.float64)
     with np.errstate(over="ignore"):  # a tiny temperature sends (z - max) / T to -inf: p = 0
-        p = np.exp((z - z.max()) / temperature)  # shifted first, so the largest is exp(0) = 1
-    p /= p.sum()
+        p = np.exp(log_softmax((z - z.max()) / temperature))  # shifted before dividing
     if 0 < top_k < p.size:  # exactly k, also on ties (the lower id wins among equals)
         keep = np.argsort(-p, kind="stable")[:top_k]
         filtered = np.zeros_like(p)
@@ -42,6 +42,15 @@ def next_token_distribution(logits: np.ndarray, temperature: float = 1.0, top_k:
     return p / p.sum()
 
 
+def _prime(model: LanguageModel, prompt_ids):
+    """Run the prompt through the model in eval mode (the caller restores the mode): the
+    logits (T, 1, V) and the state after its last token."""
+    if len(prompt_ids) == 0:
+        raise ValueError("prompt: expected at least one token, got none")
+    model.eval()
+    return model(np.asarray(prompt_ids, dtype=np.int64).reshape(-1, 1))  # (T, B=1)
+
+
 def generate(model: LanguageModel, prompt_ids: list[int] | np.ndarray, length: int,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
              seed: Seed = None, banned: list[int] | None = None) -> list[int]:
@@ -50,13 +59,9 @@ def generate(model: LanguageModel, prompt_ids: list[int] | np.ndarray, length: i
     ``banned`` ids are never produced (e.g. ``<unk>`` in a character model, where it stands
     for no real character).
     """
-    if len(prompt_ids) == 0:
-        raise ValueError("prompt: expected at least one token, got none")
     rng = make_rng(seed)
     was_training = model.training
-    model.eval()
-    ids = np.asarray(prompt_ids, dtype=np.int64).reshape(-1, 1)  # (T, B=1)
-    logits, state = model(ids)
+    logits, state = _prime(model, prompt_ids)
     out: list[int] = []
     for _ in range(length):
         last = logits[-1, 0]
@@ -79,16 +84,11 @@ def suggest(model: LanguageModel, prompt_ids: list[int] | np.ndarray, n: int,
     """Autocomplete: the ``n`` most likely next tokens after ``prompt_ids`` as (id, probability),
     most likely first; p = softmax(logits) of the prompt's last step (float64). ``banned`` ids
     are left out of the list (their probability is not moved to the others)."""
-    if len(prompt_ids) == 0:
-        raise ValueError("prompt: expected at least one token, got none")
     if n < 1:
         raise ValueError(f"n: expected a positive integer, got {n}")
     was_training = model.training
-    model.eval()
-    logits, _ = model(np.asarray(prompt_ids, dtype=np.int64).reshape(-1, 1))
+    logits, _ = _prime(model, prompt_ids)
     model.train(was_training)
-    z = logits[-1, 0].astype(np.float64)
-    p = np.exp(z - z.max())
-    p /= p.sum()
+    p = np.exp(log_softmax(logits[-1, 0].astype(np.float64)))
     order = [int(i) for i in np.argsort(-p, kind="stable") if not banned or i not in banned]
     return [(i, float(p[i])) for i in order[:n]]
