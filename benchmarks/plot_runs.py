@@ -31,6 +31,17 @@ SOLVED = {"adding": SOLVED_MSE, "copy": SOLVED_ACC}
 HIDDEN = LongDepConfig().hidden  # runs at another size are drawn dashed and labelled
 
 
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").open(encoding="utf-8")]
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _label(run: dict) -> str:
     cfg = run["config"]
     extra = f" H={cfg['hidden']}" if cfg["hidden"] != HIDDEN else ""
@@ -66,18 +77,14 @@ def longdep(files: list[Path], out: Path) -> list[Path]:
         ax.set_xlabel(f"training step (batch {cfg['batch']})")
         ax.set_title(f"{task} problem, T = {T}", fontsize=10)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out / f"longdep-{task}-T{T}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out / f"longdep-{task}-T{T}.png"))
     return written
 
 
 def seq2seq(dirs: list[Path], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for d in dirs:
-        records = [json.loads(line) for line in (d / "metrics.jsonl").open(encoding="utf-8")]
+        records = _records(d)
         ax.plot([r["epoch"] for r in records], [100 * r["test_exact_match"] for r in records],
                 marker=".", label=d.name)
     ax.set_xlabel("epoch")
@@ -85,11 +92,7 @@ def seq2seq(dirs: list[Path], out: Path) -> list[Path]:
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / f"seq2seq-{dirs[0].name.split('-')[0]}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [_save(fig, out / f"seq2seq-{dirs[0].name.split('-')[0]}.png")]
 
 
 PPL_TICKS = [1.5, 2, 3, 4, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 1000, 2000]
@@ -99,7 +102,7 @@ def lm(dirs: list[Path], out: Path, name: str | None = None) -> list[Path]:
     fig, (ax, lr_ax) = plt.subplots(2, 1, figsize=(6.4, 4.8), sharex=True,
                                     gridspec_kw={"height_ratios": [3, 1]})
     for k, d in enumerate(dirs):
-        records = [json.loads(line) for line in (d / "metrics.jsonl").open(encoding="utf-8")]
+        records = _records(d)
         color = f"C{k}"
         steps = [r["step"] for r in records]
         ax.plot(steps, [r["loss"] for r in records], color=color, lw=0.7, alpha=0.6,
@@ -123,11 +126,7 @@ def lm(dirs: list[Path], out: Path, name: str | None = None) -> list[Path]:
     lr_ax.set_ylabel("learning rate")
     lr_ax.set_xlabel("training step (one window of B streams)")
     lr_ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / f"lm-{name or dirs[0].name}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [_save(fig, out / f"lm-{name or dirs[0].name}.png")]
 
 
 def main() -> None:
