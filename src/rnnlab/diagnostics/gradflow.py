@@ -213,6 +213,9 @@ def _backward(cell, R, T: int, lstm: bool, clip: float | None):
             if clip is not None:
                 _clip_rows(dh, dc, clip)
             dh_norm[t - 1], dc_norm[t - 1] = _norm(dh), _norm(dc)
+            if not (np.isfinite(dh_norm[t - 1]) and np.isfinite(dc_norm[t - 1])):
+                cell.clear_tape()  # a norm past float64's range: overflowed all the same
+                break
     return dh_norm, dc_norm
 
 
@@ -224,8 +227,10 @@ def _row_norms(g: np.ndarray) -> np.ndarray:
 
 
 def _norm(g: np.ndarray) -> float:
-    """Mean over the batch of the per-sequence L2 norm."""
-    return float(np.mean(_row_norms(g)))
+    """Mean over the batch of the per-sequence L2 norm (each divided before the sum: a mean
+    of norms near 1e308 must not overflow where every norm is finite)."""
+    norms = _row_norms(g)
+    return float(np.sum(norms / norms.size))
 
 
 def _clip_rows(dh: np.ndarray, dc: np.ndarray, clip: float) -> None:
