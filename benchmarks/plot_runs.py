@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab.longdep import SOLVED_ACC, SOLVED_MSE, LongDepConfig
 from rnnlab.plots import pyplot
+from rnnlab.tasks.longdep import SOLVED_ACC, SOLVED_MSE, LongDepConfig
 
 plt = pyplot()
 COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}

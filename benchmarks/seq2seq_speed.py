@@ -52,7 +52,7 @@ def make_batches(path: str, n: int) -> None:
     import numpy as np
 
     from rnnlab.data import pairs as P
-    from rnnlab.train_seq2seq import encode_batch
+    from rnnlab.tasks.seq2seq.task import encode_batch
 
     train, _ = P.book_split(P.addition_pairs(50000, seed=0))
     assert len(train) == 45000

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from numerics import numeric_grad
 
-from rnnlab.attention import SCORES, Attention
+from rnnlab.nn.attention import SCORES, Attention
 
 F64, F32 = np.float64, np.float32
 RTOL, ATOL = 1e-10, 1e-12

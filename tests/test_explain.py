@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab.diagnostics.explain import (
+from rnnlab.cli.explain import add_explain_parser
+from rnnlab.inside.explain import (
     INPUT_KEYS,
     RESULT_KEYS,
     SEQUENCE_KEYS,
     STEP_KEYS,
-    add_explain_parser,
     explain,
     explain_gru,
     explain_lstm,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnlab.generate import generate, next_token_distribution, suggest
 from rnnlab.models import LanguageModel, LMConfig
+from rnnlab.tasks.lm.generate import generate, next_token_distribution, suggest
 
 
 def test_temperature_sharpens_and_flattens():

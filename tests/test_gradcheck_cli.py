@@ -7,13 +7,9 @@ import argparse
 import numpy as np
 import pytest
 
-from rnnlab import kernels
-from rnnlab.diagnostics.gradcheck import (
-    add_gradcheck_parser,
-    format_report,
-    gradcheck_layer,
-    gradcheck_main,
-)
+from rnnlab.cli.gradcheck import add_gradcheck_parser, gradcheck_main
+from rnnlab.inside.gradcheck import format_report, gradcheck_layer
+from rnnlab.nn import kernels
 
 
 def _cli(argv, capsys):

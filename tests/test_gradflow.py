@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab.diagnostics import gradflow as gf
+from rnnlab.cli import gradflow as cli_gf
+from rnnlab.inside import gradflow as gf
 
 LAYERS = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}
 SMALL = {"T": 12, "hidden": 5, "input_size": 3, "batch": 3, "seed": 7}
@@ -205,7 +206,7 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path, caps
     monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"pip install rnnlab\[plots\]"):
         gf.plot([], tmp_path / "x.png")
-    from rnnlab.cli import main
+    from rnnlab.cli.main import main
 
     assert main(["gradflow", "--T", "5", "--plot", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
@@ -215,7 +216,7 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path, caps
 
 def _parser():
     parser = argparse.ArgumentParser(prog="rnnlab")
-    gf.add_gradflow_parser(parser.add_subparsers(dest="command", required=True))
+    cli_gf.add_gradflow_parser(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
@@ -230,7 +231,7 @@ def test_cli_runs_and_prints_the_table(tmp_path, capsys):
     assert cell_runs == ["rnn", "lstm", "lstm"]  # the LSTM has a dL/dh and a dL/dc row
     assert csv_path.exists()
     args = _parser().parse_args(["gradflow", "--T", "15", "--experiment", "forget"])
-    assert gf.gradflow_main(args) == 0
+    assert cli_gf.gradflow_main(args) == 0
     assert "radius" not in capsys.readouterr().out
 
 

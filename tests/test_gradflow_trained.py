@@ -8,12 +8,12 @@ import csv
 import numpy as np
 import pytest
 
-from rnnlab.cells import GRUCell, LSTMCell, RNNCell
-from rnnlab.cli import main
+from rnnlab.cli.main import main
 from rnnlab.data.synthetic import adding_problem
-from rnnlab.diagnostics import gradflow as gf
+from rnnlab.inside import gradflow as gf
 from rnnlab.io import load_file, save_file
-from rnnlab.longdep import (
+from rnnlab.nn.cells import GRUCell, LSTMCell, RNNCell
+from rnnlab.tasks.longdep import (
     LongDepConfig,
     LongDepModel,
     build_model,
@@ -65,7 +65,7 @@ def test_trained_flow_gives_trained_and_init_curves(lstm_file):
 
 
 def test_init_curve_equals_an_untrained_model_built_by_hand(lstm_file):
-    """The run's init, rebuilt here from its seed and --init without rnnlab.longdep's helpers:
+    """The run's init, rebuilt here from its seed and --init without rnnlab.tasks.longdep's helpers:
     weights from the stream (seed, 1), chrono biases from (seed, 4) with T_max = T."""
     model = LongDepModel("adding", "lstm", H, dtype=np.float32,
                          seed=np.random.default_rng([0, 1]))
@@ -166,7 +166,7 @@ def test_bad_files_are_rejected(lstm_file, tmp_path, capsys):
     save_model(build_model(LongDepConfig(task="adding", T=T, cell="gru", hidden=H)), cfg,
                wrong)  # a GRU's tensors under an LSTM's config
     for path, why in ((garbage, "not a valid safetensors file"),
-                      (other, "metadata has no format 'rnnlab.longdep'"),
+                      (other, "metadata has no format 'rnnlab.tasks.longdep'"),
                       (wrong, "do not match the config's model")):
         with pytest.raises(ValueError, match="expected a file written by") as info:
             gf.trained_flow(path)

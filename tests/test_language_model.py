@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from numerics import central_difference
 
-from rnnlab.layers import SoftmaxCrossEntropy
 from rnnlab.models import LanguageModel, LMConfig
+from rnnlab.nn.layers import SoftmaxCrossEntropy
 
 CELLS = ["lstm", "gru", "rnn"]
 RTOL, ATOL = 1e-10, 1e-12

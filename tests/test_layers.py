@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from numerics import numeric_grad
 
-from rnnlab.layers import (
+from rnnlab.nn.layers import (
     BLOCK,
     Dropout,
     Embedding,

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from numerics import central_difference
 
+from rnnlab.cli.bench import add_bench_parser
 from rnnlab.data.synthetic import (
     adding_problem,
     constant_baseline_mse,
@@ -21,18 +22,14 @@ from rnnlab.data.synthetic import (
     copy_task,
     one_hot,
 )
-from rnnlab.diagnostics.bench import add_bench_parser
 from rnnlab.io import load_file, load_metadata
-from rnnlab.layers import SoftmaxCrossEntropy
-from rnnlab.longdep import (
-    GRU,
-    LSTM,
-    RNN,
+from rnnlab.models.longdep import LongDepModel, init_gate_biases
+from rnnlab.nn import GRU, LSTM, RNN
+from rnnlab.nn.layers import SoftmaxCrossEntropy
+from rnnlab.tasks.longdep import (
     LongDepConfig,
-    LongDepModel,
     build_model,
     format_last_line,
-    init_gate_biases,
     load_model,
     save_model,
     train_longdep,
@@ -264,7 +261,7 @@ def test_cli_defaults_and_help(capsys):
 
 @pytest.mark.parametrize("flag", ["--csv", "--json"])  # --save: test_save_checks_the_path...
 def test_cli_rejects_an_unwritable_output_before_training(flag, tmp_path, monkeypatch):
-    import rnnlab.diagnostics.bench as bench
+    import rnnlab.cli.bench as bench
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained before checking the output path")
@@ -296,7 +293,7 @@ def test_save_model_round_trips(dtype, tmp_path):
         assert arrays[name].dtype == np.dtype(dtype)
         np.testing.assert_array_equal(arrays[name], value)
     meta = load_metadata(path)
-    assert meta["format"] == "rnnlab.longdep" and meta["version"] == "1"
+    assert meta["format"] == "rnnlab.tasks.longdep" and meta["version"] == "1"
     assert json.loads(meta["config"]) == asdict(cfg)
     assert json.loads(meta["result"]) == {"steps": 3, "test_mse": 0.25}  # no curve
     loaded, cfg2, summary = load_model(path)

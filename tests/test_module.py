@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from rnnlab import GRU, LSTM, RNN, Attention, GRUCell, LSTMCell, RNNCell
-from rnnlab.layers import Embedding, Linear
 from rnnlab.models import LanguageModel, LMConfig
-from rnnlab.module import Module
+from rnnlab.nn.layers import Embedding, Linear
+from rnnlab.nn.module import Module
 
 T, B, D, H, V = 4, 3, 5, 6, 11
 
@@ -78,7 +78,7 @@ def _seq2seq_step(**kw):
 
 def _longdep_step(task):
     from rnnlab.data.synthetic import adding_problem, copy_task
-    from rnnlab.longdep import LongDepModel
+    from rnnlab.tasks.longdep import LongDepModel
 
     def step(m, rng):
         x, y = adding_problem(4, 6, rng) if task == "adding" else copy_task(4, 3, rng, 3, 2)

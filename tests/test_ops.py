@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnlab import ops
+from rnnlab.nn import ops
 
 
 @pytest.mark.parametrize("size", [100, ops.SMALL * 4])  # np.tanh path, exp-based path

@@ -13,9 +13,9 @@ import numerics
 import numpy as np
 import pytest
 
-from rnnlab.layers import SoftmaxCrossEntropy
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from rnnlab.translate import beam_search, greedy_decode
+from rnnlab.nn.layers import SoftmaxCrossEntropy
+from rnnlab.tasks.seq2seq.translate import beam_search, greedy_decode
 
 RTOL, ATOL = 1e-10, 1e-12
 VS, VT = 9, 7

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from rnnlab import optim
-from rnnlab.cli import main
+from rnnlab.cli.main import main
 from rnnlab.data.text import load_corpus
 from rnnlab.io.checkpoint import CheckpointError
-from rnnlab.layers import SoftmaxCrossEntropy
 from rnnlab.models import LanguageModel, LMConfig
-from rnnlab.train import (
+from rnnlab.nn.layers import SoftmaxCrossEntropy
+from rnnlab.tasks.lm.task import (
     Interrupted,
     TrainConfig,
     Trainer,
@@ -581,7 +581,7 @@ def test_sigterm_saves_a_checkpoint_mid_epoch_and_exits_143(tmp_path):
     corpus = tmp_path / "long.txt"  # one epoch: thousands of windows, far longer than the wait
     corpus.write_text(TEXT * 40, encoding="utf-8")
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rnnlab.cli", "train", "lm", "--data", str(corpus),
+    cmd = [sys.executable, "-m", "rnnlab.cli.main", "train", "lm", "--data", str(corpus),
            "--out", str(out), "--layers", "1", "--hidden", "8", "--embed", "4",
            "--batch-size", "2", "--bptt", "4", "--epochs", "1", "--log-every", "1",
            "--samples", "0", "--no-progress"]
@@ -610,7 +610,7 @@ def test_sigterm_as_interrupt_raises_in_the_block_and_restores_the_handler():
     import os
     import signal
 
-    from rnnlab.argtypes import Terminated, interrupted_exit_code, sigterm_as_interrupt
+    from rnnlab.cli.argtypes import Terminated, interrupted_exit_code, sigterm_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Terminated) as info, sigterm_as_interrupt():

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from rnnlab.cli import main
+from rnnlab.cli.main import main
 from rnnlab.data.pairs import build_vocabs
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from rnnlab.train_seq2seq import (
+from rnnlab.tasks.seq2seq.task import (
     Seq2SeqTrainConfig,
     Seq2SeqTrainer,
     load_pairs,
@@ -221,7 +221,7 @@ def test_cli_translate_warns_about_unseen_characters(reverse_tsv, tmp_path, caps
 
 
 def test_encode_batch_shifts_targets_by_one():
-    from rnnlab.train_seq2seq import encode_batch
+    from rnnlab.tasks.seq2seq.task import encode_batch
 
     pairs = [("ab", "x"), ("c", "yzw")]
     src_vocab, tgt_vocab = build_vocabs(pairs)

@@ -2,12 +2,13 @@
 
 RNN, LSTM and GRU cells and sequence layers with hand-derived backpropagation through time,
 API-compatible with ``torch.nn`` (names, shapes, gate order, initialisation).
+
+The package in layers, each importing only those below it (checked by ``lint-imports``):
+``cli`` > ``inside`` > ``tasks`` > ``training`` > ``models`` > ``optim``, ``data``, ``io`` >
+``nn`` > ``validate``, ``plots``.
 """
 
-from rnnlab.attention import Attention
-from rnnlab.cells import GRUCell, LSTMCell, RNNCell
-from rnnlab.module import Module
-from rnnlab.recurrent import GRU, LSTM, RNN
+from rnnlab.nn import GRU, LSTM, RNN, Attention, GRUCell, LSTMCell, Module, RNNCell
 
 __all__ = ["GRU", "Attention", "GRUCell", "LSTM", "LSTMCell", "Module", "RNN", "RNNCell"]
 __version__ = "0.1.0"

@@ -56,7 +56,7 @@ def grad_norm(grads: dict[str, np.ndarray],
     """The global L2 norm ``sqrt(sum_k ||g_k||^2)`` of all gradients, accumulated in float64
     (float32 gradients as float32 dot products over blocks, with no float64 copy).
 
-    ``rows`` (from :meth:`rnnlab.module.Module.grads_and_rows`): gradients that are zero outside
+    ``rows`` (from :meth:`rnnlab.nn.module.Module.grads_and_rows`): gradients that are zero outside
     the given rows, whose norm is taken over those rows only.
     """
     total = 0.0
@@ -130,7 +130,7 @@ def clipped_step(optimizer: Optimizer, grads: dict[str, np.ndarray], max_norm: f
     clipped), the way the trainers take it: the norm first (returned, for the log), then
     ``optimizer.step`` with the clipping factor applied inside the update. A non-finite norm
     skips the step and is returned as it is: the caller stops training.
-    ``rows``: see :meth:`rnnlab.module.Module.grads_and_rows`."""
+    ``rows``: see :meth:`rnnlab.nn.module.Module.grads_and_rows`."""
     norm = grad_norm(grads, rows)
     if math.isfinite(norm):
         coef = clip_coefficient(norm, max_norm) if max_norm else 1.0
@@ -203,7 +203,7 @@ class Optimizer:
         ``grad_scale`` multiplies every gradient before it is used (gradient clipping: see
         :func:`clip_grad_norm`), block by block into a scratch buffer while the block is in
         cache: no pass over memory of its own, and ``grads`` themselves are left as they are.
-        ``rows`` (from :meth:`rnnlab.module.Module.grads_and_rows`): gradients that are zero
+        ``rows`` (from :meth:`rnnlab.nn.module.Module.grads_and_rows`): gradients that are zero
         outside the given rows. Where that leaves the other rows unchanged (plain SGD), only
         those rows are updated; otherwise (momentum, weight decay, Adam) every row is.
         """

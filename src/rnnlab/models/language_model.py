@@ -7,7 +7,7 @@
 
 ``forward``/``backward`` work on logits (generation, any loss). Training and evaluation use
 ``forward_loss``/``backward_loss``: the same model with the decoder and the softmax cross-entropy
-fused (:class:`rnnlab.layers.LinearCrossEntropy`), which never hands out the (T, B, V) logits.
+fused (:class:`rnnlab.nn.layers.LinearCrossEntropy`), which never hands out the (T, B, V) logits.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from rnnlab.backend import Seed, make_rng, resolve_dtype
-from rnnlab.layers import Dropout, Embedding, Linear, LinearCrossEntropy
-from rnnlab.module import Module
-from rnnlab.recurrent import GRU, LSTM, RNN
+from rnnlab.nn.backend import Seed, make_rng, resolve_dtype
+from rnnlab.nn.layers import Dropout, Embedding, Linear, LinearCrossEntropy
+from rnnlab.nn.module import Module
+from rnnlab.nn.recurrent import GRU, LSTM, RNN
 
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 

@@ -28,12 +28,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from rnnlab.attention import SCORES, Attention, Keys
-from rnnlab.backend import Seed, make_rng, resolve_dtype
-from rnnlab.layers import Embedding, Linear, LinearCrossEntropy
-from rnnlab.module import Module
-from rnnlab.ops import log_softmax
-from rnnlab.recurrent import GRU, LSTM
+from rnnlab.nn.attention import SCORES, Attention, Keys
+from rnnlab.nn.backend import Seed, make_rng, resolve_dtype
+from rnnlab.nn.layers import Embedding, Linear, LinearCrossEntropy
+from rnnlab.nn.module import Module
+from rnnlab.nn.ops import log_softmax
+from rnnlab.nn.recurrent import GRU, LSTM
 from rnnlab.validate import check_positive_int
 
 CELLS = {"lstm": LSTM, "gru": GRU}

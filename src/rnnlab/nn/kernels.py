@@ -1,4 +1,4 @@
-"""The fast time loops: the equations of :mod:`rnnlab.cells`, run in place over a whole sequence.
+"""The fast time loops: the equations of :mod:`rnnlab.nn.cells`, run in place over a whole sequence.
 
 Speed rules these loops follow: the input projection of every time step is computed before the loop
 as one GEMM (``XW``); inside the loop only ``h @ W_hh^T`` and the gate arithmetic remain, written
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab.ops import relu, sigmoid, tanh
+from rnnlab.nn.ops import relu, sigmoid, tanh
 
 
 def _order(T: int, reverse: bool):

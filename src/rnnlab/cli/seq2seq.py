@@ -8,7 +8,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from rnnlab.argtypes import (
+from rnnlab.cli.argtypes import (
     UserError,
     interrupted_exit_code,
     non_negative_float,
@@ -22,7 +22,12 @@ TRANSLATE_BATCH = 1000  # inputs decoded together by greedy decoding
 def _train_seq2seq(args: argparse.Namespace) -> int:
     from rnnlab.data.pairs import build_vocabs
     from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
-    from rnnlab.train_seq2seq import Seq2SeqTrainConfig, Seq2SeqTrainer, load_pairs, load_seq2seq
+    from rnnlab.tasks.seq2seq.task import (
+        Seq2SeqTrainConfig,
+        Seq2SeqTrainer,
+        load_pairs,
+        load_seq2seq,
+    )
 
     out = Path(args.out)
     if args.resume:
@@ -80,8 +85,8 @@ def _train_seq2seq(args: argparse.Namespace) -> int:
 def _translate(args: argparse.Namespace) -> int:
     from rnnlab.data.pairs import BOS, EOS, decode, encode, special_id
     from rnnlab.plots import pyplot
-    from rnnlab.train_seq2seq import load_seq2seq
-    from rnnlab.translate import beam_search, greedy_decode
+    from rnnlab.tasks.seq2seq.task import load_seq2seq
+    from rnnlab.tasks.seq2seq.translate import beam_search, greedy_decode
 
     if args.plot_attention:
         pyplot()  # fail before decoding, not after it, when matplotlib is missing
@@ -149,7 +154,7 @@ def add_seq2seq_parsers(tsub, sub) -> None:
         "  rnnlab translate --checkpoint runs/date --plot-attention att.png '2/10/93'",
     )
     from rnnlab.models.seq2seq import ATTENTION, CELLS, Seq2SeqConfig
-    from rnnlab.train_seq2seq import Seq2SeqTrainConfig
+    from rnnlab.tasks.seq2seq.task import Seq2SeqTrainConfig
 
     m = {f.name: f.default for f in fields(Seq2SeqConfig)}  # the defaults are the dataclasses'
     t = Seq2SeqTrainConfig()

@@ -11,7 +11,7 @@ Parameters are named, shaped, ordered and initialised exactly as in ``torch.nn``
 (``weight_ih_l{k}[_reverse]`` (G*H, D_k), ``weight_hh_l{k}[_reverse]`` (G*H, H), ``bias_ih_…``,
 ``bias_hh_…`` (G*H,), all drawn from U(-1/sqrt(H), 1/sqrt(H))), so a PyTorch state dict loads
 as is. A layer owns the loop over layers and directions; the time loop lives in
-:mod:`rnnlab.kernels`, the one-step math in :mod:`rnnlab.cells`.
+:mod:`rnnlab.nn.kernels`, the one-step math in :mod:`rnnlab.nn.cells`.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rnnlab import kernels
-from rnnlab.backend import Seed, dropout_mask, make_rng, resolve_dtype
-from rnnlab.module import Module
+from rnnlab.nn import kernels
+from rnnlab.nn.backend import Seed, dropout_mask, make_rng, resolve_dtype
+from rnnlab.nn.module import Module
 from rnnlab.validate import check_array, check_lengths, check_positive_int, check_state
 
 
 def _outputs(states: np.ndarray, reverse: bool) -> np.ndarray:
     """The per-step outputs (T, B, H) of a kernel's state history (T+1, B, H): the state after
-    time t is row t+1 going forward and row t in reverse (see :mod:`rnnlab.kernels`)."""
+    time t is row t+1 going forward and row t in reverse (see :mod:`rnnlab.nn.kernels`)."""
     return states[:-1] if reverse else states[1:]
 
 

@@ -1,4 +1,4 @@
-"""Shared by the command-line parsers (``cli.py``, ``cli_seq2seq.py``, ``diagnostics``): argparse
+"""Shared by the command-line parsers (``rnnlab.cli``): argparse
 value types, the error for user mistakes, and SIGTERM handling for the training commands."""
 
 from __future__ import annotations

@@ -35,9 +35,9 @@ from rnnlab.data.text import Vocabulary
 from rnnlab.io.atomic import atomic_write_json
 from rnnlab.io.checkpoint import load_checkpoint, run_checkpoint, save_checkpoint
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from rnnlab.progress import Progress
-from rnnlab.train import TrainingDiverged, append_record, dataclass_from_dict, keep_records
-from rnnlab.translate import greedy_decode
+from rnnlab.tasks.lm.task import TrainingDiverged, append_record, dataclass_from_dict, keep_records
+from rnnlab.tasks.seq2seq.translate import greedy_decode
+from rnnlab.training.progress import Progress
 from rnnlab.validate import check_positive_int
 
 GENERATED = {"addition": P.addition_pairs, "date": P.date_pairs}

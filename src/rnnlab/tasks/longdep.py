@@ -52,7 +52,7 @@ subnormal result can cost ~100 cycles, the same measurement may come out differe
 Saving (:func:`save_model`, ``rnnlab bench longdep --save FILE``). The trained model's
 ``state_dict()`` (``rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0,
 readout.weight, readout.bias``, in the run's dtype) goes into one safetensors file, written
-atomically; its ``__metadata__`` holds ``format`` ("rnnlab.longdep"), ``version`` ("1"),
+atomically; its ``__metadata__`` holds ``format`` ("rnnlab.tasks.longdep"), ``version`` ("1"),
 ``config`` (the resolved :class:`LongDepConfig` as JSON) and ``result`` (JSON: steps run, the
 final test metrics, baseline, solved, solved_step). :func:`load_model` reads it back and checks
 it; :func:`build_model` re-creates the same run's untrained model from the config alone.
@@ -71,28 +71,21 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab.backend import Seed, make_rng, resolve_dtype
 from rnnlab.data.synthetic import (
     adding_problem,
     constant_baseline_mse,
     copy_baseline,
     copy_task,
-    one_hot,
 )
 from rnnlab.io.safetensors import CheckpointError, load_file, load_metadata, save_file
-from rnnlab.layers import Linear, SoftmaxCrossEntropy
-from rnnlab.module import Module
+from rnnlab.models.longdep import CELLS, INITS, TASKS, LongDepModel, init_gate_biases
 from rnnlab.optim import Adam, clipped_step
-from rnnlab.recurrent import GRU, LSTM, RNN
 from rnnlab.validate import check_positive_int
 
-TASKS = ("adding", "copy")
-CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
-INITS = ("default", "forget1", "chrono")
 SOLVED_MSE = 0.01  # adding: test MSE below this
 SOLVED_ACC = 0.99  # copy: accuracy on the recalled symbols above this
 EVAL_BYTES = 1 << 26  # the test set is scored in chunks of about 64 MiB of gate activations
-SAVE_FORMAT, SAVE_VERSION = "rnnlab.longdep", "1"  # the metadata of a --save file
+SAVE_FORMAT, SAVE_VERSION = "rnnlab.tasks.longdep", "1"  # the metadata of a --save file
 
 
 # ----------------------------------------------------------------------------- config
@@ -142,99 +135,6 @@ class LongDepConfig:
     def steps_per_sequence(self) -> int:
         """Time steps the layer runs: T (adding) or T + 2 * length (copy)."""
         return self.T if self.task == "adding" else self.T + 2 * self.length
-
-
-# ----------------------------------------------------------------------------- init
-def init_gate_biases(layer: RNN | LSTM | GRU, init: str, t_max: int,
-                     rng: np.random.Generator) -> None:
-    """Set the first layer's gate biases in place for ``init`` (see the module docstring).
-
-    LSTM rows: i = [0, H), f = [H, 2H). GRU rows: z = [H, 2H). A plain RNN is left alone.
-    """
-    if init not in INITS:
-        raise ValueError(f"init: expected one of {', '.join(INITS)}, got {init!r}")
-    if init == "default" or isinstance(layer, RNN) or not layer.bias:
-        return
-    H = layer.hidden_size
-    p = layer.parameters()
-    b_ih, b_hh = p["bias_ih_l0"], p["bias_hh_l0"]
-    i, f = slice(0, H), slice(H, 2 * H)  # LSTM's i and f; GRU's z is rows [H, 2H) too
-    if init == "forget1":
-        b_hh[f] += 1.0
-        return
-    b = np.log(rng.uniform(1.0, max(t_max - 1.0, 1.0), size=H))  # log U(1, T_max - 1)
-    b_hh[f], b_ih[f] = b, 0.0
-    if isinstance(layer, LSTM):
-        b_hh[i], b_ih[i] = -b, 0.0
-
-
-# ----------------------------------------------------------------------------- model
-class LongDepModel(Module):
-    """One recurrent layer and a linear readout; ``loss`` runs forward, ``backward`` after it
-    fills ``grads`` (keys ``rnn.*`` and ``readout.*``)."""
-
-    def __init__(self, task: str, cell: str, hidden: int, symbols: int = 8,
-                 dtype: object = np.float32, seed: Seed = None) -> None:
-        super().__init__()
-        if task not in TASKS:
-            raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
-        if cell not in CELLS:
-            raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {cell!r}")
-        rng = make_rng(seed)
-        self.task, self.symbols, self.dtype = task, symbols, resolve_dtype(dtype)
-        D, K = (2, 1) if task == "adding" else (symbols + 2, symbols + 1)
-        self.rnn = self._add_child("rnn", CELLS[cell](D, hidden, dtype=self.dtype, seed=rng))
-        self.readout = self._add_child("readout", Linear(hidden, K, dtype=self.dtype, seed=rng))
-        self.criterion = SoftmaxCrossEntropy()
-        self._cache = None
-        self._dout = np.zeros((0, 0, 0), self.dtype)  # the adding task's dL/dh, reused
-
-    def _zero_dout(self, shape: tuple) -> np.ndarray:
-        """A (T, B, H) gradient that is 0 before its last step, reused across steps of one shape
-        (every step writes only the last row, which the next step overwrites)."""
-        if self._dout.shape != shape:
-            self._dout = np.zeros(shape, self.dtype)
-        return self._dout
-
-    def inputs(self, x: np.ndarray) -> np.ndarray:
-        """The layer's input: adding x as is, copy ids one-hot (T', B, S+2)."""
-        if self.task == "copy":
-            return one_hot(x, self.symbols + 2, self.dtype)
-        return x.astype(self.dtype, copy=False)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Adding: predictions (B,). Copy: logits (T', B, S+1)."""
-        out, _ = self.rnn(self.inputs(x))  # (T', B, H)
-        if self.task == "adding":
-            return self.readout(out[-1])[:, 0]  # y_hat = h_T W^T + b
-        return self.readout(out)  # logits_t = h_t W^T + b
-
-    __call__ = forward
-
-    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        """Forward and the loss (adding: MSE; copy: mean cross-entropy per step)."""
-        pred = self.forward(x)
-        if self.task == "adding":
-            err = pred - y.astype(self.dtype, copy=False)
-            self._cache = (err, x.shape)
-            return float(np.mean(err.astype(np.float64) ** 2))
-        self._cache = (None, x.shape)
-        return self.criterion(pred, y)
-
-    def backward(self) -> None:
-        """Add dL/dparameters of the last :meth:`loss` into ``grads``."""
-        if self._cache is None:
-            raise RuntimeError("LongDepModel.backward: expected a loss() call before backward")
-        err, shape = self._cache
-        self._cache = None
-        if self.task == "adding":
-            dpred = (2.0 / err.shape[0]) * err  # dL/dy_hat = 2 (y_hat - y) / B
-            dh_T = self.readout.backward(dpred[:, None].astype(self.dtype))  # (B, H)
-            dout = self._zero_dout((shape[0], shape[1], self.rnn.hidden_size))
-            dout[-1] = dh_T  # only h_T reaches the loss (the rest stays 0: backward reads it)
-        else:
-            dout = self.readout.backward(self.criterion.backward())  # (T', B, H)
-        self.rnn.backward(dout)
 
 
 def build_model(cfg: LongDepConfig) -> LongDepModel:
@@ -383,7 +283,7 @@ def train_longdep(cfg: LongDepConfig, log: Callable[[str], object] = print,
     since the previous evaluation, test metric), the metric being test MSE or test accuracy),
     ``wall_s`` (training and evaluation time), ``params`` and ``config``.
     """
-    from rnnlab.train import TrainingDiverged
+    from rnnlab.tasks.lm.task import TrainingDiverged
 
     model = build_model(cfg)
     if save is not None:

@@ -35,7 +35,7 @@ from rnnlab.data.text import Corpus, Vocabulary, batchify, bptt_windows
 from rnnlab.io.atomic import atomic_write_json, atomic_write_text
 from rnnlab.io.checkpoint import CheckpointError, load_checkpoint, run_checkpoint, save_checkpoint
 from rnnlab.models.language_model import LanguageModel, LMConfig
-from rnnlab.progress import Progress
+from rnnlab.training.progress import Progress
 from rnnlab.validate import check_non_negative_int, check_number, check_positive_int
 
 TRAIN_KEYS = ("epoch", "step", "loss", "lr", "grad_norm", "tokens_per_s")

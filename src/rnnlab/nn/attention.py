@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnlab.backend import Seed, make_rng, resolve_dtype
-from rnnlab.layers import _no_cache
-from rnnlab.module import Module
-from rnnlab.ops import tanh
+from rnnlab.nn.backend import Seed, make_rng, resolve_dtype
+from rnnlab.nn.layers import _no_cache
+from rnnlab.nn.module import Module
+from rnnlab.nn.ops import tanh
 from rnnlab.validate import check_array, check_lengths, check_positive_int
 
 SCORES = ("dot", "general", "additive")

@@ -3,7 +3,7 @@
     rnnlab bench longdep --task adding --T 100 --cell lstm    the adding problem / copy task
     rnnlab bench longdep ... --save FILE.safetensors          ... and keep the trained model
 
-The library code is :mod:`rnnlab.longdep`; this file only parses, calls and writes files.
+The library code is :mod:`rnnlab.tasks.longdep`; this file only parses, calls and writes files.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from rnnlab.argtypes import non_negative_float, positive_int
-from rnnlab.diagnostics.gradflow import TRAINED_FLOW_EXAMPLE
-from rnnlab.longdep import (
+from rnnlab.cli.argtypes import non_negative_float, positive_int
+from rnnlab.inside.gradflow import TRAINED_FLOW_EXAMPLE
+from rnnlab.tasks.longdep import (
     CELLS,
     INITS,
     TASKS,

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from rnnlab.argtypes import (
+from rnnlab.cli.argtypes import (
     UserError,
     interrupted_exit_code,
     non_negative_float,
@@ -28,7 +28,7 @@ from rnnlab.argtypes import (
     positive_int,
     probability,
 )
-from rnnlab.presets import DEFAULT_LM, PRESETS
+from rnnlab.tasks.lm.presets import DEFAULT_LM, PRESETS
 
 
 # ------------------------------------------------------------------------------- train lm
@@ -47,9 +47,9 @@ RESUME_OPTIONS = ("epochs", "max_steps", "data", "log_every")
 
 def _train_lm(args: argparse.Namespace) -> int:
     from rnnlab.data.text import load_corpus
-    from rnnlab.generate import generate
     from rnnlab.models.language_model import LanguageModel, LMConfig
-    from rnnlab.train import TrainConfig, Trainer, load_run
+    from rnnlab.tasks.lm.generate import generate
+    from rnnlab.tasks.lm.task import TrainConfig, Trainer, load_run
 
     out = Path(args.out)
     if args.resume:
@@ -153,7 +153,7 @@ def _detokenize(tokens: list[str], level: str) -> str:
 # ------------------------------------------------------------------------------- eval, generate
 def _eval(args: argparse.Namespace) -> int:
     from rnnlab.data.text import load_corpus
-    from rnnlab.train import evaluate, load_run, perplexity
+    from rnnlab.tasks.lm.task import evaluate, load_run, perplexity
 
     if args.text is not None and (args.data is not None or args.split is not None):
         raise UserError("--text evaluates one file with the checkpoint's vocabulary: it takes "
@@ -183,7 +183,7 @@ def _eval_text(path: str, model, vocab, level: str, batch: int, bptt: int) -> in
     """Perplexity of any UTF-8 text under the model, its tokens read with the checkpoint's
     vocabulary (unknown ones as <unk>, which the model has seen: say how many there were)."""
     from rnnlab.data.text import read_text, tokenize_chars, tokenize_words
-    from rnnlab.train import evaluate, perplexity
+    from rnnlab.tasks.lm.task import evaluate, perplexity
 
     tokens = (tokenize_words if level == "word" else tokenize_chars)(read_text(path))
     if len(tokens) < 2:
@@ -198,8 +198,8 @@ def _eval_text(path: str, model, vocab, level: str, batch: int, bptt: int) -> in
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from rnnlab.generate import generate, suggest
-    from rnnlab.train import load_run
+    from rnnlab.tasks.lm.generate import generate, suggest
+    from rnnlab.tasks.lm.task import load_run
 
     sampling = {"--length": args.length, "--temperature": args.temperature,
                 "--top-k": args.top_k, "--top-p": args.top_p, "--seed": args.seed,
@@ -238,7 +238,7 @@ def _default(value, default):
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from rnnlab import demo
+    from rnnlab.inside import demo
 
     demo.run(steps=args.steps, hidden=args.hidden, seed=args.seed)
     return 0
@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_lm_options(lm)
     lm.set_defaults(func=_train_lm)
-    from rnnlab.cli_seq2seq import add_seq2seq_parsers
+    from rnnlab.cli.seq2seq import add_seq2seq_parsers
 
     add_seq2seq_parsers(tsub, sub)
 
@@ -382,12 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(func=_demo)
 
-    from rnnlab.diagnostics import explain, gradcheck
-    from rnnlab.diagnostics.bench import add_bench_parser
-    from rnnlab.diagnostics.gradflow import add_gradflow_parser
+    from rnnlab.cli.bench import add_bench_parser
+    from rnnlab.cli.explain import add_explain_parser
+    from rnnlab.cli.gradcheck import add_gradcheck_parser
+    from rnnlab.cli.gradflow import add_gradflow_parser
 
-    explain.add_explain_parser(sub)
-    gradcheck.add_gradcheck_parser(sub)
+    add_explain_parser(sub)
+    add_gradcheck_parser(sub)
     add_gradflow_parser(sub)
     add_bench_parser(sub)
     return parser
@@ -397,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rnnlab.io.checkpoint import CheckpointError
     from rnnlab.plots import PlotsUnavailable
-    from rnnlab.train import TrainingDiverged
+    from rnnlab.tasks.lm.task import TrainingDiverged
 
     try:
         return args.func(args)

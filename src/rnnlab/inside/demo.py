@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from rnnlab.recurrent import LSTM
+from rnnlab.nn.recurrent import LSTM
 
 
 def make_batch(rng: np.random.Generator, T: int, B: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab.backend import Seed, make_rng
 from rnnlab.models.language_model import LanguageModel
-from rnnlab.ops import log_softmax
+from rnnlab.nn.backend import Seed, make_rng
+from rnnlab.nn.ops import log_softmax
 
 
 def next_token_distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab.backend import Seed, dropout_mask, make_rng, resolve_dtype
-from rnnlab.module import Module
+from rnnlab.nn.backend import Seed, dropout_mask, make_rng, resolve_dtype
+from rnnlab.nn.module import Module
 from rnnlab.validate import check_array, check_positive_int
 
 

@@ -6,7 +6,7 @@ g, o; GRU: r, z, n; RNN: one block). Every step takes ``xw = x @ W_ih.T + b_ih``
 projection, so a sequence layer can compute it for all time steps with one GEMM before its loop.
 
 These functions are the readable reference: each equation is one line. The sequence layers in
-:mod:`rnnlab.kernels` run the same equations in place over preallocated buffers, and the tests
+:mod:`rnnlab.nn.kernels` run the same equations in place over preallocated buffers, and the tests
 prove the two agree (a layer equals a loop over its cell).
 """
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab import ops
-from rnnlab.backend import Seed, make_rng, resolve_dtype
-from rnnlab.module import Module
+from rnnlab.nn import ops
+from rnnlab.nn.backend import Seed, make_rng, resolve_dtype
+from rnnlab.nn.module import Module
 from rnnlab.validate import check_array, check_positive_int, check_state
 
 

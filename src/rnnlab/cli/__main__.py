@@ -1,0 +1,5 @@
+import sys
+
+from rnnlab.cli.main import main
+
+sys.exit(main())

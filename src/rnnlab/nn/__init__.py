@@ -1,0 +1,11 @@
+"""The math: cells (one step, the readable specification), kernels (the fast time loops),
+recurrent layers, the other layers, attention and the Module base. Imports nothing above it."""
+
+from rnnlab.nn.attention import Attention
+from rnnlab.nn.cells import GRUCell, LSTMCell, RNNCell
+from rnnlab.nn.layers import Dropout, Embedding, Linear, LinearCrossEntropy, SoftmaxCrossEntropy
+from rnnlab.nn.module import Module
+from rnnlab.nn.recurrent import GRU, LSTM, RNN
+
+__all__ = ["GRU", "LSTM", "RNN", "Attention", "Dropout", "Embedding", "GRUCell", "LSTMCell",
+           "Linear", "LinearCrossEntropy", "Module", "RNNCell", "SoftmaxCrossEntropy"]

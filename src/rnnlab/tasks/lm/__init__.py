@@ -1,0 +1,1 @@
+"""Language modelling: truncated BPTT over parallel streams, perplexity, generation."""

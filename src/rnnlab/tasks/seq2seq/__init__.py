@@ -1,0 +1,1 @@
+"""Sequence to sequence: encoder-decoder training, exact-match scoring, decoding."""

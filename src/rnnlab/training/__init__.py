@@ -1,0 +1,1 @@
+"""The training engine: one loop, checkpoints, signals and metrics for every task."""
