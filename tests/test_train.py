@@ -17,15 +17,8 @@ from rnnlab.data.text import load_corpus
 from rnnlab.io.checkpoint import CheckpointError
 from rnnlab.models import LanguageModel, LMConfig
 from rnnlab.nn.layers import SoftmaxCrossEntropy
-from rnnlab.tasks.lm.task import (
-    Interrupted,
-    TrainConfig,
-    Trainer,
-    TrainingDiverged,
-    evaluate,
-    load_run,
-    perplexity,
-)
+from rnnlab.tasks.lm.task import LMTask, TrainConfig, evaluate, load_run, perplexity
+from rnnlab.training import Interrupted, Trainer, TrainingDiverged
 
 TEXT = "".join(f"line {i}: the quick brown fox {i % 7} jumps over the lazy dog\n"
                for i in range(60))
@@ -44,7 +37,7 @@ def _trainer(corpus_file: Path, out: Path, **overrides) -> Trainer:
                                    num_layers=2, dropout=0.2), seed=0)
     cfg = TrainConfig(**{"epochs": 2, "batch_size": 4, "bptt": 16, "lr": 1e-2, "log_every": 1,
                          "eval_batch_size": 3, **overrides})
-    return Trainer(model, corpus, cfg, out, log=lambda _: None, progress=False)
+    return Trainer(LMTask(model, corpus, cfg), out, log=lambda _: None, progress=False)
 
 
 def _losses(out: Path) -> list[tuple[int, float]]:
@@ -86,11 +79,11 @@ def test_ctrl_c_saves_and_resume_continues_exactly(corpus_file, tmp_path, monkey
     original = Trainer.train_step
     calls = {"n": 0}
 
-    def interrupting(self, x, y):
+    def interrupting(self, batch):
         calls["n"] += 1
         if calls["n"] == 17:  # a real Ctrl-C arrives before the step's arithmetic
             os.kill(os.getpid(), signal.SIGINT)
-        return original(self, x, y)
+        return original(self, batch)
 
     monkeypatch.setattr(Trainer, "train_step", interrupting)
     with pytest.raises(Interrupted) as info:
@@ -143,7 +136,7 @@ def test_a_signal_anywhere_in_fit_resumes_to_the_same_records(corpus_file, tmp_p
         target = (LanguageModel, "forward_loss",
                   lambda m, *a, **k: k.get("scale", 1) is None and part.epoch == 1)
     elif where == "after a metrics record":  # between writing a record and the next step
-        target = (Trainer, "_write_metrics", lambda t, r: r["step"] == 14)
+        target = (Trainer, "_write", lambda t, r: r["step"] == 14)
     else:  # the test split, after the last epoch
         target = (LanguageModel, "forward_loss",
                   lambda m, *a, **k: k.get("scale", 1) is None and part.epoch > 2)
@@ -166,12 +159,12 @@ def test_a_second_signal_stops_at_once_and_saves_nothing(corpus_file, tmp_path, 
     calls = {"n": 0}
     original = Trainer.train_step
 
-    def twice(self, x, y):
+    def twice(self, batch):
         calls["n"] += 1
         if calls["n"] == 60:  # in epoch 2: two signals before the step's arithmetic
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
-        return original(self, x, y)
+        return original(self, batch)
 
     monkeypatch.setattr(Trainer, "train_step", twice)
     with pytest.raises(Interrupted) as info:
@@ -203,7 +196,7 @@ def test_an_interrupt_inside_a_step_saves_nothing(corpus_file, tmp_path, monkeyp
         part.fit()
     monkeypatch.setattr(optim, "clipped_step", original)
     state = json.loads((tmp_path / "part" / "checkpoint" / "checkpoint.json").read_text())
-    assert (state["epoch"], state["window"]) == (2, 0)  # the end of epoch 1, not step 52
+    assert (state["epoch"], state["position"]) == (2, 0)  # the end of epoch 1, not step 52
     resumed = _resume(corpus_file, tmp_path / "part", optimizer="adam")
     resumed.fit()
     assert _losses(tmp_path / "full") == _losses(tmp_path / "part")
@@ -544,7 +537,7 @@ def test_cli_plain_resume_keeps_the_step_limit_of_an_interrupted_run(corpus_file
     """Stopped by a signal before its --max-steps, a run resumed without options still stops
     at that limit; one that reached its limit goes on without it."""
     out = tmp_path / "run"
-    original = _signal_once(monkeypatch, Trainer, "train_step", lambda t, x, y: t.step == 9)
+    original = _signal_once(monkeypatch, Trainer, "train_step", lambda t, batch: t.step == 9)
     assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), *SMALL,
                  "--samples", "0", "--max-steps", "30"]) == 130
     monkeypatch.setattr(Trainer, "train_step", original)
@@ -599,24 +592,8 @@ def test_sigterm_saves_a_checkpoint_mid_epoch_and_exits_143(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, output
     assert "interrupted: checkpoint saved" in output
     state = json.loads((out / "checkpoint" / "checkpoint.json").read_text(encoding="utf-8"))
-    assert state["epoch"] == 1 and state["step"] >= 3 and state["window"] == state["step"]
+    assert state["epoch"] == 1 and state["step"] >= 3 and state["position"] == state["step"]
     assert main(["train", "lm", "--data", str(corpus), "--out", str(out), "--resume",
                  "--max-steps", str(state["step"] + 2), "--samples", "0", "--no-progress"]) == 0
     after = json.loads((out / "checkpoint" / "checkpoint.json").read_text(encoding="utf-8"))
     assert after["step"] == state["step"] + 2
-
-
-def test_sigterm_as_interrupt_raises_in_the_block_and_restores_the_handler():
-    import os
-    import signal
-
-    from rnnlab.cli.argtypes import Terminated, interrupted_exit_code, sigterm_as_interrupt
-
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(Terminated) as info, sigterm_as_interrupt():
-        os.kill(os.getpid(), signal.SIGTERM)
-        for _ in range(1000):  # the handler runs between bytecodes
-            pass
-    assert signal.getsignal(signal.SIGTERM) is before
-    assert interrupted_exit_code(info.value) == 143
-    assert interrupted_exit_code(KeyboardInterrupt()) == 130

@@ -11,12 +11,13 @@ from rnnlab.cli.main import main
 from rnnlab.data.pairs import build_vocabs
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnlab.tasks.seq2seq.task import (
+    Seq2SeqTask,
     Seq2SeqTrainConfig,
-    Seq2SeqTrainer,
     load_pairs,
     load_seq2seq,
     score,
 )
+from rnnlab.training import Trainer
 
 SMALL = ["--hidden", "24", "--embed", "8", "--batch-size", "16", "--no-progress"]
 
@@ -43,8 +44,8 @@ def test_trainer_learns_and_scores(reverse_tsv, tmp_path):
     model = Seq2Seq(Seq2SeqConfig(len(src_vocab), len(tgt_vocab), embed_size=8, hidden_size=32,
                                   attention="dot"), seed=0)
     before = score(model, test, src_vocab, tgt_vocab)
-    trainer = Seq2SeqTrainer(model, train, test, src_vocab, tgt_vocab, cfg, tmp_path / "run",
-                             log=lambda s: None, progress=False)
+    trainer = Trainer(Seq2SeqTask(model, train, test, src_vocab, tgt_vocab, cfg),
+                      tmp_path / "run", log=lambda s: None, progress=False)
     final = trainer.fit()
     assert before["exact_match"] < 0.2
     assert final["test_exact_match"] >= 0.9, final
@@ -56,7 +57,7 @@ def test_trainer_learns_and_scores(reverse_tsv, tmp_path):
         assert 0.0 <= r["test_exact_match"] <= r["test_char_acc"] + 1e-12 <= 1.0 + 1e-12
     # the checkpoint reproduces the trained model's decoding exactly
     loaded, sv, tv, state, _ = load_seq2seq(tmp_path / "run")
-    assert state["epoch"] == 12
+    assert (state["epoch"], state["position"]) == (13, 0)  # 12 done, the 13th not begun
     assert score(loaded, test, sv, tv) == score(model, test, src_vocab, tgt_vocab)
 
 

@@ -1,12 +1,11 @@
 """Shared by the command-line parsers (``rnnlab.cli``): argparse
-value types, the error for user mistakes, and SIGTERM handling for the training commands."""
+value types, the error for user mistakes, the checkpoint options of the training commands
+and their exit status after a signal."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
-import threading
 
 
 def _number_type(convert, ok, expected: str):
@@ -33,37 +32,17 @@ non_negative_float = _number_type(float, lambda v: 0 <= v < INF, "a finite numbe
 probability = _number_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")  # dropout rates
 
 
+def add_save_options(group) -> None:
+    """--save-every and --save-minutes, the same on every training command."""
+    group.add_argument("--save-every", type=non_negative_int, dest="save_every", metavar="N",
+                       help="also write the checkpoint every N steps (default 0: off)")
+    group.add_argument("--save-minutes", type=non_negative_float, dest="save_minutes",
+                       metavar="M", help="also write the checkpoint every M minutes of training "
+                       "(default 10; 0: off): a killed run loses at most that much")
+
+
 class UserError(Exception):
     """A mistake on the command line or in the data: one line on stderr, exit status 2."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived (``kill``, a job scheduler's time limit): treated as Ctrl-C."""
-
-    signum = signal.SIGTERM
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """While a command runs, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the
-    main thread, so ``kill PID`` ends ``train seq2seq`` the way Ctrl-C does (its checkpoint
-    holds the last finished epoch); a second SIGTERM acts at once. (``train lm`` needs no
-    wrapper: its Trainer defers both signals to the next step boundary and saves that step.)
-    The previous handler comes back afterwards; outside
-    the main thread (where handlers cannot be set) nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        signal.signal(signal.SIGTERM, previous)  # a second SIGTERM stops at once
-        raise Terminated(f"signal {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def interrupted_exit_code(err: KeyboardInterrupt) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rnnlab.cli.argtypes import (
     UserError,
+    add_save_options,
     interrupted_exit_code,
     non_negative_float,
     non_negative_int,
@@ -42,14 +43,15 @@ def _resolve(args: argparse.Namespace) -> dict:
 
 
 # what --resume may set: how long to go on, and where the (moved) training data is now
-RESUME_OPTIONS = ("epochs", "max_steps", "data", "log_every")
+RESUME_OPTIONS = ("epochs", "max_steps", "data", "log_every", "save_every", "save_minutes")
 
 
 def _train_lm(args: argparse.Namespace) -> int:
     from rnnlab.data.text import load_corpus
     from rnnlab.models.language_model import LanguageModel, LMConfig
     from rnnlab.tasks.lm.generate import generate
-    from rnnlab.tasks.lm.task import TrainConfig, Trainer, load_run
+    from rnnlab.tasks.lm.task import LMTask, TrainConfig, load_run
+    from rnnlab.training import Trainer
 
     out = Path(args.out)
     if args.resume:
@@ -68,11 +70,11 @@ def _train_lm(args: argparse.Namespace) -> int:
             opts["max_steps"] = args.max_steps
         elif state.get("stop_reason") == "max_steps":  # it reached its limit: go on without
             opts["max_steps"] = 0
-        for k in ("epochs", "log_every"):
+        for k in ("epochs", "log_every", "save_every", "save_minutes"):
             if getattr(args, k) is not None:
                 opts[k] = getattr(args, k)
         cfg = TrainConfig(**opts)
-        trainer = Trainer(model, corpus, cfg, out, progress=not args.no_progress)
+        trainer = Trainer(LMTask(model, corpus, cfg), out, progress=not args.no_progress)
         trainer.restore(state, weights, arrays)  # checks the data is the run's
         print(f"resuming {out} at epoch {trainer.epoch}, step {trainer.step}")
     else:
@@ -89,12 +91,13 @@ def _train_lm(args: argparse.Namespace) -> int:
                           lr_schedule=r["lr_schedule"], lr_decay_start=r["lr_decay_start"],
                           lr_decay=r["lr_decay"], patience=r["patience"],
                           eval_batch_size=r["eval_batch_size"], seed=r["seed"],
-                          log_every=r["log_every"], max_steps=r["max_steps"])
+                          log_every=r["log_every"], max_steps=r["max_steps"],
+                          save_every=r["save_every"], save_minutes=r["save_minutes"])
         if (out / "checkpoint").exists():
             raise UserError(f"{out} already holds a run: use --resume to continue it, or "
                             "choose another --out")
         model = LanguageModel(model_cfg, seed=cfg.seed)
-        trainer = Trainer(model, corpus, cfg, out, progress=not args.no_progress)
+        trainer = Trainer(LMTask(model, corpus, cfg), out, progress=not args.no_progress)
         print(f"corpus {corpus.name} ({corpus.level} level): {len(corpus.train):,} train / "
               f"{len(corpus.valid):,} valid / {len(corpus.test):,} test tokens, "
               f"vocabulary {len(corpus.vocab):,}")
@@ -298,6 +301,7 @@ def _add_lm_options(p: argparse.ArgumentParser) -> None:
                    help="seed of initialisation and dropout (default 0)")
     g.add_argument("--log-every", type=positive_int, dest="log_every",
                    help="steps between metrics.jsonl records (default 50)")
+    add_save_options(g)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  rnnlab train lm --out runs/shakespeare --resume --epochs 4\n\n"
         "Ctrl-C or SIGTERM (kill PID) lets the step in progress finish, saves a checkpoint "
         "and exits; --resume continues from it (and takes only --epochs, --max-steps, "
-        "--log-every and --data).",
+        "--log-every, --save-every, --save-minutes and --data). A checkpoint is also written "
+        "after each epoch and every 10 minutes of training (--save-minutes, --save-every), so "
+        "even a run killed without warning (kill -9, out of memory) loses at most that much.",
     )
     lm.add_argument("--out", required=True, metavar="DIR",
                     help="run directory: checkpoint/, config.json, vocab.json, metrics.jsonl")
@@ -398,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rnnlab.io.checkpoint import CheckpointError
     from rnnlab.plots import PlotsUnavailable
-    from rnnlab.tasks.lm.task import TrainingDiverged
+    from rnnlab.training import TrainingDiverged
 
     try:
         return args.func(args)

@@ -10,37 +10,44 @@ from pathlib import Path
 
 from rnnlab.cli.argtypes import (
     UserError,
+    add_save_options,
     interrupted_exit_code,
     non_negative_float,
+    non_negative_int,
     positive_int,
-    sigterm_as_interrupt,
 )
 
 TRANSLATE_BATCH = 1000  # inputs decoded together by greedy decoding
+# what --resume may change: how long to go on, and how often to record and save
+RESUME_OPTIONS = ("epochs", "max_steps", "log_every", "save_every", "save_minutes")
 
 
 def _train_seq2seq(args: argparse.Namespace) -> int:
     from rnnlab.data.pairs import build_vocabs
     from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
     from rnnlab.tasks.seq2seq.task import (
+        Seq2SeqTask,
         Seq2SeqTrainConfig,
-        Seq2SeqTrainer,
         load_pairs,
         load_seq2seq,
+        upgrade_state,
     )
+    from rnnlab.training import Trainer
 
     out = Path(args.out)
     if args.resume:
         model, src_vocab, tgt_vocab, state, arrays = load_seq2seq(out)
         model.train()
         opts = {**state["train_config"]}
-        if args.epochs is not None:
-            opts["epochs"] = args.epochs
+        for k in RESUME_OPTIONS:
+            if getattr(args, k) is not None:
+                opts[k] = getattr(args, k)
         cfg = Seq2SeqTrainConfig(**opts)
         train, test, what = load_pairs(cfg)
         if [v.to_dict() for v in build_vocabs(train)] != [src_vocab.to_dict(),
                                                          tgt_vocab.to_dict()]:
             raise UserError(f"{out}: the data's vocabularies do not match the checkpoint's")
+        state = upgrade_state(state, len(train))
         model_cfg = model.config
     else:
         if (out / "checkpoint").exists():
@@ -61,21 +68,18 @@ def _train_seq2seq(args: argparse.Namespace) -> int:
     print(f"model {model_cfg}")
     print(f"training {cfg}")
     print(f"{sum(p.size for p in model.parameters().values()):,} parameters; run directory {out}")
-    trainer = Seq2SeqTrainer(model, train, test, src_vocab, tgt_vocab, cfg, out,
-                             progress=not args.no_progress)
+    task = Seq2SeqTask(model, train, test, src_vocab, tgt_vocab, cfg)
+    trainer = Trainer(task, out, progress=not args.no_progress)
     if args.resume:
-        trainer.restore(state, arrays)
-        print(f"resuming {out} after epoch {trainer.epoch}")
+        trainer.restore(state, weights=model.state_dict(), arrays=arrays)
+        print(f"resuming {out} at epoch {trainer.epoch}, step {trainer.step}")
     start = time.perf_counter()
     try:
-        with sigterm_as_interrupt():
-            final = trainer.fit()
-    except KeyboardInterrupt as err:
-        print(f"interrupted: {out / 'checkpoint'} holds the last finished epoch; continue with "
-              "--resume", file=sys.stderr)
+        final = trainer.fit()  # SIGINT / SIGTERM: the step in progress ends, then it saves
+    except KeyboardInterrupt as err:  # the trainer said what it saved and where
         return interrupted_exit_code(err)
     if not final:
-        print(f"{out} has already trained {trainer.epoch} epochs (--epochs N to go on)")
+        print(f"{out} has already trained {trainer.epoch - 1} epochs (--epochs N to go on)")
         return 0
     print(f"trained in {time.perf_counter() - start:.0f} s; test exact match "
           f"{final['test_exact_match']:.2%}; metrics in {out / 'metrics.jsonl'}")
@@ -159,8 +163,9 @@ def add_seq2seq_parsers(tsub, sub) -> None:
     m = {f.name: f.default for f in fields(Seq2SeqConfig)}  # the defaults are the dataclasses'
     t = Seq2SeqTrainConfig()
     s2s.add_argument("--out", required=True, metavar="DIR", help="run directory")
-    s2s.add_argument("--resume", action="store_true", help="continue the run in --out after its "
-                     "last finished epoch (its saved settings; only --epochs applies)")
+    s2s.add_argument("--resume", action="store_true", help="continue the run in --out exactly "
+                     "where it stopped (its saved settings; only --epochs, --max-steps, "
+                     "--log-every, --save-every and --save-minutes apply)")
     s2s.add_argument("--data", help=f"addition | date | PATH (default {t.data})")
     s2s.add_argument("--size", type=positive_int,
                      help=f"pairs generated for addition/date (default {t.size})")
@@ -193,6 +198,11 @@ def add_seq2seq_parsers(tsub, sub) -> None:
                      help=f"global gradient-norm clip (0: off; default {t.clip:g})")
     s2s.add_argument("--seed", type=int, help=f"default {t.seed}")
     s2s.add_argument("--dtype", choices=["float32", "float64"], default=m["dtype"])
+    s2s.add_argument("--max-steps", type=non_negative_int, dest="max_steps",
+                     help="stop after N steps in all (0: off)")
+    s2s.add_argument("--log-every", type=non_negative_int, dest="log_every", metavar="N",
+                     help="steps between metrics records (default 0: one per epoch)")
+    add_save_options(s2s)
     s2s.add_argument("--no-progress", action="store_true", dest="no_progress")
     s2s.set_defaults(func=_train_seq2seq)
 

@@ -77,9 +77,11 @@ from rnnlab.data.synthetic import (
     copy_baseline,
     copy_task,
 )
+from rnnlab.io.checkpoint import load_checkpoint, run_checkpoint
 from rnnlab.io.safetensors import CheckpointError, load_file, load_metadata, save_file
 from rnnlab.models.longdep import CELLS, INITS, TASKS, LongDepModel, init_gate_biases
-from rnnlab.optim import Adam, clipped_step
+from rnnlab.optim import Adam
+from rnnlab.training import SAVE_MINUTES, LoopConfig, Trainer
 from rnnlab.validate import check_positive_int
 
 SOLVED_MSE = 0.01  # adding: test MSE below this
@@ -270,12 +272,93 @@ def _progress(cfg: LongDepConfig, step: int, train_loss: float, metrics: dict,
 
 
 # ----------------------------------------------------------------------------- training
+class LongDepTask:
+    """A long-lag benchmark run for :class:`rnnlab.training.Trainer`: fresh random batches from
+    the stream ``(seed, 2)``, and an "epoch" of ``eval_every`` steps, each ending with the
+    fixed test set's metrics (the last one shorter, so that the run ends at ``steps``)."""
+
+    kind, items = "longdep", "sequences"
+
+    def __init__(self, cfg: LongDepConfig, save_every: int = 0,
+                 save_minutes: float = 0.0) -> None:
+        self.config = cfg
+        self.model = build_model(cfg)
+        self.cfg = LoopConfig(epochs=-(-cfg.steps // cfg.eval_every), clip=cfg.clip,
+                              log_every=0, save_every=save_every, save_minutes=save_minutes)
+        self.rng = np.random.default_rng([cfg.seed, 2])
+        self.x_test, self.y_test = make_batch(cfg, cfg.test_size,
+                                              np.random.default_rng([cfg.seed, 3]))
+        if cfg.task == "adding":
+            # the marked values do not depend on T: two steps per sequence draw the same targets
+            _, y_ref = adding_problem(10_000, 2, np.random.default_rng([cfg.seed, 5]))
+            self.baseline, self.metric = constant_baseline_mse(self.y_test, y_ref), "test_mse"
+        else:
+            self.baseline = copy_baseline(cfg.T, cfg.symbols, cfg.length)
+            self.metric = "test_acc"
+        self.start = time.perf_counter()
+
+    def make_optimizer(self):
+        return Adam(self.model.parameters(), lr=self.config.lr), None
+
+    def epoch_batches(self, epoch: int, position: int) -> int:
+        return min(self.config.eval_every, self.config.steps - (epoch - 1) * self.config.eval_every)
+
+    def batch(self, index: int):
+        return make_batch(self.config, self.config.batch, self.rng)
+
+    def step(self, batch) -> tuple[float, int]:
+        x, y = batch
+        loss = self.model.loss(x, y)
+        if math.isfinite(loss):
+            self.model.backward()
+        return loss, x.shape[1]
+
+    def evaluate(self, stop) -> dict:
+        return evaluate(self.model, self.x_test, self.y_test, self.config.length)
+
+    def score(self, metrics: dict) -> None:
+        return None
+
+    def done(self, metrics: dict) -> str | None:
+        solved = is_solved(self.config.task, metrics)
+        return "solved" if solved and self.config.stop_when_solved else None
+
+    def final(self, last: dict, step: int, stop) -> None:
+        return None
+
+    def describe(self, record: dict, seconds: float) -> str:
+        return _progress(self.config, record["step"], record["loss"], record, self.baseline,
+                         time.perf_counter() - self.start)
+
+    def postfix(self, loss: float) -> dict:
+        return {}
+
+    def state_dict(self, in_epoch: bool):
+        return {}, {"longdep_config": asdict(self.config), "data_rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, arrays: dict, state: dict) -> None:
+        if state.get("longdep_config") != asdict(self.config):
+            raise ValueError("the checkpoint's longdep run has another configuration: "
+                             f"{state.get('longdep_config')}")
+        self.rng.bit_generator.state = state["data_rng"]
+
+    def run_config(self) -> dict:
+        return {"longdep": asdict(self.config), "train": asdict(self.cfg)}
+
+    def write_files(self, out: Path) -> None:
+        pass
+
+
 def train_longdep(cfg: LongDepConfig, log: Callable[[str], object] = print,
-                  save: str | os.PathLike | None = None) -> dict:
+                  save: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+                  resume: bool = False, save_every: int = 0,
+                  save_minutes: float = SAVE_MINUTES) -> dict:
     """Train, evaluating every ``eval_every`` steps and at the end; returns the results.
 
     ``save``: write the trained model to this safetensors file (:func:`save_model`); its
-    directory is checked before training starts.
+    directory is checked before training starts. ``out``: a run directory for checkpoints
+    and ``metrics.jsonl`` (saved after each evaluation, every ``save_every`` steps and every
+    ``save_minutes``); ``resume`` continues the run saved there.
 
     Keys: ``task, T, cell, init, steps`` (steps run), the final test metrics (``test_mse``, or
     ``test_loss`` and ``test_acc``), ``baseline``, ``solved``, ``solved_step`` (first
@@ -283,59 +366,35 @@ def train_longdep(cfg: LongDepConfig, log: Callable[[str], object] = print,
     since the previous evaluation, test metric), the metric being test MSE or test accuracy),
     ``wall_s`` (training and evaluation time), ``params`` and ``config``.
     """
-    from rnnlab.tasks.lm.task import TrainingDiverged
-
-    model = build_model(cfg)
     if save is not None:
         check_output_path("save", save)
-    train_rng = np.random.default_rng([cfg.seed, 2])
-    x_test, y_test = make_batch(cfg, cfg.test_size, np.random.default_rng([cfg.seed, 3]))
-    if cfg.task == "adding":
-        # the marked values do not depend on T: two steps per sequence draw the same targets
-        _, y_ref = adding_problem(10_000, 2, np.random.default_rng([cfg.seed, 5]))
-        baseline, metric = constant_baseline_mse(y_test, y_ref), "test_mse"
-    else:
-        baseline, metric = copy_baseline(cfg.T, cfg.symbols, cfg.length), "test_acc"
-    params = model.parameters()
-    optimizer = Adam(params, lr=cfg.lr)
-    n_params = sum(p.size for p in params.values())
+    task = LongDepTask(cfg, save_every, save_minutes if out is not None else 0.0)
+    trainer = Trainer(task, out, log=log, progress=False)
+    if resume:
+        if out is None:
+            raise ValueError("resume: expected a run directory (out) to resume from")
+        weights, state, arrays = load_checkpoint(run_checkpoint(out))
+        if state.get("kind") != task.kind:
+            raise ValueError(f"{out}: expected a longdep checkpoint, got {state.get('kind')!r}")
+        trainer.restore(state, weights, arrays)
+    n_params = sum(p.size for p in task.model.parameters().values())
     log(f"longdep: {cfg}")
-    log(f"{type(model.rnn).__name__}({model.rnn.input_size}, {cfg.hidden}) + Linear readout, "
-        f"{n_params:,} parameters; {cfg.steps_per_sequence} steps per sequence; "
-        f"baseline {baseline:.4f}")
-    curve: list[tuple[int, float, float]] = []
-    metrics: dict = {}
-    solved_step = None
-    running, count, step = 0.0, 0, 0
+    log(f"{type(task.model.rnn).__name__}({task.model.rnn.input_size}, {cfg.hidden}) + Linear "
+        f"readout, {n_params:,} parameters; {cfg.steps_per_sequence} steps per sequence; "
+        f"baseline {task.baseline:.4f}")
     start = time.perf_counter()
-    for step in range(1, cfg.steps + 1):
-        x, y = make_batch(cfg, cfg.batch, train_rng)
-        model.zero_grad(lazy=True)  # marks them; backward writes its first part
-        loss = model.loss(x, y)
-        if not math.isfinite(loss):
-            raise TrainingDiverged(f"longdep: the training loss became {loss} at step {step}")
-        model.backward()
-        norm = clipped_step(optimizer, model.grads, cfg.clip)
-        if not math.isfinite(norm):
-            raise TrainingDiverged(f"longdep: the gradient norm became {norm} at step {step}")
-        running, count = running + loss, count + 1
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            metrics = evaluate(model, x_test, y_test, cfg.length)
-            curve.append((step, running / count, metrics[metric]))
-            log(_progress(cfg, step, running / count, metrics, baseline,
-                          time.perf_counter() - start))
-            running, count = 0.0, 0
-            if solved_step is None and is_solved(cfg.task, metrics):
-                solved_step = step
-                if cfg.stop_when_solved:
-                    break
+    trainer.fit()
     wall = time.perf_counter() - start
-    result = {"task": cfg.task, "T": cfg.T, "cell": cfg.cell, "init": cfg.init, "steps": step,
-              **metrics, "baseline": baseline, "solved": is_solved(cfg.task, metrics),
-              "solved_step": solved_step, "curve": curve, "wall_s": wall, "params": n_params,
-              "config": asdict(cfg)}
+    evals = [r for r in trainer.history if task.metric in r]
+    metrics = {k: evals[-1][k] for k in ("test_mse", "test_loss", "test_acc") if k in evals[-1]}
+    curve = [(r["step"], r["loss"], r[task.metric]) for r in evals]
+    solved_step = next((r["step"] for r in evals if is_solved(cfg.task, r)), None)
+    result = {"task": cfg.task, "T": cfg.T, "cell": cfg.cell, "init": cfg.init,
+              "steps": trainer.step, **metrics, "baseline": task.baseline,
+              "solved": is_solved(cfg.task, metrics), "solved_step": solved_step,
+              "curve": curve, "wall_s": wall, "params": n_params, "config": asdict(cfg)}
     if save is not None:
-        save_model(model, cfg, save, result)
+        save_model(task.model, cfg, save, result)
     return result
 
 

@@ -5,6 +5,8 @@ Each preset is a flat dict of option names (as the CLI spells them, with undersc
 
 from __future__ import annotations
 
+from rnnlab.training import SAVE_MINUTES
+
 DEFAULT_LM = {
     # The main job: a character-level LSTM on the bundled Tiny Shakespeare that writes readable
     # text after a few minutes on 2 CPU cores.
@@ -13,7 +15,7 @@ DEFAULT_LM = {
     "momentum": 0.0, "weight_decay": 0.0, "clip": 1.0, "loss": "mean", "lr_schedule": "none",
     "lr_decay_start": 4, "lr_decay": 0.5, "patience": 0, "batch_size": 32, "bptt": 64,
     "epochs": 2, "eval_batch_size": 16, "seed": 0, "log_every": 50, "max_steps": 0,
-    "dtype": "float32",
+    "dtype": "float32", "save_every": 0, "save_minutes": SAVE_MINUTES,
 }
 
 PRESETS: dict[str, dict] = {

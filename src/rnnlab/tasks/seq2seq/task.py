@@ -5,12 +5,13 @@ One step (a minibatch of (source, target) pairs):
     src  = encode(sources, reverse=reverse_source)       (Ts, B) padded, lengths
     tgt_in, tgt_out = [<bos>] + target, target + [<eos>]  (Tt, B)
     loss = mean cross-entropy over the real target tokens
-    model.backward_loss();  clip the global gradient norm;  Adam step
+    model.backward_loss()     (the Trainer then clips the global gradient norm; Adam step)
 
 After every epoch the whole test set is decoded greedily and scored: ``test_exact_match`` (the
 fraction of answers decoded exactly) and ``test_char_acc`` (the fraction of target characters
-right at their position). A record is appended to ``metrics.jsonl`` and ``checkpoint/`` is
-replaced atomically (weights, optimizer state, both vocabularies, configs, the epoch).
+right at their position). The Trainer (:mod:`rnnlab.training`) appends the epoch's record to
+``metrics.jsonl`` and replaces ``checkpoint/`` atomically, at each epoch's end and periodically
+inside one (weights, optimizer state, both vocabularies, configs, the position in the epoch).
 
 Data (``data``): "addition" and "date" are generated (:mod:`rnnlab.data.pairs`, ``size`` pairs);
 any other value is a file in the book's format (``16+75  _91``) or a TSV of source<TAB>target.
@@ -22,7 +23,6 @@ appear in both parts).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,12 +32,10 @@ import numpy as np
 from rnnlab import optim
 from rnnlab.data import pairs as P
 from rnnlab.data.text import Vocabulary
-from rnnlab.io.atomic import atomic_write_json
-from rnnlab.io.checkpoint import load_checkpoint, run_checkpoint, save_checkpoint
+from rnnlab.io.checkpoint import load_checkpoint, run_checkpoint
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from rnnlab.tasks.lm.task import TrainingDiverged, append_record, dataclass_from_dict, keep_records
 from rnnlab.tasks.seq2seq.translate import greedy_decode
-from rnnlab.training.progress import Progress
+from rnnlab.training import LoopConfig, Stop, dataclass_from_dict
 from rnnlab.validate import check_positive_int
 
 GENERATED = {"addition": P.addition_pairs, "date": P.date_pairs}
@@ -45,8 +43,9 @@ KIND = "seq2seq"
 
 
 @dataclass
-class Seq2SeqTrainConfig:
-    """How to train (saved with every checkpoint)."""
+class Seq2SeqTrainConfig(LoopConfig):
+    """How to train (saved with every checkpoint); the loop's own settings (``save_every``,
+    ``save_minutes``, ...) are :class:`~rnnlab.training.LoopConfig`'s."""
 
     data: str = "addition"  # addition | date | a file path
     size: int = 50000  # pairs generated for "addition" / "date"
@@ -55,12 +54,14 @@ class Seq2SeqTrainConfig:
     batch_size: int = 128
     lr: float = 1e-3  # Adam
     clip: float = 5.0  # global gradient L2 norm (0: off)
+    log_every: int = 0  # one metrics record per epoch (its loss the epoch's mean)
     lr_decay: float = 1.0  # multiply lr by this every epoch after lr_decay_start (1: constant)
     lr_decay_start: int = 0
     seed: int = 0  # initialisation and minibatch order (the split always uses 1984)
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("size", "epochs", "batch_size", "eval_batch_size"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -104,12 +105,17 @@ def encode_batch(batch: list[P.Pair], src_vocab: Vocabulary, tgt_vocab: Vocabula
 
 
 def score(model: Seq2Seq, pairs: list[P.Pair], src_vocab: Vocabulary, tgt_vocab: Vocabulary,
-          batch_size: int = 1000, max_length: int | None = None) -> dict:
-    """Greedy-decode every pair's source: exact-match rate and per-position character accuracy."""
+          batch_size: int = 1000, max_length: int | None = None,
+          stop: Callable[[], bool] | None = None) -> dict:
+    """Greedy-decode every pair's source: exact-match rate and per-position character accuracy.
+    ``stop`` is asked between batches; when it says True the scoring is abandoned
+    (:class:`~rnnlab.training.Stop`)."""
     bos, eos = P.special_id(tgt_vocab, P.BOS), P.special_id(tgt_vocab, P.EOS)
     limit = max_length or max(len(t) for _, t in pairs) + 5
     exact = chars = total = 0
     for s in range(0, len(pairs), batch_size):
+        if stop is not None and stop():
+            raise Stop
         batch = pairs[s:s + batch_size]
         src, src_len = P.encode([p[0] for p in batch], src_vocab,
                                 reverse=model.config.reverse_source)
@@ -122,101 +128,98 @@ def score(model: Seq2Seq, pairs: list[P.Pair], src_vocab: Vocabulary, tgt_vocab:
     return {"exact_match": exact / len(pairs), "char_acc": chars / max(total, 1)}
 
 
-class Seq2SeqTrainer:
-    """Epochs of minibatch training with a test-set score, metrics and a checkpoint per epoch."""
+class Seq2SeqTask:
+    """A seq2seq model, its pairs and its train config, for :class:`rnnlab.training.Trainer`.
+
+    Each epoch shuffles the training pairs with the run's generator (seeded by ``seed``); a
+    checkpoint taken inside an epoch keeps that generator's state from the epoch's start, so a
+    resumed run draws the same order and goes on at the same batch."""
+
+    kind, items = KIND, "tokens"
 
     def __init__(self, model: Seq2Seq, train: list[P.Pair], test: list[P.Pair],
-                 src_vocab: Vocabulary, tgt_vocab: Vocabulary, cfg: Seq2SeqTrainConfig,
-                 out_dir: str | Path, log: Callable[[str], object] = print,
-                 progress: bool = True) -> None:
+                 src_vocab: Vocabulary, tgt_vocab: Vocabulary, cfg: Seq2SeqTrainConfig) -> None:
         self.model, self.train, self.test, self.cfg = model, train, test, cfg
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
-        self.out, self.log, self.progress = Path(out_dir), log, progress
-        self.optimizer = optim.Adam(model.parameters(), lr=cfg.lr)
-        self.schedule = optim.StepDecay(self.optimizer, cfg.lr_decay_start, cfg.lr_decay)
         self.rng = np.random.default_rng(cfg.seed)
-        self.epoch = 0
+        self._epoch_rng = self.rng.bit_generator.state  # before this epoch's shuffle
+        self._batches: list[list[P.Pair]] = []
 
-    def train_step(self, batch: list[P.Pair]) -> tuple[float, float, int]:
-        """One minibatch: returns (mean loss per target token, gradient norm before clipping,
-        target tokens)."""
+    def make_optimizer(self):
+        opt = optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+        return opt, optim.StepDecay(opt, self.cfg.lr_decay_start, self.cfg.lr_decay)
+
+    def epoch_batches(self, epoch: int, position: int) -> int:
+        self._epoch_rng = self.rng.bit_generator.state
+        self._batches = list(P.minibatches(self.train, self.cfg.batch_size, self.rng))
+        return len(self._batches)
+
+    def batch(self, index: int) -> list[P.Pair]:
+        return self._batches[index]
+
+    def step(self, batch: list[P.Pair]) -> tuple[float, int]:
+        """One minibatch: (mean loss per target token, target tokens)."""
         model = self.model
         src, src_len, tgt_in, tgt_out, tgt_len = encode_batch(
             batch, self.src_vocab, self.tgt_vocab, model.config.reverse_source)
-        model.zero_grad(lazy=True)  # marks them; backward writes its first part
         count = int(tgt_len.sum())
         total, _ = model.forward_loss(src, src_len, tgt_in, tgt_out, tgt_len, scale=1.0 / count)
         loss = total / count
-        if not math.isfinite(loss):
-            self._diverged(f"loss {loss}")
-        model.backward_loss()
-        grads, rows = model.grads_and_rows()
-        norm = optim.clipped_step(self.optimizer, grads, self.cfg.clip, rows)
-        if not math.isfinite(norm):
-            self._diverged(f"gradient norm {norm}")
-        return loss, norm, count
+        if math.isfinite(loss):
+            model.backward_loss()
+        return loss, count
 
-    def _diverged(self, what: str):
-        kept = (f"the checkpoint of epoch {self.epoch} is kept" if self.epoch else
-                "no checkpoint was written yet")
-        raise TrainingDiverged(f"training diverged at epoch {self.epoch + 1} ({what}); {kept} "
-                               "(try a lower --lr or --clip)")
-
-    def fit(self) -> dict:
-        """Train until ``cfg.epochs`` epochs are done; returns the last metrics record."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.out / "config.json", {"model": self.model.config.to_dict(),
-                                                    "train": asdict(self.cfg)})
-        record: dict = {}
-        while self.epoch < self.cfg.epochs:
-            record = self._epoch()
-        return record
-
-    def _epoch(self) -> dict:
-        cfg = self.cfg
-        lr = self.schedule.set_epoch(self.epoch + 1)
-        n_batches = -(-len(self.train) // cfg.batch_size)
-        start = time.perf_counter()
-        losses, tokens = [], 0
-        with Progress(n_batches, f"epoch {self.epoch + 1}/{cfg.epochs}",
-                      enabled=self.progress) as bar:
-            for batch in P.minibatches(self.train, cfg.batch_size, self.rng):
-                loss, norm, count = self.train_step(batch)
-                losses.append(loss)
-                tokens += count
-                bar.update(loss=f"{loss:.4f}", grad_norm=f"{norm:.2f}")
-        train_time = time.perf_counter() - start
-        self.epoch += 1
+    def evaluate(self, stop: Callable[[], bool]) -> dict:
         scores = score(self.model, self.test, self.src_vocab, self.tgt_vocab,
-                       cfg.eval_batch_size)
-        record = {"epoch": self.epoch, "loss": float(np.mean(losses)), "lr": lr,
-                  "test_exact_match": scores["exact_match"], "test_char_acc": scores["char_acc"],
-                  "train_seconds": round(train_time, 2),
-                  "tokens_per_s": round(tokens / train_time, 1)}
-        append_record(self.out / "metrics.jsonl", record)
-        self.save()
-        self.log(f"epoch {self.epoch}: loss {record['loss']:.4f}, test exact match "
-                 f"{record['test_exact_match']:.2%}, char accuracy {record['test_char_acc']:.2%}"
-                 f" ({train_time:.1f} s)")
-        return record
+                       self.cfg.eval_batch_size, stop=stop)
+        return {"test_exact_match": scores["exact_match"], "test_char_acc": scores["char_acc"]}
 
-    def save(self) -> None:
-        """Replace ``checkpoint/`` atomically: weights, optimizer state, epoch, shuffling RNG."""
-        arrays, meta = self.optimizer.state_dict()
-        state = {"kind": KIND, "model_config": self.model.config.to_dict(),
-                 "train_config": asdict(self.cfg), "src_vocab": self.src_vocab.to_dict(),
-                 "tgt_vocab": self.tgt_vocab.to_dict(), "optimizer": meta, "epoch": self.epoch,
-                 "rng": self.rng.bit_generator.state}  # metrics.jsonl holds the history
-        save_checkpoint(self.out / "checkpoint", self.model.state_dict(), state, arrays)
+    def score(self, metrics: dict) -> float:
+        return -metrics["test_exact_match"]
 
-    def restore(self, state: dict, arrays: dict) -> None:
-        """Continue a saved run after its last finished epoch (the model holds its weights):
-        the optimizer, the epoch and the shuffling RNG as they were, and metrics.jsonl without
-        records of a later epoch (written before a crash), so the run goes on as if unbroken."""
-        self.optimizer.load_state_dict(arrays, state["optimizer"])
-        self.epoch = state["epoch"]
-        self.rng.bit_generator.state = state["rng"]
-        keep_records(self.out / "metrics.jsonl", lambda r: r["epoch"] <= self.epoch)
+    def done(self, metrics: dict) -> None:
+        return None
+
+    def final(self, last: dict, step: int, stop: Callable[[], bool]) -> None:
+        return None  # each epoch's record already scores the test set
+
+    def describe(self, record: dict, seconds: float) -> str:
+        return (f"epoch {record['epoch']}: loss {record['loss']:.4f}, test exact match "
+                f"{record['test_exact_match']:.2%}, char accuracy {record['test_char_acc']:.2%}"
+                f" ({seconds:.1f} s)")
+
+    def postfix(self, loss: float) -> dict:
+        return {}
+
+    def state_dict(self, in_epoch: bool):
+        rng = self._epoch_rng if in_epoch else self.rng.bit_generator.state
+        return {}, {"model_config": self.model.config.to_dict(),
+                    "src_vocab": self.src_vocab.to_dict(), "tgt_vocab": self.tgt_vocab.to_dict(),
+                    "data_rng": rng}
+
+    def load_state_dict(self, arrays: dict, state: dict) -> None:
+        vocabs = [self.src_vocab.to_dict(), self.tgt_vocab.to_dict()]
+        if [state["src_vocab"], state["tgt_vocab"]] != vocabs:
+            raise ValueError(f"{state.get('source_checkpoint', 'the checkpoint')}: the data's "
+                             "vocabularies do not match the checkpoint's")
+        self.rng.bit_generator.state = state["data_rng"]
+
+    def run_config(self) -> dict:
+        return {"model": self.model.config.to_dict(), "train": asdict(self.cfg)}
+
+    def write_files(self, out: Path) -> None:
+        pass
+
+
+def upgrade_state(state: dict, train_pairs: int) -> dict:
+    """A checkpoint of release 0.1 (before the training engine; saved only at an epoch's end,
+    ``epoch`` counting the finished epochs, ``rng`` the shuffling generator) in today's terms."""
+    if "position" in state:
+        return state
+    cfg = state["train_config"]
+    done = state["epoch"]
+    return {**{k: v for k, v in state.items() if k != "rng"}, "data_rng": state["rng"],
+            "epoch": done + 1, "position": 0, "step": done * -(-train_pairs // cfg["batch_size"])}
 
 
 def load_seq2seq(path: str | Path) -> tuple[Seq2Seq, Vocabulary, Vocabulary, dict, dict]:
@@ -224,9 +227,11 @@ def load_seq2seq(path: str | Path) -> tuple[Seq2Seq, Vocabulary, Vocabulary, dic
     the optimizer's arrays)."""
     ckpt = run_checkpoint(path)
     weights, state, arrays = load_checkpoint(ckpt)
+    state = {**state, "source_checkpoint": str(ckpt)}
     if state.get("kind") != KIND:
         raise ValueError(f"{ckpt}: expected a seq2seq checkpoint, got {state.get('kind')!r}")
     config = dataclass_from_dict(Seq2SeqConfig, state["model_config"])
+    dataclass_from_dict(Seq2SeqTrainConfig, state["train_config"])  # a clear error if damaged
     src_vocab = Vocabulary.from_dict(state["src_vocab"])
     tgt_vocab = Vocabulary.from_dict(state["tgt_vocab"])
     if (len(src_vocab), len(tgt_vocab)) != (config.src_vocab, config.tgt_vocab):
