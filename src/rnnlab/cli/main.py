@@ -403,12 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rnnlab.io.checkpoint import CheckpointError
+    from rnnlab.nn.memory import NotEnoughMemory
     from rnnlab.plots import PlotsUnavailable
     from rnnlab.training import TrainingDiverged
 
     try:
         return args.func(args)
-    except (UserError, ValueError, TypeError, OSError, CheckpointError, PlotsUnavailable) as err:
+    except (UserError, ValueError, TypeError, OSError, CheckpointError, PlotsUnavailable,
+            NotEnoughMemory) as err:  # NotEnoughMemory: a configuration too big, one line
         print(f"rnnlab: error: {err}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:

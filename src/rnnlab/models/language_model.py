@@ -18,6 +18,7 @@ import numpy as np
 
 from rnnlab.nn.backend import Seed, make_rng, resolve_dtype
 from rnnlab.nn.layers import Dropout, Embedding, Linear, LinearCrossEntropy
+from rnnlab.nn.memory import require_parameters
 from rnnlab.nn.module import Module
 from rnnlab.nn.recurrent import GRU, LSTM, RNN
 
@@ -48,6 +49,13 @@ class LMConfig:
             )
         resolve_dtype(self.dtype)
 
+    def num_parameters(self) -> int:
+        """Parameter values of the model, from the config alone: embedding V*E, the recurrent
+        stack, the decoder H*V + V (its weight counted once, as the embedding's, when tied)."""
+        V, E, H = self.vocab_size, self.embed_size, self.hidden_size
+        rnn = CELLS[self.cell].count_parameters(E, H, self.num_layers)
+        return V * E + rnn + (0 if self.tie_weights else H * V) + V
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -61,6 +69,9 @@ class LanguageModel(Module):
         rng = make_rng(seed)
         dt = resolve_dtype(config.dtype)
         V, E, H = config.vocab_size, config.embed_size, config.hidden_size
+        require_parameters(f"LanguageModel({config.cell}, vocab_size={V}, embed_size={E}, "
+                           f"hidden_size={H}, num_layers={config.num_layers})",
+                           config.num_parameters(), dt)  # the whole model, before any layer
         self.embedding = self._add_child("embedding", Embedding(V, E, dtype=dt, seed=rng))
         self.rnn = self._add_child("rnn", CELLS[config.cell](
             E, H, num_layers=config.num_layers, dropout=config.dropout if config.num_layers > 1

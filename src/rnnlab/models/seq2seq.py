@@ -31,6 +31,7 @@ import numpy as np
 from rnnlab.nn.attention import SCORES, Attention, Keys
 from rnnlab.nn.backend import Seed, make_rng, resolve_dtype
 from rnnlab.nn.layers import Embedding, Linear, LinearCrossEntropy
+from rnnlab.nn.memory import require_parameters
 from rnnlab.nn.module import Module
 from rnnlab.nn.ops import log_softmax
 from rnnlab.nn.recurrent import GRU, LSTM
@@ -69,6 +70,18 @@ class Seq2SeqConfig:
     def decoder_size(self) -> int:
         return self.hidden_size * (2 if self.bidirectional else 1)
 
+    def num_parameters(self) -> int:
+        """Parameter values of the model, from the config alone: both embeddings, encoder,
+        decoder, the attention's weights (general Hd*Hd; additive 2 Hd*Hd + Hd, A = Hd) and the
+        readout (F + 1) V_t, F = Hd (1 + attention + peeky)."""
+        E, Hd, L, cell = self.embed_size, self.decoder_size, self.num_layers, CELLS[self.cell]
+        encoder = cell.count_parameters(E, self.hidden_size, L, bidirectional=self.bidirectional)
+        decoder = cell.count_parameters(E + Hd * self.peeky, Hd, L)
+        attention = {"none": 0, "dot": 0, "general": Hd * Hd, "additive": 2 * Hd * Hd + Hd}
+        features = Hd * (1 + (self.attention != "none") + self.peeky)
+        return ((self.src_vocab + self.tgt_vocab) * E + encoder + decoder
+                + attention[self.attention] + (features + 1) * self.tgt_vocab)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -98,6 +111,9 @@ class Seq2Seq(Module):
         rng = make_rng(seed)
         dt = resolve_dtype(c.dtype)
         Hd, E = c.decoder_size, c.embed_size
+        require_parameters(f"Seq2Seq({c.cell}, src_vocab={c.src_vocab}, tgt_vocab={c.tgt_vocab}, "
+                           f"embed_size={E}, hidden_size={c.hidden_size}, num_layers="
+                           f"{c.num_layers})", c.num_parameters(), dt)  # before any layer
         cell = CELLS[c.cell]
         self.src_embedding = self._add_child("src_embedding", Embedding(c.src_vocab, E, dt, rng))
         self.encoder = self._add_child("encoder", cell(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from rnnlab.nn.backend import Seed, dropout_mask, make_rng, resolve_dtype
+from rnnlab.nn.memory import require_parameters
 from rnnlab.nn.module import Module
 from rnnlab.validate import check_array, check_positive_int
 
@@ -48,6 +49,8 @@ class Embedding(Module):
         self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
         self.dtype = resolve_dtype(dtype)
+        V, E = self.num_embeddings, self.embedding_dim  # Python ints: no overflow
+        require_parameters(f"Embedding({V}, {E})", V * E, self.dtype)
         rng = make_rng(seed)
         self._add_param("weight", rng.standard_normal((num_embeddings, embedding_dim))
                         .astype(self.dtype))
@@ -113,6 +116,8 @@ class Linear(Module):
         self.in_features = check_positive_int("in_features", in_features)
         self.out_features = check_positive_int("out_features", out_features)
         self.dtype = resolve_dtype(dtype)
+        n_in, n_out = self.in_features, self.out_features  # Python ints: no overflow
+        require_parameters(f"Linear({n_in}, {n_out})", (n_in + bool(bias)) * n_out, self.dtype)
         rng = make_rng(seed)
         k = 1.0 / np.sqrt(in_features)
         shape = (out_features, in_features)

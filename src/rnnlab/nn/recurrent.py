@@ -22,6 +22,7 @@ import numpy as np
 
 from rnnlab.nn import kernels
 from rnnlab.nn.backend import Seed, dropout_mask, make_rng, resolve_dtype
+from rnnlab.nn.memory import require_parameters
 from rnnlab.nn.module import Module
 from rnnlab.validate import check_array, check_lengths, check_positive_int, check_state
 
@@ -85,9 +86,24 @@ class _RecurrentBase(Module):
         self.dtype = resolve_dtype(dtype)
         self._rng = make_rng(seed)
         self._cache: _Cache | None = None
+        require_parameters(  # before reset_parameters allocates them
+            f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers="
+            f"{self.num_layers}{', bidirectional=True' * self.bidirectional})",
+            self.count_parameters(self.input_size, self.hidden_size, self.num_layers, self.bias,
+                                  self.bidirectional), self.dtype)
         self.reset_parameters()
 
     # ------------------------------------------------------------------ parameters
+    @classmethod
+    def count_parameters(cls, input_size: int, hidden_size: int, num_layers: int = 1,
+                         bias: bool = True, bidirectional: bool = False) -> int:
+        """The number of parameter values such a layer holds, without building it: per layer
+        and direction G*H (D_k + H) weights and 2 G*H biases, D_0 = input_size, D_k = K*H."""
+        H, K = int(hidden_size), 2 if bidirectional else 1
+        G = cls.gates * H
+        per_direction = [G * (D + H) + 2 * G * bool(bias) for D in (int(input_size), K * H)]
+        return K * (per_direction[0] + (int(num_layers) - 1) * per_direction[1])
+
     def _suffix(self, layer: int, direction: int) -> str:
         return f"_l{layer}" + ("_reverse" if direction else "")
 
