@@ -176,3 +176,17 @@ def test_cli_refuses_in_one_line(machine, no_allocation, tmp_path, capsys):
                          "has available")
     assert not out.exists()
     assert elapsed < 20  # loading the bundled corpus, and nothing else
+
+
+def test_an_optimizer_whose_state_cannot_fit_is_refused_before_allocating(monkeypatch):
+    """Adam keeps two buffers per parameter: 2 x 1 MiB of float64 state against 1.5 MiB."""
+    from rnnlab import optim
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 3 * 2**19)
+    params = {"w": np.zeros(2**17)}  # 1 MiB
+    optim.SGD(params, lr=0.1)  # no state
+    optim.SGD(params, lr=0.1, momentum=0.9)  # one buffer: fits
+    with pytest.raises(memory.NotEnoughMemory,
+                       match=r"^Adam: its state \(262,144 values\) need 2\.0 MiB, more than the "
+                             r"1\.5 MiB this machine has available$"):
+        optim.Adam(params, lr=0.1)

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from rnnlab.nn.memory import human_count, require_memory
 from rnnlab.validate import check_number
 
 # ----------------------------------------------------------------------------- validation
@@ -155,7 +156,11 @@ class Optimizer:
         self.params = _check_params(params)
         self.lr = lr
         self.step_count = 0
-        self._configure(self._check_hyperparameters(hyperparameters))
+        hp = self._check_hyperparameters(hyperparameters)
+        n = sum(p.size for p in self.params.values()) * len(self._buffer_names(hp))
+        require_memory(sum(p.nbytes for p in self.params.values()) * len(self._buffer_names(hp)),
+                       f"{type(self).__name__}: its state ({human_count(n)} values)")
+        self._configure(hp)
         self._scratch = {p.dtype: (np.empty(UPDATE_BLOCK, p.dtype),  # one block's work buffer
                                    np.empty(UPDATE_BLOCK, p.dtype))  # and its scaled gradient
                          for p in self.params.values()}
