@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,17 +22,6 @@ from rnnlab.data import (
     tokenize_chars,
     tokenize_words,
 )
-
-# Real datasets live next to the repo (../shared/data); tests that need them skip without them.
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def _dataset(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not path.is_dir():
-        pytest.skip(f"dataset not available: {path}")
-    return path
-
 
 # ----------------------------------------------------------------------------- tokenization
 
@@ -349,7 +338,7 @@ def test_num_windows():
 
 
 def test_ptb_word_level_counts():
-    c = load_corpus(_dataset("ptb"), level="word")
+    c = load_corpus(shared_data("ptb"), level="word")
     assert c.name == "ptb"
     assert len(c.vocab) == 10_000
     assert "<eos>" in c.vocab and c.vocab.unk_id == 0
@@ -358,7 +347,7 @@ def test_ptb_word_level_counts():
 
 
 def test_wikitext2_word_level_counts():
-    c = load_corpus(_dataset("wikitext-2"), level="word")
+    c = load_corpus(shared_data("wikitext-2"), level="word")
     assert c.name == "wikitext-2"
     assert len(c.vocab) == 33_278
     assert (len(c.train), len(c.valid), len(c.test)) == (2_088_628, 217_646, 245_569)
