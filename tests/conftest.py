@@ -16,6 +16,7 @@ from typing import NoReturn
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -37,6 +38,12 @@ def _load_torch():
 
 
 TORCH = _load_torch()
+
+# In CI a property test runs the same examples every time: a failure there reproduces, and a
+# slow shared runner cannot fail a test on timing alone.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if CI:
+    settings.load_profile("ci")
 
 
 def _unavailable(message: str) -> NoReturn:
