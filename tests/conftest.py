@@ -1,22 +1,34 @@
-"""Shared test fixtures.
+"""Shared test fixtures and helpers.
 
 PyTorch is the oracle. Locally a missing torch skips the parity tests; in CI (CI=true) it is an
-error, so the comparisons can never be skipped silently there.
+error, so the comparisons can never be skipped silently there. The same holds for the real
+datasets in ../shared/data (``shared_data``) and the optional packages of the ``test`` extra
+(``require_module``): skipped locally when absent, a failure in CI.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Real datasets live next to the repository: ../shared/data from its root.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _load_torch():
     try:
         import torch
     except ImportError:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if CI:
             raise RuntimeError(
                 "PyTorch is required in CI as the test oracle: pip install -e '.[test]'"
             ) from None
@@ -26,6 +38,38 @@ def _load_torch():
 
 
 TORCH = _load_torch()
+
+# In CI a property test runs the same examples every time: a failure there reproduces, and a
+# slow shared runner cannot fail a test on timing alone.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if CI:
+    settings.load_profile("ci")
+
+
+def _unavailable(message: str) -> NoReturn:
+    """Skip locally; in CI what a test needs is always there, so its absence is a failure."""
+    if CI:
+        pytest.fail(f"{message} (CI must have it: this test may not be skipped there)",
+                    pytrace=False)
+    pytest.skip(message)
+
+
+def shared_data(relpath: str) -> Path:
+    """The path of ``relpath`` under ../shared/data, or a skip (locally) / failure (in CI) when
+    it does not exist."""
+    path = SHARED_DATA / relpath
+    if not path.exists():
+        _unavailable(f"dataset not available: {path}")
+    return path
+
+
+def require_module(name: str) -> ModuleType:
+    """``import name``, or a skip (locally) / failure (in CI) when it is not installed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        reason = str(err)
+    _unavailable(f"{name} not installed ({reason}): pip install -e '.[test]'")
 
 
 @pytest.fixture

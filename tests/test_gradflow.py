@@ -12,6 +12,7 @@ import csv
 
 import numpy as np
 import pytest
+from conftest import require_module
 
 import rnnlab
 from rnnlab.cli import gradflow as cli_gf
@@ -196,7 +197,7 @@ def test_sweep_covers_the_standard_sets_and_writes_csv(tmp_path):
 
 
 def test_plot_writes_a_png(tmp_path):
-    pytest.importorskip("matplotlib")
+    require_module("matplotlib")
     path = tmp_path / "flow.png"
     gf.plot(_small_sweep(), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

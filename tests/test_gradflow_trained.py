@@ -7,6 +7,7 @@ import csv
 
 import numpy as np
 import pytest
+from conftest import require_module
 
 from rnnlab.cli.main import main
 from rnnlab.data.synthetic import adding_problem
@@ -142,7 +143,7 @@ def test_cli_end_to_end(tmp_path, capsys):
 
 
 def test_cli_plot(lstm_file, tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    require_module("matplotlib")
     png = tmp_path / "trained.png"
     assert main(["gradflow", "--weights", str(lstm_file), "--T", "30", "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

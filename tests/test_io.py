@@ -9,6 +9,7 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import require_module
 
 from rnnlab.io import (
     CheckpointError,
@@ -143,14 +144,14 @@ def test_safetensors_layout_and_metadata(tmp_path, rng):
 
 
 def test_our_files_load_with_the_safetensors_package(tmp_path, rng):
-    st = pytest.importorskip("safetensors.numpy")
+    st = require_module("safetensors.numpy")
     tensors = _tensors(rng)
     save_file(tensors, tmp_path / "ours.safetensors", metadata={"k": "v"})
     _assert_same(st.load_file(str(tmp_path / "ours.safetensors")), tensors)
 
 
 def test_package_files_load_with_ours(tmp_path, rng):
-    st = pytest.importorskip("safetensors.numpy")
+    st = require_module("safetensors.numpy")
     tensors = {**_tensors(rng), "flags": np.array([True, False]), "h": np.ones(3, np.float16)}
     st.save_file(tensors, str(tmp_path / "theirs.safetensors"), metadata={"k": "v"})
     _assert_same(load_file(tmp_path / "theirs.safetensors"), tensors)

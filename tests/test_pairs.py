@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_data
 
 from rnnlab.data.pairs import (
     BOS,
@@ -27,29 +28,19 @@ from rnnlab.data.pairs import (
 )
 from rnnlab.data.text import UNK, DataError
 
-# The book's files live next to the repo (../shared/data); tests that need them skip without them.
-SEQ2SEQ_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dlfs2-seq2seq"
-
 MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august",
           "september", "october", "november", "december"]  # fmt: skip
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
 
-def _book_file(name: str) -> Path:
-    path = SEQ2SEQ_DATA / name
-    if not path.is_file():
-        pytest.skip(f"dataset not available: {path}")
-    return path
-
-
 @pytest.fixture(scope="module")
 def addition():
-    return read_pairs(_book_file("addition.txt"))
+    return read_pairs(shared_data("dlfs2-seq2seq/addition.txt"))
 
 
 @pytest.fixture(scope="module")
 def dates():
-    return read_pairs(_book_file("date.txt"))
+    return read_pairs(shared_data("dlfs2-seq2seq/date.txt"))
 
 
 def _write(tmp_path: Path, text: str | bytes, name: str = "pairs.txt") -> Path:

@@ -578,18 +578,41 @@ def test_sigterm_saves_a_checkpoint_mid_epoch_and_exits_143(tmp_path):
            "--out", str(out), "--layers", "1", "--hidden", "8", "--embed", "4",
            "--batch-size", "2", "--bptt", "4", "--epochs", "1", "--log-every", "1",
            "--samples", "0", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    log = tmp_path / "output.txt"  # a file, not a pipe: a full pipe would stall the child
+    with log.open("w", encoding="utf-8") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT,
+                                env={**os.environ, "OPENBLAS_NUM_THREADS": "1",
+                                     "PYTHONUNBUFFERED": "1"})
+
+    def printed() -> str:
+        return f"the subprocess printed:\n{log.read_text(encoding='utf-8')}"
+
+    def stop(why: str) -> None:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"{why}; {printed()}")
+
+    # Wait until 3 steps are in metrics.jsonl (so the signal handlers are installed and the
+    # checkpoint will be mid-epoch), however long a slow runner takes to start and get there.
     metrics = out / "metrics.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text(encoding="utf-8").splitlines()) >= 3:
-            break
+    limit = 300
+    deadline = time.monotonic() + limit
+    steps = 0
+    while steps < 3:
+        if proc.poll() is not None:
+            pytest.fail(f"training exited with {proc.returncode} before it logged 3 steps to "
+                        f"metrics.jsonl (it logged {steps}); {printed()}")
+        if time.monotonic() > deadline:
+            stop(f"training had logged {steps} of 3 steps to metrics.jsonl after {limit} s")
         time.sleep(0.05)
-    assert proc.poll() is None, "training ended before it could be signalled"
+        steps = len(metrics.read_text(encoding="utf-8").splitlines()) if metrics.exists() else 0
     proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, output
+    try:
+        proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        stop(f"training did not exit within {limit} s of SIGTERM")
+    output = log.read_text(encoding="utf-8")
+    assert proc.returncode == 128 + signal.SIGTERM, printed()
     assert "interrupted: checkpoint saved" in output
     state = json.loads((out / "checkpoint" / "checkpoint.json").read_text(encoding="utf-8"))
     assert state["epoch"] == 1 and state["step"] >= 3 and state["position"] == state["step"]
