@@ -574,7 +574,7 @@ def test_sigterm_saves_a_checkpoint_mid_epoch_and_exits_143(tmp_path):
     corpus = tmp_path / "long.txt"  # one epoch: thousands of windows, far longer than the wait
     corpus.write_text(TEXT * 40, encoding="utf-8")
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rnnlab.cli.main", "train", "lm", "--data", str(corpus),
+    cmd = [sys.executable, "-m", "rnnlab.cli", "train", "lm", "--data", str(corpus),
            "--out", str(out), "--layers", "1", "--hidden", "8", "--embed", "4",
            "--batch-size", "2", "--bptt", "4", "--epochs", "1", "--log-every", "1",
            "--samples", "0", "--no-progress"]
