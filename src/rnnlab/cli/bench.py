@@ -14,7 +14,13 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from rnnlab.cli.argtypes import non_negative_float, positive_int
+from rnnlab.cli.argtypes import (
+    UserError,
+    add_save_options,
+    interrupted_exit_code,
+    non_negative_float,
+    positive_int,
+)
 from rnnlab.inside.gradflow import TRAINED_FLOW_EXAMPLE
 from rnnlab.tasks.longdep import (
     CELLS,
@@ -23,8 +29,10 @@ from rnnlab.tasks.longdep import (
     LongDepConfig,
     check_output_path,
     format_last_line,
+    saved_config,
     train_longdep,
 )
+from rnnlab.training import SAVE_MINUTES
 
 LONGDEP_DESCRIPTION = """\
 Can a recurrent cell learn a dependency T steps long? Train one RNN/LSTM/GRU layer with a
@@ -118,6 +126,13 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="FILE.safetensors",
                    help="write the trained model (safetensors, atomically; the config and "
                    "final metrics in its metadata) for `rnnlab gradflow --weights FILE`")
+    p.add_argument("--out", metavar="DIR",
+                   help="a run directory: checkpoint/ (after each evaluation and periodically), "
+                   "config.json and metrics.jsonl; Ctrl-C or SIGTERM saves and exits")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where it stopped (its saved "
+                   "configuration; the other options are not used)")
+    add_save_options(p)
     p.set_defaults(func=longdep_main)
     return bench
 
@@ -125,11 +140,24 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
 def longdep_main(args: argparse.Namespace) -> int:
     """Run one configuration, write the files asked for, print the summary line last."""
     names = {f.name for f in fields(LongDepConfig)}
-    cfg = LongDepConfig(**{k: v for k, v in vars(args).items() if k in names})
+    if args.resume:
+        if args.out is None:
+            raise UserError("--resume continues the run in --out: give --out DIR")
+        cfg = saved_config(args.out)
+    else:
+        cfg = LongDepConfig(**{k: v for k, v in vars(args).items() if k in names})
+        if args.out is not None and (Path(args.out) / "checkpoint").exists():
+            raise UserError(f"{args.out} already holds a run: use --resume to continue it, or "
+                            "choose another --out")
     for what in ("csv", "json"):  # before training, not after it
         if getattr(args, what):
             check_output_path(what, getattr(args, what))
-    result = train_longdep(cfg, save=args.save)
+    save_minutes = SAVE_MINUTES if args.save_minutes is None else args.save_minutes
+    try:
+        result = train_longdep(cfg, save=args.save, out=args.out, resume=args.resume,
+                               save_every=args.save_every or 0, save_minutes=save_minutes)
+    except KeyboardInterrupt as err:  # the trainer said what it saved and where
+        return interrupted_exit_code(err)
     metric = "test_mse" if cfg.task == "adding" else "test_acc"
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as f:

@@ -81,7 +81,7 @@ from rnnlab.io.checkpoint import load_checkpoint, run_checkpoint
 from rnnlab.io.safetensors import CheckpointError, load_file, load_metadata, save_file
 from rnnlab.models.longdep import CELLS, INITS, TASKS, LongDepModel, init_gate_biases
 from rnnlab.optim import Adam
-from rnnlab.training import SAVE_MINUTES, LoopConfig, Trainer
+from rnnlab.training import SAVE_MINUTES, LoopConfig, Trainer, dataclass_from_dict
 from rnnlab.validate import check_positive_int
 
 SOLVED_MSE = 0.01  # adding: test MSE below this
@@ -349,6 +349,14 @@ class LongDepTask:
         pass
 
 
+def saved_config(out: str | os.PathLike) -> LongDepConfig:
+    """The configuration of the run saved in the directory ``out``."""
+    _, state, _ = load_checkpoint(run_checkpoint(out))
+    if state.get("kind") != LongDepTask.kind:
+        raise ValueError(f"{out}: expected a longdep checkpoint, got {state.get('kind')!r}")
+    return dataclass_from_dict(LongDepConfig, state["longdep_config"])
+
+
 def train_longdep(cfg: LongDepConfig, log: Callable[[str], object] = print,
                   save: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
                   resume: bool = False, save_every: int = 0,
@@ -377,6 +385,7 @@ def train_longdep(cfg: LongDepConfig, log: Callable[[str], object] = print,
         if state.get("kind") != task.kind:
             raise ValueError(f"{out}: expected a longdep checkpoint, got {state.get('kind')!r}")
         trainer.restore(state, weights, arrays)
+        log(f"resuming {out} at step {trainer.step}")
     n_params = sum(p.size for p in task.model.parameters().values())
     log(f"longdep: {cfg}")
     log(f"{type(task.model.rnn).__name__}({task.model.rnn.input_size}, {cfg.hidden}) + Linear "
