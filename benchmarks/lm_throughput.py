@@ -6,9 +6,10 @@ at 5 -> SGD. Both sides use float32 and 2 threads, each runs in ITS OWN PROCESS 
 torch's OpenMP thread pools spin-wait and slow each other 10-100x in one process), the two
 alternate (rnnlab, torch, rnnlab, torch, ...) and the medians over rounds are reported.
 Data: the PTB training split when ../shared/data/ptb is present, else random ids.
-Each side runs the step as its own library is meant to be used: rnnlab as its Trainer does
-(zero_grad(lazy=True), the clipping factor applied inside the SGD update, the embedding's norm
-and update over the rows the window saw), torch with zero_grad() (set to None),
+Each side runs the step as its own library is meant to be used: rnnlab through its training
+engine's step (``Trainer.train_step`` with the language model's task: zero_grad(lazy=True), the
+clipping factor applied inside the SGD update, the embedding's norm and update over the rows
+the window saw, the NaN checks), torch with zero_grad() (set to None),
 clip_grad_norm_ and SGD (a dense embedding gradient, nn.Embedding's default). The arithmetic is
 the same; only the memory traffic differs.
 
@@ -63,24 +64,23 @@ def worker_rnnlab(preset: str, windows: int, threads: int) -> dict:
 
     threadpool_limits(threads)
     assert "torch" not in sys.modules
-    from rnnlab import optim
+    from rnnlab.data.text import UNK, Corpus, Vocabulary
     from rnnlab.models import LanguageModel, LMConfig
+    from rnnlab.tasks.lm.task import LMTask, TrainConfig
+    from rnnlab.training import Trainer
 
     H, T, B, p = PRESETS[preset]
     ids, source = _ids((windows + 4) * T * B)
-    data = ids[: (len(ids) - 1) // B * B].reshape(B, -1).T.copy()
+    vocab = Vocabulary([UNK, *(f"w{i}" for i in range(1, VOCAB))])
+    corpus = Corpus(ids, ids[:2], ids[:2], vocab, "word", source, source)
     model = LanguageModel(LMConfig(VOCAB, "lstm", H, H, 2, dropout=p, init_range=0.1), seed=0)
-    opt = optim.SGD(model.parameters(), lr=1.0)
-    state = model.initial_state(B)
+    cfg = TrainConfig(batch_size=B, bptt=T, optimizer="sgd", lr=1.0, clip=5.0, loss="sum_time")
+    task = LMTask(model, corpus, cfg)  # the engine's own step, as `rnnlab train lm` runs it
+    trainer = Trainer(task, None, log=lambda _: None, progress=False)
+    task.epoch_batches(1, 0)
 
     def step(i: int):
-        nonlocal state
-        x, y = data[i * T:(i + 1) * T], data[i * T + 1:(i + 1) * T + 1]
-        model.zero_grad(lazy=True)  # as the trainers do (torch: set_to_none)
-        _, _, state = model.forward_loss(x, y, state, scale=1.0 / B)  # as the Trainer does
-        model.backward_loss()
-        grads, rows = model.grads_and_rows()  # as the Trainer does: see rnnlab/train.py
-        optim.clipped_step(opt, grads, 5.0, rows)
+        trainer.train_step(task.batch(i))
 
     tokens_per_s = _tokens_per_s(step, windows, T * B)
     blas = threadpool_info()[0]
