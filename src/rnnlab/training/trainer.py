@@ -328,7 +328,7 @@ class Trainer:
         if self.out is None:
             return
         self._check_weights()
-        task_arrays, task_state = self.task.state_dict(self._in_epoch and self.position > 0)
+        task_arrays, task_state = self.task.state_dict(self._in_epoch)
         arrays, meta = self.optimizer.state_dict()
         state = {
             "kind": self.task.kind,
