@@ -21,7 +21,7 @@ import pytest
 from rnnlab.cli.main import main
 from rnnlab.io import load_checkpoint
 
-FIXTURES = Path(__file__).parent / "fixtures" / "release-0.1"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "release-0.1"
 TEXT = "".join(f"line {i}: the quick brown fox {i % 7} jumps over the lazy dog\n"
                for i in range(300))
 
