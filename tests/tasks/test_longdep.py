@@ -334,3 +334,30 @@ def test_cli_save_writes_the_file(tmp_path, capsys):
     assert f"wrote {path}" in capsys.readouterr().out
     model, cfg, _ = load_model(path)
     assert (cfg.cell, cfg.T, cfg.hidden, cfg.steps) == ("rnn", 4, 3, 2)
+
+
+def test_cli_out_writes_a_run_that_resume_continues(tmp_path, capsys):
+    from rnnlab.cli.main import main
+
+    args = ["bench", "longdep", "--task", "adding", "--T", "5", "--hidden", "4", "--steps", "40",
+            "--eval-every", "20", "--test-size", "50", "--batch", "8", "--no-stop-when-solved"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert main([*args, "--out", str(whole)]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert ADDING_LINE.match(last)
+    assert {p.name for p in whole.iterdir()} == {"checkpoint", "config.json", "metrics.jsonl"}
+    records = [json.loads(ln) for ln in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [20, 40]
+    # the first 20 steps, as a run stopped there would have left them; then --resume
+    assert main([*args[:9], "20", *args[10:], "--out", str(part)]) == 0
+    state = json.loads((part / "checkpoint" / "checkpoint.json").read_text())
+    state["longdep_config"]["steps"] = 40  # the same run, told to go on to 40 steps
+    state["train_config"]["epochs"] = 2
+    (part / "checkpoint" / "checkpoint.json").write_text(json.dumps(state))
+    capsys.readouterr()
+    assert main(["bench", "longdep", "--resume", "--out", str(part)]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and out.splitlines()[-1] == last
+    assert main([*args, "--out", str(whole)]) == 2  # a run is there: refused, not overwritten
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["bench", "longdep", "--resume", "--out", str(tmp_path / "none")]) == 2
