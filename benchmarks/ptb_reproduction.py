@@ -30,7 +30,7 @@ def main() -> None:
     metrics = out / "metrics.jsonl"
     if not metrics.exists():
         start = time.perf_counter()
-        cmd = [sys.executable, "-m", "rnnlab.cli.main", "train", "lm", "--preset", "zaremba-small",
+        cmd = [sys.executable, "-m", "rnnlab.cli", "train", "lm", "--preset", "zaremba-small",
                "--data", args.data, "--out", str(out), "--samples", "0"]
         subprocess.run(cmd, check=True)
         print(f"wall time {time.perf_counter() - start:.0f} s")

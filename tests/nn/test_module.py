@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import rnnlab
 from rnnlab import GRU, LSTM, RNN, Attention, GRUCell, LSTMCell, RNNCell
 from rnnlab.models import LanguageModel, LMConfig
 from rnnlab.nn.layers import Embedding, Linear
@@ -255,3 +256,11 @@ def test_bad_rows_are_rejected():
         optim.grad_norm(grads, {"w": np.array([1, 4])})
     with pytest.raises(TypeError, match=r"rows\['w'\]: expected a 1-D integer array"):
         optim.SGD({"w": np.zeros((4, 2))}, lr=1.0).step(grads, rows={"w": np.array([0.5])})
+
+
+def test_the_public_api_is_the_same_objects_at_the_top_and_in_nn():
+    import rnnlab.nn as nn
+
+    for name in ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "Attention", "Module"):
+        assert getattr(rnnlab, name) is getattr(nn, name), name
+        assert name in rnnlab.__all__ and name in nn.__all__

@@ -85,7 +85,3 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as err:
         print(f"rnnlab: error: {err}", file=sys.stderr)
         return 3
-
-
-if __name__ == "__main__":
-    sys.exit(main())
