@@ -146,6 +146,12 @@ def _eval(args: argparse.Namespace) -> int:
     from rnnlab.data.text import load_corpus
     from rnnlab.tasks.lm.task import evaluate, load_run, perplexity
 
+    if args.what == "tagger":
+        from rnnlab.cli.tagging import _eval_tagger
+
+        return _eval_tagger(args)
+    if args.plot is not None:
+        raise UserError("--plot draws a tagger's confusion matrix: use 'rnnlab eval tagger'")
     if args.text is not None and (args.data is not None or args.split is not None):
         raise UserError("--text evaluates one file with the checkpoint's vocabulary: it takes "
                         "no --data or --split")
@@ -311,10 +317,17 @@ def add_lm_parsers(tsub, sub) -> None:
     _add_lm_options(lm)
     lm.set_defaults(func=_train_lm)
 
-    ev = sub.add_parser("eval", help="perplexity of a trained language model on a split",
-                        description="Evaluate a checkpoint: exp(mean NLL per token) over every "
-                        "token of the split.")
+    ev = sub.add_parser("eval", help="perplexity of a language model, or a tagger's accuracy",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Evaluate a checkpoint.\n  rnnlab eval --checkpoint RUN "
+                        "[--data PATH --split S | --text FILE]   a language model: exp(mean NLL "
+                        "per token) over every token\n  rnnlab eval tagger --checkpoint RUN "
+                        "--data FILE.conllu [--plot cm.png]   a tagger: accuracy per tag set "
+                        "(seen and unseen words), per-tag precision/recall/F1, confusion matrix")
+    ev.add_argument("what", nargs="?", choices=["lm", "tagger"], default="lm",
+                    help="what the checkpoint holds (default lm)")
     ev.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
+    ev.add_argument("--plot", metavar="FILE.png", help="tagger: save the UPOS confusion matrix")
     ev.add_argument("--data", metavar="PATH", help="the data (default: what it was trained on)")
     ev.add_argument("--split", choices=["train", "valid", "test"], help="default test")
     ev.add_argument("--text", metavar="FILE", help="instead of a split: any UTF-8 text file, "

@@ -41,10 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = train.add_subparsers(dest="what", metavar="MODEL", required=True)
     from rnnlab.cli.lm import add_lm_parsers
     from rnnlab.cli.seq2seq import add_seq2seq_parsers
+    from rnnlab.cli.tagging import add_tagging_parsers
 
     add_lm_parsers(tsub, sub)
-
     add_seq2seq_parsers(tsub, sub)
+    add_tagging_parsers(tsub, sub)
 
     demo = sub.add_parser(
         "demo", help="train a small LSTM to continue a sine wave, then show its gates",

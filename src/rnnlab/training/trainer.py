@@ -234,7 +234,7 @@ class Trainer:
                 sums["n"] += 1
                 elapsed = time.perf_counter() - tick
                 bar.update(loss=f"{loss:.4f}", **task.postfix(loss),
-                           **{f"{task.items[:3]}_s": f"{sums['items'] / max(elapsed, 1e-9):.0f}"},
+                           **{f"{task.items}/s": f"{sums['items'] / max(elapsed, 1e-9):.0f}"},
                            gnorm=f"{norm:.2f}")
                 if cfg.log_every and self.step % cfg.log_every == 0:
                     self._write(self._record(sums, elapsed))
