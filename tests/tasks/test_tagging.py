@@ -175,3 +175,20 @@ def test_vocabs_and_length_batches(treebank):
     batches = length_batches(lengths, 16, np.random.default_rng(0))
     assert sorted(i for b in batches for i in b) == list(range(len(sentences)))
     assert all(max(lengths[i] for i in b) - min(lengths[i] for i in b) <= 1 for b in batches)
+
+
+def test_the_most_frequent_tag_baseline_by_hand():
+    from rnnlab.data.conllu import parse_conllu
+    from rnnlab.tasks.tagging import most_frequent_tag
+
+    def sent(pairs):
+        rows = [f"{i}\t{f}\t_\t{t}\t_\t_\t0\tdep\t_\t_" for i, (f, t) in enumerate(pairs, 1)]
+        return "\n".join(rows) + "\n\n"
+
+    train = parse_conllu(sent([("the", "DET"), ("duck", "NOUN"), ("duck", "VERB")])
+                         + sent([("duck", "NOUN"), ("runs", "VERB"), ("the", "DET")]))
+    # duck -> NOUN (2 of 3); an unseen word -> the most frequent tag: DET, NOUN and VERB have
+    # 2 each: the first in sorted order, DET
+    test = parse_conllu(sent([("duck", "NOUN"), ("duck", "VERB"), ("geese", "NOUN"),
+                              ("the", "DET")]))
+    assert most_frequent_tag(train, test) == 2 / 4

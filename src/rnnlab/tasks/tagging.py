@@ -218,6 +218,27 @@ def score(model: Tagger, encoded: Sequence[Encoded], vocabs: Vocabs, batch_size:
     return result
 
 
+def most_frequent_tag(train: Sequence[Sentence], sentences: Sequence[Sentence],
+                      head: str = "upos") -> float:
+    """The baseline every tagger is measured against: each word gets the tag it had most often
+    in training (ties: the tag first in sorted order); a word never seen gets the most frequent
+    tag of all. Returns its accuracy over every word of ``sentences``."""
+    per_word: dict[str, Counter] = {}
+    overall: Counter = Counter()
+    for s in train:
+        for f, t in zip(s.forms(), _gold(s, head), strict=True):
+            per_word.setdefault(f, Counter())[t] += 1
+            overall[t] += 1
+    best = {f: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for f, c in per_word.items()}
+    fallback = min(overall.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+    right = total = 0
+    for s in sentences:
+        for f, t in zip(s.forms(), _gold(s, head), strict=True):
+            right += best.get(f, fallback) == t
+            total += 1
+    return right / max(total, 1)
+
+
 # ----------------------------------------------------------------------------- the task
 class TaggingTask:
     """A tagger, its treebank and its train config, for :class:`rnnlab.training.Trainer`."""
@@ -230,6 +251,8 @@ class TaggingTask:
         self.model, self.vocabs, self.cfg = model, vocabs, cfg
         self.paths = {k: str(Path(v).resolve()) for k, v in (paths or {}).items()}
         self.data = {k: encode_all(v, vocabs, k, log) for k, v in splits.items()}
+        self.baselines = {f"{k}_{h}_baseline": most_frequent_tag(splits["train"], v, h)
+                          for k, v in splits.items() if k != "train" for h in vocabs.tags}
         self.rng = np.random.default_rng([cfg.seed, 1])
         self._epoch_rng = self.rng.bit_generator.state
         self._batches: list[list[int]] = []
@@ -280,12 +303,13 @@ class TaggingTask:
                 scores = score(self.model, self.data[split], self.vocabs,
                                self.cfg.eval_batch_size, stop)
                 result.update({f"{split}_{k}": v for k, v in scores.items()})
-        return result
+        return {**result, **self.baselines}
 
     def describe(self, record: dict, seconds: float) -> str:
         heads = list(self.vocabs.tags)
         if record.get("final"):
-            parts = [f"{s} {h.upper()} {record[f'{s}_{h}_acc']:.2%}" for s in ("dev", "test")
+            parts = [f"{s} {h.upper()} {record[f'{s}_{h}_acc']:.2%} (most frequent tag "
+                     f"{record[f'{s}_{h}_baseline']:.2%})" for s in ("dev", "test")
                      for h in heads if f"{s}_{h}_acc" in record]
             return "final (best dev model): " + ", ".join(parts)
         accs = ", ".join(f"dev {h.upper()} {record[f'dev_{h}_acc']:.2%}" for h in heads)
