@@ -129,14 +129,27 @@ class _RecurrentBase(Module):
         return p[f"weight_ih{s}"], p[f"weight_hh{s}"], p.get(f"bias_ih{s}"), p.get(f"bias_hh{s}")
 
     # ------------------------------------------------------------------ per-kind hooks
-    def _project(self, X, layer, direction):
-        """XW = X W_ih^T + biases, (T, B, G*H), a fresh buffer the kernel may overwrite."""
+    def _project(self, X, layer, direction, rows=None):
+        """XW = X W_ih^T + biases, (T, B, G*H), a fresh buffer the kernel may overwrite.
+
+        ``rows``: the flat (t, b) positions that are inside their sequence (lengths given); only
+        they are projected (padding can be most of a batch, e.g. a character LSTM over words of
+        1 to 60 letters). The other rows are left unset: the kernels never read them forward,
+        and zero their gradient backward."""
         W_ih, _, b_ih, b_hh = self._weights(layer, direction)
         T, B, D = X.shape
-        XW = np.matmul(X.reshape(T * B, D), W_ih.T).reshape(T, B, -1)
-        if b_ih is not None:
-            XW += b_ih + b_hh if self.fold_hidden_bias else b_ih
-        return XW
+        bias = None if b_ih is None else (b_ih + b_hh if self.fold_hidden_bias else b_ih)
+        if rows is None:
+            XW = np.matmul(X.reshape(T * B, D), W_ih.T).reshape(T, B, -1)
+            if bias is not None:
+                XW += bias
+            return XW
+        packed = np.matmul(X.reshape(T * B, D)[rows], W_ih.T)  # (N, G*H), N = sum of lengths
+        if bias is not None:
+            packed += bias
+        XW = np.empty((T * B, packed.shape[1]), self.dtype)
+        XW[rows] = packed
+        return XW.reshape(T, B, -1)
 
     def _run(self, XW, layer, direction, state0, batch_sizes):  # -> kernel cache
         raise NotImplementedError
@@ -173,6 +186,7 @@ class _RecurrentBase(Module):
                 states0 = [s[:, order] for s in states0]
         cache = _Cache(out_shape=np.shape(x), unbatched=unbatched, order=order, inverse=inverse,
                        valid=valid, batch_sizes=batch_sizes)
+        rows = None if valid is None else np.flatnonzero(valid.reshape(T * B))
         finals = [np.empty_like(s) for s in states0]
         inp = X
         H, K = self.hidden_size, self.num_directions
@@ -188,7 +202,7 @@ class _RecurrentBase(Module):
             runs = []
             for d in range(K):
                 row = layer * K + d
-                run = self._run(self._project(inp, layer, d), layer, d,
+                run = self._run(self._project(inp, layer, d, rows), layer, d,
                                 [s[row] for s in states0], batch_sizes)
                 runs.append(run)
                 hs = run[0]
@@ -355,7 +369,8 @@ class _RecurrentBase(Module):
             for d, run in enumerate(runs):
                 parts = self._internal_parts(run, d)
                 for k, v in parts.items():
-                    v = v * valid if valid is not None else v.copy()
+                    # rows past a sequence's end were never computed: zeros, not v * 0
+                    v = np.where(valid > 0, v, 0).astype(v.dtype) if valid is not None else v.copy()
                     parts[k] = self._to_user(v, cache.inverse, cache.unbatched)
                 result[self._suffix(layer, d)[1:]] = parts
         return result
