@@ -146,6 +146,22 @@ def test_bad_inputs_are_one_clear_line(treebank, tmp_path, capsys):
     capsys.readouterr()
     assert main(["tag", "--checkpoint", str(lm), str(treebank / "toy-ud-dev.conllu")]) == 2
     assert "expected a tagger checkpoint" in capsys.readouterr().err
+    # tagging: bytes that are not UTF-8, an empty CoNLL-U file, a text without sentences
+    run = tmp_path / "run"
+    assert main(["train", "tagger", "--data", str(treebank), "--out", str(run), "--epochs", "1",
+                 *SMALL]) == 0
+    capsys.readouterr()
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\u00e9 au lait\n".encode("latin-1"))
+    empty_conllu, blank = tmp_path / "empty.conllu", tmp_path / "blank.txt"
+    empty_conllu.write_text("", encoding="utf-8")
+    blank.write_text("\n \n", encoding="utf-8")
+    for args, message in ((["--text", str(latin)], "UTF-8"), ([str(empty_conllu)], "empty"),
+                          (["--text", str(blank)], "")):
+        assert main(["tag", "--checkpoint", str(run), *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("rnnlab: error: ") and len(err.strip().splitlines()) == 1, err
+        assert message in err
 
 
 def test_unseen_tags_are_warned_once_and_counted_wrong(treebank, tmp_path, capsys):
