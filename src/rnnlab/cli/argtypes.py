@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+from pathlib import Path
 
 
 def _number_type(convert, ok, expected: str):
@@ -43,6 +44,13 @@ def add_save_options(group) -> None:
 
 class UserError(Exception):
     """A mistake on the command line or in the data: one line on stderr, exit status 2."""
+
+
+def refuse_existing_run(out) -> None:
+    """A new run never overwrites one: its directory must hold no checkpoint yet."""
+    if (Path(out) / "checkpoint").exists():
+        raise UserError(f"{out} already holds a run: use --resume to continue it, or choose "
+                        "another --out")
 
 
 def interrupted_exit_code(err: KeyboardInterrupt) -> int:

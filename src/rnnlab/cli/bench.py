@@ -20,6 +20,7 @@ from rnnlab.cli.argtypes import (
     interrupted_exit_code,
     non_negative_float,
     positive_int,
+    refuse_existing_run,
 )
 from rnnlab.inside.gradflow import TRAINED_FLOW_EXAMPLE
 from rnnlab.tasks.longdep import (
@@ -146,9 +147,8 @@ def longdep_main(args: argparse.Namespace) -> int:
         cfg = saved_config(args.out)
     else:
         cfg = LongDepConfig(**{k: v for k, v in vars(args).items() if k in names})
-        if args.out is not None and (Path(args.out) / "checkpoint").exists():
-            raise UserError(f"{args.out} already holds a run: use --resume to continue it, or "
-                            "choose another --out")
+        if args.out is not None:
+            refuse_existing_run(args.out)
     for what in ("csv", "json"):  # before training, not after it
         if getattr(args, what):
             check_output_path(what, getattr(args, what))

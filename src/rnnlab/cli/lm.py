@@ -16,6 +16,7 @@ from rnnlab.cli.argtypes import (
     positive_float,
     positive_int,
     probability,
+    refuse_existing_run,
 )
 from rnnlab.tasks.lm.presets import DEFAULT_LM, PRESETS
 
@@ -81,9 +82,7 @@ def _train_lm(args: argparse.Namespace) -> int:
                           eval_batch_size=r["eval_batch_size"], seed=r["seed"],
                           log_every=r["log_every"], max_steps=r["max_steps"],
                           save_every=r["save_every"], save_minutes=r["save_minutes"])
-        if (out / "checkpoint").exists():
-            raise UserError(f"{out} already holds a run: use --resume to continue it, or "
-                            "choose another --out")
+        refuse_existing_run(out)
         model = LanguageModel(model_cfg, seed=cfg.seed)
         trainer = Trainer(LMTask(model, corpus, cfg), out, progress=not args.no_progress)
         print(f"corpus {corpus.name} ({corpus.level} level): {len(corpus.train):,} train / "

@@ -15,6 +15,7 @@ from rnnlab.cli.argtypes import (
     non_negative_float,
     non_negative_int,
     positive_int,
+    refuse_existing_run,
 )
 
 TRANSLATE_BATCH = 1000  # inputs decoded together by greedy decoding
@@ -50,9 +51,7 @@ def _train_seq2seq(args: argparse.Namespace) -> int:
         state = upgrade_state(state, len(train))
         model_cfg = model.config
     else:
-        if (out / "checkpoint").exists():
-            raise UserError(f"{out} already holds a run: use --resume to continue it, or "
-                            "choose another --out")
+        refuse_existing_run(out)
         cfg = Seq2SeqTrainConfig(**{f.name: getattr(args, f.name) for f in fields(
             Seq2SeqTrainConfig) if getattr(args, f.name, None) is not None})
         train, test, what = load_pairs(cfg)

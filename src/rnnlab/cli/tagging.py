@@ -17,6 +17,7 @@ from rnnlab.cli.argtypes import (
     positive_float,
     positive_int,
     probability,
+    refuse_existing_run,
 )
 
 RESUME_OPTIONS = ("epochs", "max_steps", "log_every", "save_every", "save_minutes", "patience")
@@ -52,9 +53,7 @@ def _train_tagger(args: argparse.Namespace) -> int:
         paths = {k: Path(v) for k, v in state["data"].items()}
         splits = read_splits(paths)
     else:
-        if (out / "checkpoint").exists():
-            raise UserError(f"{out} already holds a run: use --resume to continue it, or "
-                            "choose another --out")
+        refuse_existing_run(out)
         paths = find_splits(args.data, args.train, args.dev, args.test)
         cfg = TaggingTrainConfig(**{f.name: getattr(args, f.name) for f in fields(
             TaggingTrainConfig) if getattr(args, f.name, None) is not None})
