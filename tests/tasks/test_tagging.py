@@ -117,6 +117,8 @@ def test_resume_after_an_interrupt_equals_the_uninterrupted_run(treebank, tmp_pa
     common = ["--data", str(treebank), "--epochs", "3", *SMALL]
     whole, part = tmp_path / "whole", tmp_path / "part"
     assert main(["train", "tagger", "--out", str(whole), *common]) == 0
+    assert main(["train", "tagger", "--out", str(whole), *common]) == 2  # not overwritten
+    assert "already holds a run" in capsys.readouterr().err
     assert main(["train", "tagger", "--out", str(part), "--max-steps", "25", *common]) == 0
     assert main(["train", "tagger", "--out", str(part), "--resume", "--max-steps", "0",
                  "--no-progress"]) == 0
