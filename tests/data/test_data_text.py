@@ -161,7 +161,7 @@ def test_read_text_reports_offset_and_line_of_bad_utf8(tmp_path):
         read_text(path)
     msg = str(info.value)
     assert str(path) in msg
-    assert "not valid UTF-8 at byte 27 (line 3)" in msg
+    assert f"{path}, line 3: expected UTF-8 text, got the bytes b'\\xff' at byte 27" in msg
 
 
 @pytest.mark.parametrize("content", [b"", b"  \n\t\n"])

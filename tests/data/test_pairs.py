@@ -113,9 +113,10 @@ def test_read_pairs_empty_file_is_a_data_error(tmp_path):
 
 def test_read_pairs_non_utf8_names_file_byte_and_line(tmp_path):
     path = _write(tmp_path, b"1+1_2\n2+2_\xff4\n")
-    with pytest.raises(DataError, match=r"not valid UTF-8 at byte 10 \(line 2\)") as info:
+    with pytest.raises(DataError) as info:
         read_pairs(path)
-    assert str(path) in str(info.value)
+    assert f"{path}, line 2: expected UTF-8 text, got the bytes b'\\xff' at byte 10" in str(
+        info.value)
 
 
 def test_read_pairs_missing_file(tmp_path):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from rnnlab.data.text import DataError, PathLike
+from rnnlab.data.text import DataError, PathLike, read_utf8
 
 COLUMNS = ("ID", "FORM", "LEMMA", "UPOS", "XPOS", "FEATS", "HEAD", "DEPREL", "DEPS", "MISC")
 ID, FORM, LEMMA, UPOS, XPOS, FEATS, HEAD, DEPREL, DEPS, MISC = range(10)
@@ -298,20 +298,7 @@ def read_conllu(path: PathLike) -> list[Sentence]:
     FileNotFoundError if the file is missing; ConlluError (a DataError) naming the file and line
     for bytes that are not UTF-8 and for everything ``parse_conllu`` rejects.
     """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"CoNLL-U file not found: {path}")
-    if p.is_dir():
-        raise ConlluError(f"{path}: expected a CoNLL-U file, got a directory")
-    data = p.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise ConlluError(
-            f"{path}, line {line}: expected UTF-8 text, got the bytes "
-            f"{data[e.start : e.end]!r} at byte {e.start} ({e.reason})"
-        ) from None
+    text = read_utf8(path, "CoNLL-U", ConlluError)
     return parse_conllu(text, name=str(path))
 
 

@@ -48,30 +48,33 @@ class DataError(ValueError):
 # ----------------------------------------------------------------------------- reading
 
 
+def read_utf8(path: PathLike, what: str = "text", error: type[DataError] = DataError) -> str:
+    """A whole file as strict UTF-8. FileNotFoundError if it is missing; ``error`` (a DataError)
+    if it is a directory or not valid UTF-8, naming the file, the line and the byte offset."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    if p.is_dir():
+        raise error(f"{path}: expected a {what} file, got a directory")
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise error(f"{path}, line {line}: expected UTF-8 text, got the bytes "
+                    f"{data[e.start:e.end]!r} at byte {e.start} ({e.reason})") from None
+
+
 def read_text(path: PathLike) -> str:
     """Read a whole file as strict UTF-8 (a leading byte-order mark is dropped).
 
     Raises FileNotFoundError if the file is missing, and DataError if it is a directory, empty or
-    whitespace only, or not valid UTF-8 (naming the byte offset and the 1-based line).
+    whitespace only, or not valid UTF-8 (naming the line and the byte offset).
     """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"text file not found: {path}")
-    if p.is_dir():
-        raise DataError(f"{path}: expected a text file, got a directory")
-    data = p.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        bad = data[e.start : e.end]
-        raise DataError(
-            f"{path}: not valid UTF-8 at byte {e.start} (line {line}): {e.reason} "
-            f"(bytes {bad!r}); expected a UTF-8 text file"
-        ) from None
+    text = read_utf8(path)
     text = text.removeprefix("\ufeff")
     if not text.strip():
-        got = "an empty file" if not data else f"only whitespace ({len(data)} bytes)"
+        got = "an empty file" if not text else f"only whitespace ({len(text)} characters)"
         raise DataError(f"{path}: expected text, got {got}")
     return text
 
