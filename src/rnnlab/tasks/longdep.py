@@ -81,7 +81,7 @@ from rnnlab.io.checkpoint import load_checkpoint, run_checkpoint
 from rnnlab.io.safetensors import CheckpointError, load_file, load_metadata, save_file
 from rnnlab.models.longdep import CELLS, INITS, TASKS, LongDepModel, init_gate_biases
 from rnnlab.optim import Adam
-from rnnlab.training import SAVE_MINUTES, LoopConfig, Trainer, dataclass_from_dict
+from rnnlab.training import SAVE_MINUTES, LoopConfig, Task, Trainer, dataclass_from_dict
 from rnnlab.validate import check_positive_int
 
 SOLVED_MSE = 0.01  # adding: test MSE below this
@@ -272,7 +272,7 @@ def _progress(cfg: LongDepConfig, step: int, train_loss: float, metrics: dict,
 
 
 # ----------------------------------------------------------------------------- training
-class LongDepTask:
+class LongDepTask(Task):
     """A long-lag benchmark run for :class:`rnnlab.training.Trainer`: fresh random batches from
     the stream ``(seed, 2)``, and an "epoch" of ``eval_every`` steps, each ending with the
     fixed test set's metrics (the last one shorter, so that the run ends at ``steps``)."""
@@ -316,22 +316,16 @@ class LongDepTask:
     def evaluate(self, stop) -> dict:
         return evaluate(self.model, self.x_test, self.y_test, self.config.length)
 
-    def score(self, metrics: dict) -> None:
-        return None
 
     def done(self, metrics: dict) -> str | None:
         solved = is_solved(self.config.task, metrics)
         return "solved" if solved and self.config.stop_when_solved else None
 
-    def final(self, last: dict, step: int, stop) -> None:
-        return None
 
     def describe(self, record: dict, seconds: float) -> str:
         return _progress(self.config, record["step"], record["loss"], record, self.baseline,
                          time.perf_counter() - self.start)
 
-    def postfix(self, loss: float) -> dict:
-        return {}
 
     def state_dict(self, in_epoch: bool):
         return {}, {"longdep_config": asdict(self.config), "data_rng": self.rng.bit_generator.state}
@@ -345,8 +339,6 @@ class LongDepTask:
     def run_config(self) -> dict:
         return {"longdep": asdict(self.config), "train": asdict(self.cfg)}
 
-    def write_files(self, out: Path) -> None:
-        pass
 
 
 def saved_config(out: str | os.PathLike) -> LongDepConfig:

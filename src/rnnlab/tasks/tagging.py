@@ -31,7 +31,7 @@ from rnnlab.io.checkpoint import CheckpointError, load_checkpoint, run_checkpoin
 from rnnlab.models.tagger import Tagger, TaggerBatch, TaggerConfig
 from rnnlab.optim import Adam
 from rnnlab.plots import pyplot
-from rnnlab.training import LoopConfig, Stop, dataclass_from_dict
+from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict
 from rnnlab.validate import check_positive_int
 
 KIND = "tagger"
@@ -240,7 +240,7 @@ def most_frequent_tag(train: Sequence[Sentence], sentences: Sequence[Sentence],
 
 
 # ----------------------------------------------------------------------------- the task
-class TaggingTask:
+class TaggingTask(Task):
     """A tagger, its treebank and its train config, for :class:`rnnlab.training.Trainer`."""
 
     kind, items = KIND, "words"
@@ -257,7 +257,6 @@ class TaggingTask:
         self._epoch_rng = self.rng.bit_generator.state
         self._batches: list[list[int]] = []
         self.best: dict[str, np.ndarray] | None = None  # the weights of the best dev score
-        self.best_acc = -1.0
 
     def make_optimizer(self):
         return Adam(self.model.parameters(), lr=self.cfg.lr), None
@@ -282,17 +281,14 @@ class TaggingTask:
 
     def evaluate(self, stop: Callable[[], bool]) -> dict:
         scores = score(self.model, self.data["dev"], self.vocabs, self.cfg.eval_batch_size, stop)
-        first = f"{next(iter(self.vocabs.tags))}_acc"
-        if scores[first] > self.best_acc:  # keep the best model on dev
-            self.best_acc = scores[first]
-            self.best = {k: v.copy() for k, v in self.model.state_dict().items()}
         return {f"dev_{k}": v for k, v in scores.items()}
 
     def score(self, metrics: dict) -> float:
         return -metrics[f"dev_{next(iter(self.vocabs.tags))}_acc"]
 
-    def done(self, metrics: dict) -> None:
-        return None
+    def on_best(self) -> None:  # the model kept: the best dev accuracy of the first head
+        self.best = {k: v.copy() for k, v in self.model.state_dict().items()}
+
 
     def final(self, last: dict, step: int, stop: Callable[[], bool]) -> dict:
         if self.best is not None:
@@ -315,16 +311,13 @@ class TaggingTask:
         accs = ", ".join(f"dev {h.upper()} {record[f'dev_{h}_acc']:.2%}" for h in heads)
         return f"epoch {record['epoch']}: loss {record['loss']:.4f}, {accs} ({seconds:.0f} s)"
 
-    def postfix(self, loss: float) -> dict:
-        return {}
 
     def state_dict(self, in_epoch: bool):
         arrays = {f"best/{k}": v for k, v in (self.best or {}).items()}
         return arrays, {"model_config": self.model.config.to_dict(),
                         "vocabs": self.vocabs.to_dict(), "rng": self.model.rng_states(),
                         "data": self.paths,
-                        "data_rng": self._epoch_rng if in_epoch else self.rng.bit_generator.state,
-                        "best_acc": self.best_acc}
+                        "data_rng": self._epoch_rng if in_epoch else self.rng.bit_generator.state}
 
     def load_state_dict(self, arrays: dict, state: dict) -> None:
         if Vocabs.from_dict(state["vocabs"]).to_dict() != self.vocabs.to_dict():
@@ -332,15 +325,12 @@ class TaggingTask:
                              "resume with the training data the run started with")
         best = {k[5:]: arrays.pop(k) for k in list(arrays) if k.startswith("best/")}
         self.best = best or None
-        self.best_acc = state.get("best_acc", -1.0)
         self.rng.bit_generator.state = state["data_rng"]
         self.model.set_rng_states(state["rng"])
 
     def run_config(self) -> dict:
         return {"model": self.model.config.to_dict(), "train": asdict(self.cfg)}
 
-    def write_files(self, out: Path) -> None:
-        pass
 
 
 def load_tagger(path: str | Path, best: bool = True):

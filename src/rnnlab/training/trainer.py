@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -52,21 +52,20 @@ class Stop(Exception):
     """A signal asked an evaluation to give up (its result would not be used)."""
 
 
-class Task(Protocol):
-    """What an application tells the Trainer; everything else is the Trainer's.
+class Task:
+    """What an application tells the Trainer; everything else is the Trainer's. Subclass it and
+    give what is yours; the hooks with a body here are optional.
 
     ``kind`` names the checkpoint; ``items`` what a batch counts ("tokens": records get
     ``tokens_per_s``). ``epoch_batches(epoch, position)`` prepares an epoch (``position`` > 0
     on resume) and returns its number of batches, ``batch(i)`` gives the i-th. ``step`` runs
     forward, loss and backward into ``model.grads`` and returns (mean loss, items). ``evaluate``
     returns the metrics recorded after each epoch (``stop()`` asked between pieces: raise
-    :class:`Stop` when it says True); ``score`` the number early stopping and the plateau
-    schedule minimise (None: neither applies); ``done`` a reason to stop early (None: go on);
-    ``final`` the metrics of the closing record (None: no closing record; ``describe`` gives
-    the line logged for it and for each epoch's record). ``state_dict``
-    holds the task's own state for a checkpoint (its RNGs, carried states, what identifies its
-    data), as (arrays, JSON), and ``load_state_dict`` checks and restores it, popping its own
-    arrays from the dict it is given (the rest are the optimizer's).
+    :class:`Stop` when it says True); ``describe`` the line logged for each epoch's record and
+    the closing one. ``state_dict`` holds the task's own state for a checkpoint (its RNGs,
+    carried states, what identifies its data), as (arrays, JSON), and ``load_state_dict``
+    checks and restores it, popping its own arrays from the dict it is given (the rest are the
+    optimizer's).
     """
 
     kind: str
@@ -74,20 +73,55 @@ class Task(Protocol):
     model: Module
     cfg: LoopConfig
 
-    def make_optimizer(self) -> tuple[optim.Optimizer, Any]: ...
-    def epoch_batches(self, epoch: int, position: int) -> int: ...
-    def batch(self, index: int) -> Any: ...
-    def step(self, batch: Any) -> tuple[float, int]: ...
-    def evaluate(self, stop: Callable[[], bool]) -> dict: ...
-    def score(self, metrics: dict) -> float | None: ...
-    def done(self, metrics: dict) -> str | None: ...
-    def final(self, last: dict, step: int, stop: Callable[[], bool]) -> dict | None: ...
-    def describe(self, record: dict, seconds: float) -> str: ...
-    def postfix(self, loss: float) -> dict: ...
-    def state_dict(self, in_epoch: bool) -> tuple[dict[str, np.ndarray], dict]: ...
-    def load_state_dict(self, arrays: dict[str, np.ndarray], state: dict) -> None: ...
-    def run_config(self) -> dict: ...
-    def write_files(self, out: Path) -> None: ...
+    def make_optimizer(self) -> tuple[optim.Optimizer, Any]:
+        raise NotImplementedError
+
+    def epoch_batches(self, epoch: int, position: int) -> int:
+        raise NotImplementedError
+
+    def batch(self, index: int) -> Any:
+        raise NotImplementedError
+
+    def step(self, batch: Any) -> tuple[float, int]:
+        raise NotImplementedError
+
+    def evaluate(self, stop: Callable[[], bool]) -> dict:
+        raise NotImplementedError
+
+    def describe(self, record: dict, seconds: float) -> str:
+        raise NotImplementedError
+
+    def state_dict(self, in_epoch: bool) -> tuple[dict[str, np.ndarray], dict]:
+        raise NotImplementedError
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray], state: dict) -> None:
+        raise NotImplementedError
+
+    def run_config(self) -> dict:
+        raise NotImplementedError
+
+    # optional
+    def score(self, metrics: dict) -> float | None:
+        """What early stopping and the plateau schedule minimise (None: neither applies)."""
+        return None
+
+    def on_best(self) -> None:
+        """Called when an evaluation gave the best score so far (e.g. to keep those weights)."""
+
+    def done(self, metrics: dict) -> str | None:
+        """A reason to stop early after these metrics (None: go on)."""
+        return None
+
+    def final(self, last: dict, step: int, stop: Callable[[], bool]) -> dict | None:
+        """The metrics of the closing record (None: no closing record)."""
+        return None
+
+    def postfix(self, loss: float) -> dict:
+        """More fields for the progress bar."""
+        return {}
+
+    def write_files(self, out: Path) -> None:
+        """Files the run directory holds beside the checkpoint (written at each save)."""
 
 
 def _new_interval() -> dict:
@@ -278,6 +312,7 @@ class Trainer:
         if score is not None:
             if score < self.best_score:
                 self.best_score, self.bad_evals = score, 0
+                self.task.on_best()
             else:
                 self.bad_evals += 1
             if isinstance(self.schedule, optim.ReduceOnPlateau):

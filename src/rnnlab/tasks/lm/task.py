@@ -28,7 +28,7 @@ from rnnlab import optim
 from rnnlab.data.text import Corpus, Vocabulary, batchify, bptt_windows
 from rnnlab.io.checkpoint import CheckpointError, load_checkpoint, run_checkpoint
 from rnnlab.models.language_model import LanguageModel, LMConfig
-from rnnlab.training import LoopConfig, Stop, dataclass_from_dict
+from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict
 from rnnlab.validate import check_non_negative_int, check_number, check_positive_int
 
 KIND = "language_model"
@@ -127,7 +127,7 @@ def evaluate(model: LanguageModel, ids: np.ndarray, batch_size: int, bptt: int,
     return total / n
 
 
-class LMTask:
+class LMTask(Task):
     """A language model, its corpus and its train config, for :class:`rnnlab.training.Trainer`.
 
     A batch is the window (x, y) at its index; the recurrent state is carried from one window
@@ -179,8 +179,6 @@ class LMTask:
     def score(self, metrics: dict) -> float:
         return metrics["valid_loss"]
 
-    def done(self, metrics: dict) -> None:
-        return None
 
     def final(self, last: dict, step: int, stop: Callable[[], bool]) -> dict:
         if "valid_loss" in last and last.get("step") == step:  # the weights it measured

@@ -35,7 +35,7 @@ from rnnlab.data.text import Vocabulary
 from rnnlab.io.checkpoint import load_checkpoint, run_checkpoint
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnlab.tasks.seq2seq.translate import greedy_decode
-from rnnlab.training import LoopConfig, Stop, dataclass_from_dict
+from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict
 from rnnlab.validate import check_positive_int
 
 GENERATED = {"addition": P.addition_pairs, "date": P.date_pairs}
@@ -128,7 +128,7 @@ def score(model: Seq2Seq, pairs: list[P.Pair], src_vocab: Vocabulary, tgt_vocab:
     return {"exact_match": exact / len(pairs), "char_acc": chars / max(total, 1)}
 
 
-class Seq2SeqTask:
+class Seq2SeqTask(Task):
     """A seq2seq model, its pairs and its train config, for :class:`rnnlab.training.Trainer`.
 
     Each epoch shuffles the training pairs with the run's generator (seeded by ``seed``); a
@@ -177,19 +177,13 @@ class Seq2SeqTask:
     def score(self, metrics: dict) -> float:
         return -metrics["test_exact_match"]
 
-    def done(self, metrics: dict) -> None:
-        return None
 
-    def final(self, last: dict, step: int, stop: Callable[[], bool]) -> None:
-        return None  # each epoch's record already scores the test set
 
     def describe(self, record: dict, seconds: float) -> str:
         return (f"epoch {record['epoch']}: loss {record['loss']:.4f}, test exact match "
                 f"{record['test_exact_match']:.2%}, char accuracy {record['test_char_acc']:.2%}"
                 f" ({seconds:.1f} s)")
 
-    def postfix(self, loss: float) -> dict:
-        return {}
 
     def state_dict(self, in_epoch: bool):
         rng = self._epoch_rng if in_epoch else self.rng.bit_generator.state
@@ -207,8 +201,6 @@ class Seq2SeqTask:
     def run_config(self) -> dict:
         return {"model": self.model.config.to_dict(), "train": asdict(self.cfg)}
 
-    def write_files(self, out: Path) -> None:
-        pass
 
 
 def upgrade_state(state: dict, train_pairs: int) -> dict:
