@@ -145,11 +145,3 @@ class LanguageModel(Module):
         """Accumulate every parameter's gradient of the loss of the last :meth:`forward_loss`."""
         self._backward_hidden(self.readout.backward(weight=self._decoder_weight(),
                                                     dweight=self._decoder_dweight()))
-
-    def rng_states(self) -> dict:
-        """The state of the generator every dropout mask comes from (JSON-able), for exact
-        resumption. The RNN and both dropout layers share this one generator."""
-        return {"dropout": self._rng.bit_generator.state}
-
-    def set_rng_states(self, states: dict) -> None:
-        self._rng.bit_generator.state = states["dropout"]

@@ -141,13 +141,6 @@ class Tagger(Module):
         self.drop_out.train(mode)
         return self
 
-    def rng_states(self) -> dict:
-        """The generator of every dropout mask and word-dropout draw (JSON-able)."""
-        return {"dropout": self._rng.bit_generator.state}
-
-    def set_rng_states(self, states: dict) -> None:
-        self._rng.bit_generator.state = states["dropout"]
-
     # ------------------------------------------------------------------ forward
     def _features(self, batch: TaggerBatch) -> np.ndarray:
         """The BiLSTM's outputs after dropout, (T, B, 2H)."""

@@ -24,6 +24,16 @@ class Module:
         self._stale: set[str] = set()  # gradients marked zero by zero_grad(lazy=True)
         self.training = True
 
+    def rng_states(self) -> dict:
+        """The state of the module's generator (JSON-able), for exact resumption. A model's
+        layers share one generator (every dropout mask, word dropout), so this is all of them."""
+        rng = getattr(self, "_rng", None)
+        return {} if rng is None else {"dropout": rng.bit_generator.state}
+
+    def set_rng_states(self, states: dict) -> None:
+        if "dropout" in states:
+            self._rng.bit_generator.state = states["dropout"]
+
     def _add_param(self, name: str, value: np.ndarray) -> None:
         self._params[name] = value
         self._grads[name] = np.zeros_like(value)
