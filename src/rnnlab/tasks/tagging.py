@@ -129,20 +129,19 @@ class Encoded:
 
     __slots__ = ("forms", "tags", "words")
 
-    def __init__(self, sentence: Sentence, vocabs: Vocabs, with_tags: bool = True) -> None:
+    def __init__(self, sentence: Sentence, vocabs: Vocabs, tag_ids: dict | None) -> None:
         self.forms = sentence.forms()
         self.words = vocabs.words.encode([f.lower() for f in self.forms])
-        self.tags = {}
-        if with_tags:
-            for h, names in vocabs.tags.items():
-                index = {t: i for i, t in enumerate(names)}
-                self.tags[h] = np.array([index.get(t, -1) for t in _gold(sentence, h)], np.int64)
+        self.tags = {h: np.array([ids.get(t, -1) for t in _gold(sentence, h)], np.int64)
+                     for h, ids in (tag_ids or {}).items()}
 
 
 def encode_all(sentences: Sequence[Sentence], vocabs: Vocabs, what: str = "",
                log: Callable[[str], object] = print, with_tags: bool = True) -> list[Encoded]:
     """Encode sentences; a gold tag unseen in train is warned about once per tag set."""
-    encoded = [Encoded(s, vocabs, with_tags) for s in sentences]
+    tag_ids = ({h: {t: i for i, t in enumerate(names)} for h, names in vocabs.tags.items()}
+               if with_tags else None)
+    encoded = [Encoded(s, vocabs, tag_ids) for s in sentences]
     for h in vocabs.tags if with_tags else ():
         unseen = Counter(t for s, e in zip(sentences, encoded, strict=True)
                          for t, i in zip(_gold(s, h), e.tags[h], strict=True) if i < 0)
@@ -207,15 +206,26 @@ def score(model: Tagger, encoded: Sequence[Encoded], vocabs: Vocabs, batch_size:
           stop: Callable[[], bool] | None = None) -> dict:
     """Accuracy per head over every word, and over the words unseen in training."""
     preds = predict(model, encoded, vocabs, batch_size, stop)
+    unseen = _unseen(encoded, vocabs)
     result = {}
-    unseen = np.concatenate([[f.lower() not in vocabs.seen for f in e.forms] for e in encoded])
     for h in vocabs.tags:
-        gold = np.concatenate([e.tags[h] for e in encoded])
-        right = np.concatenate([p[h] for p in preds]) == gold
+        _, _, right = _hits(encoded, preds, h)
         result[f"{h}_acc"] = float(right.mean())
         result[f"{h}_unseen_acc"] = float(right[unseen].mean()) if unseen.any() else math.nan
     result["unseen_words"] = int(unseen.sum())
     return result
+
+
+def _unseen(encoded: Sequence[Encoded], vocabs: Vocabs) -> np.ndarray:
+    """(words,) True where the word's form never occurs in training."""
+    return np.concatenate([[f.lower() not in vocabs.seen for f in e.forms] for e in encoded])
+
+
+def _hits(encoded: Sequence[Encoded], preds: Sequence[dict], head: str):
+    """(gold, predicted, right) over every word of the sentences, for one head."""
+    gold = np.concatenate([e.tags[head] for e in encoded])
+    pred = np.concatenate([p[head] for p in preds])
+    return gold, pred, gold == pred
 
 
 def most_frequent_tag(train: Sequence[Sentence], sentences: Sequence[Sentence],
@@ -359,14 +369,12 @@ def tag_report(encoded: Sequence[Encoded], preds: Sequence[dict], vocabs: Vocabs
     """Accuracy per head (all words, words seen and unseen in training), per-tag precision,
     recall and F1, and the first head's confusion matrix (gold rows, predicted columns).
     Returns {"text": the printed report, "accuracy": {head: acc}, "confusion": (K, K)}."""
-    unseen = np.concatenate([[f.lower() not in vocabs.seen for f in e.forms] for e in encoded])
+    unseen = _unseen(encoded, vocabs)
     lines, accuracy, confusion = [], {}, None
     lines.append(f"{len(encoded):,} sentences, {unseen.size:,} words ({int(unseen.sum()):,} "
                  f"unseen in training)")
     for h, names in vocabs.tags.items():
-        gold = np.concatenate([e.tags[h] for e in encoded])
-        pred = np.concatenate([p[h] for p in preds])
-        right = gold == pred
+        gold, pred, right = _hits(encoded, preds, h)
         accuracy[h] = float(right.mean())
         parts = [f"{h.upper()} accuracy {right.mean():.2%}"]
         if (~unseen).any():
