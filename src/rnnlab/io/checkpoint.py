@@ -248,3 +248,15 @@ def load_checkpoint(
     if not os.path.lexists(directory):
         return _recover(directory)
     return _load(directory)
+
+
+def load_run_checkpoint(path: str | os.PathLike, kind: str, command: str):
+    """A run directory (or its ``checkpoint/``) holding a ``kind`` checkpoint -> (the checkpoint
+    directory, weights, state, optimizer arrays). A checkpoint of another kind is a
+    CheckpointError that names the command which writes the expected one."""
+    ckpt = run_checkpoint(path)
+    weights, state, arrays = load_checkpoint(ckpt)
+    if state.get("kind") != kind:
+        raise CheckpointError(f"{ckpt}: expected a {kind} checkpoint (written by {command}), "
+                              f"got {state.get('kind')!r}")
+    return ckpt, weights, state, arrays

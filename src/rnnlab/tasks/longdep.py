@@ -77,7 +77,7 @@ from rnnlab.data.synthetic import (
     copy_baseline,
     copy_task,
 )
-from rnnlab.io.checkpoint import load_checkpoint, run_checkpoint
+from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.io.safetensors import CheckpointError, load_file, load_metadata, save_file
 from rnnlab.models.longdep import CELLS, INITS, TASKS, LongDepModel, init_gate_biases
 from rnnlab.optim import Adam
@@ -343,9 +343,7 @@ class LongDepTask(Task):
 
 def saved_config(out: str | os.PathLike) -> LongDepConfig:
     """The configuration of the run saved in the directory ``out``."""
-    _, state, _ = load_checkpoint(run_checkpoint(out))
-    if state.get("kind") != LongDepTask.kind:
-        raise ValueError(f"{out}: expected a longdep checkpoint, got {state.get('kind')!r}")
+    _, _, state, _ = load_run_checkpoint(out, LongDepTask.kind, "rnnlab bench longdep --out")
     return dataclass_from_dict(LongDepConfig, state["longdep_config"])
 
 
@@ -373,9 +371,8 @@ def train_longdep(cfg: LongDepConfig, log: Callable[[str], object] = print,
     if resume:
         if out is None:
             raise ValueError("resume: expected a run directory (out) to resume from")
-        weights, state, arrays = load_checkpoint(run_checkpoint(out))
-        if state.get("kind") != task.kind:
-            raise ValueError(f"{out}: expected a longdep checkpoint, got {state.get('kind')!r}")
+        _, weights, state, arrays = load_run_checkpoint(out, task.kind,
+                                                        "rnnlab bench longdep --out")
         trainer.restore(state, weights, arrays)
         log(f"resuming {out} at step {trainer.step}")
     n_params = sum(p.size for p in task.model.parameters().values())

@@ -27,7 +27,7 @@ import numpy as np
 
 from rnnlab.data.conllu import Sentence, read_conllu
 from rnnlab.data.text import DataError, Vocabulary
-from rnnlab.io.checkpoint import CheckpointError, load_checkpoint, run_checkpoint
+from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.tagger import Tagger, TaggerBatch, TaggerConfig
 from rnnlab.optim import Adam
 from rnnlab.plots import pyplot
@@ -346,11 +346,7 @@ class TaggingTask(Task):
 def load_tagger(path: str | Path, best: bool = True):
     """A run directory (or its ``checkpoint/``) -> (model in eval mode, vocabs, state, weights,
     arrays). ``best``: the weights with the best dev accuracy (else the last ones)."""
-    ckpt = run_checkpoint(path)
-    weights, state, arrays = load_checkpoint(ckpt)
-    if state.get("kind") != KIND:
-        raise CheckpointError(f"{ckpt}: expected a tagger checkpoint (rnnlab train tagger), got "
-                              f"{state.get('kind')!r}")
+    _, weights, state, arrays = load_run_checkpoint(path, KIND, "rnnlab train tagger")
     config = dataclass_from_dict(TaggerConfig, state["model_config"])
     vocabs = Vocabs.from_dict(state["vocabs"])
     model = Tagger(config, unk_id=vocabs.words.unk_id, seed=0)

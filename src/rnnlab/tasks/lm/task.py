@@ -26,7 +26,7 @@ import numpy as np
 
 from rnnlab import optim
 from rnnlab.data.text import Corpus, Vocabulary, batchify, bptt_windows
-from rnnlab.io.checkpoint import CheckpointError, load_checkpoint, run_checkpoint
+from rnnlab.io.checkpoint import CheckpointError, load_run_checkpoint
 from rnnlab.models.language_model import LanguageModel, LMConfig
 from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict
 from rnnlab.validate import check_non_negative_int, check_number, check_positive_int
@@ -258,11 +258,8 @@ def _upgrade(state: dict) -> dict:
 
 def load_run(path: Path):
     """Load a run directory (or its ``checkpoint/``): model, vocabulary and the saved state."""
-    ckpt = run_checkpoint(path)
-    weights, state, arrays = load_checkpoint(ckpt)
+    ckpt, weights, state, arrays = load_run_checkpoint(path, KIND, "rnnlab train lm")
     state = {**_upgrade(state), "source_checkpoint": str(ckpt)}
-    if state.get("kind") != KIND:
-        raise ValueError(f"{ckpt}: expected a language-model checkpoint, got {state.get('kind')!r}")
     missing = [k for k in RUN_KEYS if k not in state]
     missing += [f"data.{k}" for k in ("source", "level") if k not in state.get("data", {})]
     if missing:

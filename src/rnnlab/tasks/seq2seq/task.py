@@ -32,7 +32,7 @@ import numpy as np
 from rnnlab import optim
 from rnnlab.data import pairs as P
 from rnnlab.data.text import Vocabulary
-from rnnlab.io.checkpoint import load_checkpoint, run_checkpoint
+from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnlab.tasks.seq2seq.translate import greedy_decode
 from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict
@@ -217,11 +217,8 @@ def upgrade_state(state: dict, train_pairs: int) -> dict:
 def load_seq2seq(path: str | Path) -> tuple[Seq2Seq, Vocabulary, Vocabulary, dict, dict]:
     """A run directory (or its ``checkpoint/``) -> (model, source vocab, target vocab, state,
     the optimizer's arrays)."""
-    ckpt = run_checkpoint(path)
-    weights, state, arrays = load_checkpoint(ckpt)
+    ckpt, weights, state, arrays = load_run_checkpoint(path, KIND, "rnnlab train seq2seq")
     state = {**state, "source_checkpoint": str(ckpt)}
-    if state.get("kind") != KIND:
-        raise ValueError(f"{ckpt}: expected a seq2seq checkpoint, got {state.get('kind')!r}")
     config = dataclass_from_dict(Seq2SeqConfig, state["model_config"])
     dataclass_from_dict(Seq2SeqTrainConfig, state["train_config"])  # a clear error if damaged
     src_vocab = Vocabulary.from_dict(state["src_vocab"])
