@@ -157,9 +157,11 @@ class Optimizer:
         self.lr = lr
         self.step_count = 0
         hp = self._check_hyperparameters(hyperparameters)
-        n = sum(p.size for p in self.params.values()) * len(self._buffer_names(hp))
-        require_memory(sum(p.nbytes for p in self.params.values()) * len(self._buffer_names(hp)),
-                       f"{type(self).__name__}: its state ({human_count(n)} values)")
+        buffers = len(self._buffer_names(hp))  # state arrays per parameter, each its size
+        require_memory(buffers * sum(p.nbytes for p in self.params.values()),
+                       f"{type(self).__name__}: its state "
+                       f"({human_count(buffers * sum(p.size for p in self.params.values()))} "
+                       "values)")
         self._configure(hp)
         self._scratch = {p.dtype: (np.empty(UPDATE_BLOCK, p.dtype),  # one block's work buffer
                                    np.empty(UPDATE_BLOCK, p.dtype))  # and its scaled gradient

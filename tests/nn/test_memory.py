@@ -18,7 +18,7 @@ from rnnlab.models.language_model import LanguageModel, LMConfig
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnlab.nn import memory
 from rnnlab.nn.layers import Embedding, Linear
-from rnnlab.nn.memory import NotEnoughMemory, human_bytes, require_memory, training_bytes
+from rnnlab.nn.memory import NotEnoughMemory, human_bytes, require_memory
 from rnnlab.nn.module import Module
 from rnnlab.nn.recurrent import GRU, LSTM, RNN
 
@@ -113,15 +113,6 @@ def test_available_bytes_falls_back_to_physical_memory(monkeypatch):
                                      (21.3 * GiB, "21.3 GiB"), (1 << 90, "1024.0 YiB")])
 def test_human_bytes(n, text):
     assert human_bytes(n) == text
-
-
-def test_training_bytes():
-    assert training_bytes(10, 4, "sgd") == 80  # weights + grads
-    assert training_bytes(10, 4, "sgd", momentum=0.9) == 120  # + the momentum buffer
-    assert training_bytes(10, 8, "adam") == 320  # + exp_avg, exp_avg_sq
-    assert training_bytes(10, 4, "adamw") == 160
-    with pytest.raises(ValueError, match="optimizer: expected"):
-        training_bytes(10, 4, "lbfgs")
 
 
 # ------------------------------------------------------------------ layers and models refuse

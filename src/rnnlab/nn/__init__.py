@@ -5,10 +5,10 @@ from rnnlab.nn.attention import Attention
 from rnnlab.nn.cells import GRUCell, LSTMCell, RNNCell
 from rnnlab.nn.crf import CRF
 from rnnlab.nn.layers import Dropout, Embedding, Linear, LinearCrossEntropy, SoftmaxCrossEntropy
-from rnnlab.nn.memory import NotEnoughMemory, available_bytes, require_memory, training_bytes
+from rnnlab.nn.memory import NotEnoughMemory, available_bytes, require_memory
 from rnnlab.nn.module import Module
 from rnnlab.nn.recurrent import GRU, LSTM, RNN
 
 __all__ = ["CRF", "GRU", "LSTM", "RNN", "Attention", "Dropout", "Embedding", "GRUCell",
            "LSTMCell", "Linear", "LinearCrossEntropy", "Module", "NotEnoughMemory", "RNNCell",
-           "SoftmaxCrossEntropy", "available_bytes", "require_memory", "training_bytes"]
+           "SoftmaxCrossEntropy", "available_bytes", "require_memory"]

@@ -2,8 +2,9 @@
 line that says what it needs, instead of a MemoryError traceback (or the swap storm before it).
 
     bytes to build   = P * itemsize * 2                  (weights and their gradients)
-    bytes to train   = P * itemsize * (2 + S)            S optimizer slots per parameter:
-                                                         sgd 0, sgd with momentum 1, adam(w) 2
+    optimizer state  = P * itemsize * S                  S state buffers per parameter (sgd 0,
+                                                         with momentum 1, adam(w) 2): checked
+                                                         by ``rnnlab.optim.Optimizer`` itself
 
 The check compares with what the operating system reports as available now (``MemAvailable`` on
 Linux); activations, caches and the optimizer's small scratch buffers come on top, so passing it
@@ -17,7 +18,6 @@ import os
 import numpy as np
 
 UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
-SLOTS = {"sgd": 0, "adam": 2, "adamw": 2}  # state buffers per parameter (sgd: + 1 with momentum)
 
 
 class NotEnoughMemory(MemoryError, ValueError):
@@ -81,13 +81,3 @@ def require_parameters(owner: str, count: int, dtype: object) -> None:
     dt = np.dtype(dtype)
     require_memory(2 * count * dt.itemsize,
                    f"{owner}: its {human_count(count)} {dt} parameters and their gradients")
-
-
-def training_bytes(num_parameters: int, itemsize: int, optimizer: str,
-                   momentum: float = 0.0) -> int:
-    """Bytes of the weights, their gradients and the optimizer's state buffers (see the module
-    docstring); ``optimizer`` is "sgd", "adam" or "adamw"."""
-    if optimizer not in SLOTS:
-        raise ValueError(f"optimizer: expected one of {sorted(SLOTS)}, got {optimizer!r}")
-    slots = SLOTS[optimizer] + (optimizer == "sgd" and momentum != 0)
-    return num_parameters * itemsize * (2 + slots)
