@@ -493,7 +493,7 @@ def test_calendar_features_known_dates():
 
 @pytest.mark.parametrize("freq", FREQS)
 def test_calendar_features_against_datetime(freq):
-    start = datetime(1999, 12, 25, 21, 50)
+    start = datetime(1969, 12, 25, 21, 50)  # across the epoch: negative offsets too
     times = [start + timedelta(minutes=797 * i) for i in range(400)]
     got = calendar_features(np.array(times, dtype="datetime64[s]"), freq)
     assert got.shape == (400, calendar_size(freq)) and got.dtype == np.float64

@@ -71,7 +71,7 @@ _SHOW = 5  # how many lines or times an error lists before "and N more"
 # YYYY[-MM[-DD[(T| )HH:MM[:SS]]]], with '/' allowed instead of '-' (the same one throughout).
 _DATE = re.compile(r"(\d{4})(?:([-/])(\d{2})(?:\2(\d{2})"
                    r"(?:([T ])(\d{2}):(\d{2})(?::(\d{2}))?)?)?)?")
-DAY = 86400
+_DAY = 86400
 
 
 @dataclass(eq=False)
@@ -215,7 +215,7 @@ def _periods(times: np.ndarray, freq: str) -> np.ndarray:
 
 
 def _describe_step(seconds: int) -> str:
-    for unit, size in (("day", DAY), ("hour", 3600), ("minute", 60)):
+    for unit, size in (("day", _DAY), ("hour", 3600), ("minute", 60)):
         if seconds % size == 0:
             n = seconds // size
             return f"{n} {unit}{'s' if n != 1 else ''}"
@@ -236,7 +236,7 @@ def infer_frequency(times: np.ndarray) -> str:
               for freq in FREQS if freq != "B"}
     if not (_weekday(times) >= 5).any():
         one_business_day = _periods(times, "B") == 1
-        weekend = one_business_day & ((times[1:] - times[:-1]).astype(np.int64) > DAY)
+        weekend = one_business_day & ((times[1:] - times[:-1]).astype(np.int64) > _DAY)
         if weekend.any():
             counts["B"] = int(np.count_nonzero(one_business_day))
     best = max(counts, key=lambda f: (counts[f], f == "B"))  # B refines D when both count
