@@ -1,0 +1,1 @@
+"""Time-series forecasting on the training engine."""
