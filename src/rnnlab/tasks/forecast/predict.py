@@ -1,0 +1,138 @@
+"""Forecasts from a trained model, in the series' own units, with 80% and 95% intervals.
+
+- :func:`forecast_from_end`: the H steps after a series' last row (direct: one pass of the
+  head; recursive: sample paths, each step's draw fed back as the next input).
+- :func:`rolling`: the h-step-ahead forecast of every row from ``start`` on, each made from the
+  actual values before it (no refit): what ``rnnlab eval forecast`` scores.
+- :func:`backtest`: origins every K rows over the tail, H steps from each.
+
+Every result is a dict of arrays: "forecast", "lower_80", "upper_80", "lower_95", "upper_95".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnlab.data.series import Series, calendar_features, next_times
+from rnnlab.data.text import DataError
+from rnnlab.tasks.forecast.task import ForecastRun
+from rnnlab.tasks.forecast.windows import step_features, windows
+
+KEYS = ("forecast", "lower_80", "upper_80", "lower_95", "upper_95")
+LEVELS = {"lower_95": 0.025, "lower_80": 0.1, "forecast": 0.5, "upper_80": 0.9,
+          "upper_95": 0.975}
+
+
+def check_compatible(run: ForecastRun, i: int, series: Series) -> None:
+    """A series to forecast must have the training series' columns and frequency."""
+    meta = run.series[i]
+    got = (series.time_name, series.target_name, list(series.covariate_names), series.freq)
+    want = (meta.time_name, meta.target, list(meta.covariates), meta.freq)
+    if got != want:
+        raise DataError(f"{series.path}: expected the columns of the training data (time "
+                        f"{want[0]!r}, target {want[1]!r}, covariates {want[2]}, frequency "
+                        f"{want[3]}), got time {got[0]!r}, target {got[1]!r}, covariates "
+                        f"{got[2]}, frequency {got[3]}")
+
+
+def check_horizon(run: ForecastRun, horizon: int) -> None:
+    cfg = run.model.config
+    if cfg.mode == "direct" and horizon > cfg.horizon:
+        raise ValueError(f"--horizon: this model forecasts at most {cfg.horizon} steps (it was "
+                         f"trained with --horizon {cfg.horizon}), got {horizon}; train with a "
+                         "longer --horizon or --mode recursive")
+
+
+def _from_z(run: ForecastRun, i: int, dist: dict, base: np.ndarray) -> dict:
+    """Distribution in (relative) z units -> the series' units (the scaler is monotone, so
+    interval ends map to interval ends)."""
+    scaler = run.scalers[i]
+    return {k: scaler.unscale(dist[k] + base) for k in KEYS}
+
+
+def _base(run: ForecastRun, steps: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    return steps[ends, :1] if run.features.relative else np.zeros((len(ends), 1))
+
+
+def forecast_from_end(run: ForecastRun, i: int, series: Series, horizon: int,
+                      samples: int = 1000, seed: int = 0) -> dict:
+    """The ``horizon`` steps after the last row of ``series`` (+ "time": their timestamps)."""
+    check_horizon(run, horizon)
+    L = run.train_config.window
+    if len(series) < L:
+        raise DataError(f"{series.path}: a forecast reads the last {L} rows (--window), got "
+                        f"{len(series)}")
+    steps = step_features(series, run.scalers[i], run.features)
+    end = np.array([len(series) - 1])
+    if run.model.config.mode == "recursive":
+        out = _sample_paths(run, i, series, steps, horizon, samples, seed)
+    else:
+        x = windows(steps, end, L, run.features.relative).astype(run.model.dtype)
+        dist = run.model.distribution(x)
+        out = _from_z(run, i, {k: dist[k][0, :horizon] for k in KEYS}, _base(run, steps, end)[0])
+    out["time"] = next_times(series.times[-1], series.freq, horizon)
+    return out
+
+
+def _sample_paths(run: ForecastRun, i: int, series: Series, steps: np.ndarray, horizon: int,
+                  samples: int, seed: int) -> dict:
+    """Recursive forecasts: ``samples`` paths, each step drawn from N(mu, sigma) given the
+    path so far; the forecast is the paths' median and the intervals their quantiles."""
+    L, relative = run.train_config.window, run.features.relative
+    rng = np.random.default_rng(seed)
+    window = np.repeat(steps[-L:, None, :], samples, axis=1)  # (L, S, F')
+    future = calendar_features(next_times(series.times[-1], series.freq, horizon), series.freq)
+    paths = np.empty((horizon, samples))
+    for j in range(horizon):
+        x = _window_x(window, relative)
+        dist = run.model.distribution(x.astype(run.model.dtype))
+        mu, sigma = dist["forecast"][:, 0], dist["sigma"][:, 0]
+        z = mu + sigma * rng.standard_normal(samples) + (window[-1, :, 0] if relative else 0.0)
+        paths[j] = z
+        new = np.column_stack([z, np.repeat(future[j:j + 1], samples, axis=0)])
+        window = np.concatenate([window[1:], new[None]], axis=0)
+    values = run.scalers[i].unscale(paths)  # (H, S)
+    return {k: np.quantile(values, q, axis=1) for k, q in LEVELS.items()}
+
+
+def _window_x(window: np.ndarray, relative: bool) -> np.ndarray:
+    if not relative:
+        return window
+    return np.concatenate([window[:, :, :1] - window[-1:, :, :1], window], axis=2)
+
+
+def rolling(run: ForecastRun, i: int, series: Series, start: int, horizon: int = 1,
+            samples: int = 1000, seed: int = 0) -> dict:
+    """The ``horizon``-step-ahead forecast of each row t >= ``start``, made at row t - horizon
+    from the actual values up to it. Arrays of length len(series) - start, + "time"."""
+    check_horizon(run, horizon)
+    L = run.train_config.window
+    if start - horizon < L - 1:
+        raise DataError(f"{series.path}: the first forecast origin (row {start - horizon + 1}) "
+                        f"needs {L} rows of history (--window), got {start - horizon + 1}")
+    steps = step_features(series, run.scalers[i], run.features)
+    ends = np.arange(start - horizon, len(series) - horizon)
+    if run.model.config.mode == "recursive":
+        rows = [_sample_paths(run, i, series.head(e + 1), steps[:e + 1], horizon, samples,
+                              seed + e) for e in ends]
+        out = {k: np.array([r[k][-1] for r in rows]) for k in KEYS}
+    else:
+        x = windows(steps, ends, L, run.features.relative).astype(run.model.dtype)
+        dist = run.model.distribution(x)
+        out = _from_z(run, i, {k: dist[k][:, horizon - 1] for k in KEYS},
+                      _base(run, steps, ends)[:, 0])
+    out["time"] = series.times[start:]
+    return out
+
+
+def backtest_origins(rows: int, tail: int, every: int) -> np.ndarray:
+    """Forecast origins (the last row each forecast reads, 0-based): every ``every`` rows over
+    the last ``tail`` rows, from the row before the tail on."""
+    return np.arange(rows - tail - 1, rows - 1, every)
+
+
+def forecast_at(run: ForecastRun, i: int, series: Series, origin: int, horizon: int,
+                samples: int = 1000, seed: int = 0) -> dict:
+    """The forecast made at ``origin`` (0-based row), cut to the rows the series has."""
+    h = min(horizon, len(series) - 1 - origin)
+    return forecast_from_end(run, i, series.head(origin + 1), h, samples, seed)
