@@ -6,6 +6,10 @@ built by :mod:`rnnlab.tasks.forecast`):
 
     h_t   = LSTM^L(x_1..x_t)  (or GRU)          dropout between layers
     s     = W dropout(h_T) + b                   (B, H*K): the head, H horizons x K outputs
+    s    += A x_{T-P+1..T, 0} + a                (B, H), added to every output of step h:
+                                                 the linear autoregressive "highway" (``ar`` =
+                                                 P > 0, as in LSTNet, Lai et al. 2018) over the
+                                                 window's first feature, the scaled target
     gaussian (K = 2):  mu_h, log_sigma_h = s[h, 0], s[h, 1]
                        loss = sum_h 0.5 log 2pi + log_sigma_h + 0.5 ((y_h - mu_h) / sigma_h)^2
     quantile (K = Q):  yhat_h,k = s[h, k]        one per quantile level q_k
@@ -31,7 +35,7 @@ from rnnlab.nn.losses import GaussianNLL, PinballLoss
 from rnnlab.nn.memory import require_parameters
 from rnnlab.nn.module import Module
 from rnnlab.nn.recurrent import GRU, LSTM
-from rnnlab.validate import check_positive_int
+from rnnlab.validate import check_non_negative_int, check_positive_int
 
 CELLS = {"lstm": LSTM, "gru": GRU}
 OUTPUTS = ("gaussian", "quantile")
@@ -55,11 +59,13 @@ class ForecasterConfig:
     output: str = "gaussian"
     quantiles: tuple = QUANTILES
     mode: str = "direct"
+    ar: int = 0  # the last P steps of the target feed a linear part beside the network (0: off)
     dtype: str = "float64"
 
     def __post_init__(self) -> None:
         for name in ("inputs", "horizon", "hidden", "layers"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
+        self.ar = check_non_negative_int("ar", self.ar)
         for name, choices in (("cell", tuple(CELLS)), ("output", OUTPUTS), ("mode", MODES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name}: expected one of {', '.join(choices)}, got "
@@ -86,7 +92,7 @@ class ForecasterConfig:
 
     def num_parameters(self) -> int:
         n = CELLS[self.cell].count_parameters(self.inputs, self.hidden, self.layers)
-        return n + (self.hidden + 1) * self.horizon * self.outputs
+        return n + (self.hidden + 1) * self.horizon * self.outputs + (self.ar + 1) * self.horizon
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -111,6 +117,8 @@ class Forecaster(Module):
         self.drop = Dropout(config.dropout, seed=rng)
         self.head = self._add_child("head", Linear(config.hidden, config.horizon * config.outputs,
                                                    dtype=dtype, seed=rng))
+        self.ar = (self._add_child("ar", Linear(config.ar, config.horizon, dtype=dtype, seed=rng))
+                   if config.ar else None)
         self.loss = (GaussianNLL("sum") if config.output == "gaussian"
                      else PinballLoss(config.quantiles, "sum"))
         self._T = 0
@@ -127,11 +135,16 @@ class Forecaster(Module):
         cfg = self.config
         if x.ndim != 3 or x.shape[2] != cfg.inputs:
             raise ValueError(f"x: expected shape (T, B, {cfg.inputs}), got {x.shape}")
+        if x.shape[0] < cfg.ar:
+            raise ValueError(f"x: expected a window of at least ar={cfg.ar} steps, got "
+                             f"{x.shape[0]}")
         out, _ = self.rnn(x)  # (T, B, hidden)
         self._T = x.shape[0]
         h = self.drop(out[-1])  # (B, hidden): the encoder's summary of the window
-        s = self.head(h)  # (B, H*K)
-        return s.reshape(len(h), cfg.horizon, cfg.outputs)
+        s = self.head(h).reshape(len(h), cfg.horizon, cfg.outputs)  # (B, H, K)
+        if self.ar is not None:
+            s = s + self.ar(np.ascontiguousarray(x[-cfg.ar:, :, 0].T))[:, :, None]  # (B, H, 1)
+        return s
 
     __call__ = forward
 
@@ -157,6 +170,8 @@ class Forecaster(Module):
         else:
             ds = self.loss.backward(scale)  # (B, H, Q)
         B = ds.shape[0]
+        if self.ar is not None:
+            self.ar.backward(ds.sum(axis=2))  # the linear part adds to every output of a step
         dh = self.head.backward(ds.reshape(B, cfg.horizon * cfg.outputs))
         dh = self.drop.backward(dh)
         dout = np.zeros((self._T, B, cfg.hidden), self.dtype)
