@@ -149,8 +149,17 @@ def _eval(args: argparse.Namespace) -> int:
         from rnnlab.cli.tagging import _eval_tagger
 
         return _eval_tagger(args)
+    if args.what == "forecast":
+        from rnnlab.cli.forecast import _eval_forecast
+
+        return _eval_forecast(args)
+    forecast_only = [o for o in ("holdout", "horizon", "csv", "fill", "series")
+                     if getattr(args, o) is not None]
+    if forecast_only:
+        raise UserError(f"--{forecast_only[0]} is an option of 'rnnlab eval forecast'")
     if args.plot is not None:
-        raise UserError("--plot draws a tagger's confusion matrix: use 'rnnlab eval tagger'")
+        raise UserError("--plot draws a tagger's confusion matrix or a forecaster's forecasts: "
+                        "use 'rnnlab eval tagger' or 'rnnlab eval forecast'")
     if args.text is not None and (args.data is not None or args.split is not None):
         raise UserError("--text evaluates one file with the checkpoint's vocabulary: it takes "
                         "no --data or --split")
@@ -322,11 +331,15 @@ def add_lm_parsers(tsub, sub) -> None:
                         "[--data PATH --split S | --text FILE]   a language model: exp(mean NLL "
                         "per token) over every token\n  rnnlab eval tagger --checkpoint RUN "
                         "--data FILE.conllu [--plot cm.png]   a tagger: accuracy per tag set "
-                        "(seen and unseen words), per-tag precision/recall/F1, confusion matrix")
-    ev.add_argument("what", nargs="?", choices=["lm", "tagger"], default="lm",
+                        "(seen and unseen words), per-tag precision/recall/F1, confusion matrix"
+                        "\n  rnnlab eval forecast --checkpoint RUN --data FILE.csv --holdout N "
+                        "[--horizon h] [--csv OUT.csv] [--plot OUT.png]   a forecaster: rolling "
+                        "h-step-ahead forecasts of the last N rows, scored beside the baselines")
+    ev.add_argument("what", nargs="?", choices=["lm", "tagger", "forecast"], default="lm",
                     help="what the checkpoint holds (default lm)")
     ev.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
-    ev.add_argument("--plot", metavar="FILE.png", help="tagger: save the UPOS confusion matrix")
+    ev.add_argument("--plot", metavar="FILE.png", help="tagger: the UPOS confusion matrix; "
+                    "forecast: the rolling forecasts beside the actual values")
     ev.add_argument("--data", metavar="PATH", help="the data (default: what it was trained on)")
     ev.add_argument("--split", choices=["train", "valid", "test"], help="default test")
     ev.add_argument("--text", metavar="FILE", help="instead of a split: any UTF-8 text file, "
@@ -334,6 +347,9 @@ def add_lm_parsers(tsub, sub) -> None:
     ev.add_argument("--batch-size", type=positive_int, dest="batch_size",
                     help="parallel streams (default: the run's eval batch size, so the number "
                     "matches the one the run reported)")
+    from rnnlab.cli.forecast import add_eval_forecast_options
+
+    add_eval_forecast_options(ev)
     ev.set_defaults(func=_eval)
 
     gen = sub.add_parser("generate", help="continue a prompt with a trained language model",

@@ -11,6 +11,10 @@ one line and an exit status. Library code lives below ``rnnlab.cli``.
     rnnlab gradcheck --cell lstm ...             numerical vs analytic gradients of a layer
     rnnlab gradflow [--experiment SET]           how far back gradients reach (vanishing/exploding)
     rnnlab bench longdep --task adding --T 100   adding problem / copy task at lag T: solved?
+    rnnlab train forecast --data F.csv ...       an LSTM/GRU forecaster with 80%/95% intervals
+    rnnlab forecast --checkpoint RUN --csv OUT   forecast the steps after a series
+    rnnlab eval forecast --checkpoint RUN ...    rolling forecasts scored beside the baselines
+    rnnlab backtest --checkpoint RUN ...         rolling-origin evaluation (optionally refit)
     rnnlab demo                                  a tiny tour of the engine
 """
 
@@ -39,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model", description="Train a model.")
     tsub = train.add_subparsers(dest="what", metavar="MODEL", required=True)
+    from rnnlab.cli.forecast import add_forecast_parsers
     from rnnlab.cli.lm import add_lm_parsers
     from rnnlab.cli.seq2seq import add_seq2seq_parsers
     from rnnlab.cli.tagging import add_tagging_parsers
@@ -46,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lm_parsers(tsub, sub)
     add_seq2seq_parsers(tsub, sub)
     add_tagging_parsers(tsub, sub)
+    add_forecast_parsers(tsub, sub)
 
     demo = sub.add_parser(
         "demo", help="train a small LSTM to continue a sine wave, then show its gates",
