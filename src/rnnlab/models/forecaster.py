@@ -6,10 +6,13 @@ built by :mod:`rnnlab.tasks.forecast`):
 
     h_t   = LSTM^L(x_1..x_t)  (or GRU)          dropout between layers
     s     = W dropout(h_T) + b                   (B, H*K): the head, H horizons x K outputs
-    s    += A x_{T-P+1..T, 0} + a                (B, H), added to every output of step h:
-                                                 the linear autoregressive "highway" (``ar`` =
-                                                 P > 0, as in LSTNet, Lai et al. 2018) over the
-                                                 window's first feature, the scaled target
+    a     = A x_{T-P+1..T, 0} + c                (B, H): the linear autoregressive "highway"
+                                                 (``ar`` = P > 0, as in LSTNet, Lai et al. 2018)
+                                                 over the window's first feature, the scaled
+                                                 target; it moves the level of step h: added to
+                                                 mu_h (gaussian; never to log_sigma_h, whose
+                                                 scale must not follow the level) or to every
+                                                 quantile of step h
     gaussian (K = 2):  mu_h, log_sigma_h = s[h, 0], s[h, 1]
                        loss = sum_h 0.5 log 2pi + log_sigma_h + 0.5 ((y_h - mu_h) / sigma_h)^2
     quantile (K = Q):  yhat_h,k = s[h, k]        one per quantile level q_k
@@ -92,7 +95,8 @@ class ForecasterConfig:
 
     def num_parameters(self) -> int:
         n = CELLS[self.cell].count_parameters(self.inputs, self.hidden, self.layers)
-        return n + (self.hidden + 1) * self.horizon * self.outputs + (self.ar + 1) * self.horizon
+        ar = (self.ar + 1) * self.horizon if self.ar else 0  # no ar layer when ar == 0
+        return n + (self.hidden + 1) * self.horizon * self.outputs + ar
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -143,7 +147,11 @@ class Forecaster(Module):
         h = self.drop(out[-1])  # (B, hidden): the encoder's summary of the window
         s = self.head(h).reshape(len(h), cfg.horizon, cfg.outputs)  # (B, H, K)
         if self.ar is not None:
-            s = s + self.ar(np.ascontiguousarray(x[-cfg.ar:, :, 0].T))[:, :, None]  # (B, H, 1)
+            a = self.ar(np.ascontiguousarray(x[-cfg.ar:, :, 0].T))  # (B, H)
+            if cfg.output == "gaussian":
+                s[..., 0] += a  # the mean only: the level does not scale sigma
+            else:
+                s += a[:, :, None]  # every quantile of a step moves with the level
         return s
 
     __call__ = forward
@@ -170,8 +178,9 @@ class Forecaster(Module):
         else:
             ds = self.loss.backward(scale)  # (B, H, Q)
         B = ds.shape[0]
-        if self.ar is not None:
-            self.ar.backward(ds.sum(axis=2))  # the linear part adds to every output of a step
+        if self.ar is not None:  # the linear part adds to mu (gaussian) or to every quantile
+            self.ar.backward(np.ascontiguousarray(ds[..., 0]) if cfg.output == "gaussian"
+                             else ds.sum(axis=2))
         dh = self.head.backward(ds.reshape(B, cfg.horizon * cfg.outputs))
         dh = self.drop.backward(dh)
         dout = np.zeros((self._T, B, cfg.hidden), self.dtype)
