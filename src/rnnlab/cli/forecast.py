@@ -166,7 +166,10 @@ def _forecast(args: argparse.Namespace) -> int:
     horizon = args.horizon or run.model.config.horizon
     result = forecast_from_end(run, i, series, horizon, args.samples, args.seed)
     write_forecast_csv(args.csv, meta.time_name, meta.time_format, result)
-    print(f"wrote {horizon} forecast(s) of {meta.target} after {series.times[-1]} to {args.csv}")
+    from rnnlab.data.series import format_times
+
+    last = format_times(series.times[-1:], meta.time_format)[0]
+    print(f"wrote {horizon} forecast(s) of {meta.target} after {last} to {args.csv}")
     if args.plot:
         actual = _actuals(meta, series, result["time"]) if not args.data else None
         plot_forecast(series, result, args.plot, actual=actual,

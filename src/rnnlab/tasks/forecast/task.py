@@ -27,7 +27,7 @@ from rnnlab.data.series import Series, calendar_size, season_length
 from rnnlab.data.text import DataError
 from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.forecaster import Forecaster, ForecasterConfig
-from rnnlab.optim import Adam
+from rnnlab.optim import Adam, ReduceOnPlateau
 from rnnlab.tasks.forecast.windows import TRANSFORMS, Features, Scaler, step_features, targets
 from rnnlab.tasks.forecast.windows import windows as make_windows
 from rnnlab.training import LoopConfig, Task, dataclass_from_dict
@@ -46,6 +46,8 @@ class ForecastTrainConfig(LoopConfig):
     clip: float = 1.0
     log_every: int = 0  # one record per epoch
     patience: int = 40  # epochs without a better validation loss before stopping (0: never)
+    lr_decay: float = 0.5  # lr x this after lr_patience epochs without a better validation loss
+    lr_patience: int = 10
     window: int = 24  # past steps each forecast reads
     valid: int = -1  # validation rows at the end of the training part (-1: max(H, 10%); 0: none)
     transform: str = "none"  # none | log
@@ -60,6 +62,9 @@ class ForecastTrainConfig(LoopConfig):
             self.valid = check_non_negative_int("valid", self.valid)
         if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr: expected a positive number, got {self.lr!r}")
+        if not (isinstance(self.lr_decay, int | float) and 0 < self.lr_decay <= 1):
+            raise ValueError(f"lr_decay: expected a number in (0, 1], got {self.lr_decay!r}")
+        self.lr_patience = check_non_negative_int("lr_patience", self.lr_patience)
         if self.transform not in TRANSFORMS:
             raise ValueError(f"transform: expected one of {', '.join(TRANSFORMS)}, got "
                              f"{self.transform!r}")
@@ -146,7 +151,10 @@ class ForecastTask(Task):
         return self.x.shape[1]
 
     def make_optimizer(self):
-        return Adam(self.model.parameters(), lr=self.cfg.lr), None
+        opt = Adam(self.model.parameters(), lr=self.cfg.lr)
+        if self.cfg.lr_decay < 1 and self.vx is not None:
+            return opt, ReduceOnPlateau(opt, self.cfg.lr_decay, self.cfg.lr_patience)
+        return opt, None
 
     def epoch_batches(self, epoch: int, position: int) -> int:
         self._epoch_rng = self.rng.bit_generator.state
@@ -170,6 +178,7 @@ class ForecastTask(Task):
         if self.vx is None:
             return {}
         model = self.model
+        model.eval()  # the engine puts training mode back
         loss = model.forward_loss(self.vx, self.vy, self.vmask) / int(self.vmask.sum())
         mean = model.distribution(self.vx)["forecast"]
         sq, n, start = 0.0, 0, 0
