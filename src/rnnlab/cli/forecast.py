@@ -23,7 +23,8 @@ from rnnlab.cli.argtypes import (
 )
 
 RESUME_OPTIONS = ("epochs", "max_steps", "log_every", "save_every", "save_minutes", "patience")
-MODEL_OPTIONS = ("cell", "hidden", "layers", "dropout", "output", "mode", "ar", "dtype")
+MODEL_OPTIONS = ("cell", "hidden", "layers", "dropout", "output", "mode", "ar", "members",
+                 "dtype")
 TRAIN_OPTIONS = ("window", "valid", "transform", "relative", "batch_size", "lr", "clip", "seed")
 READ_OPTIONS = ("time", "target", "covariates", "fill")
 
@@ -325,6 +326,9 @@ def add_forecast_parsers(tsub, sub) -> None:
     g.add_argument("--ar", type=non_negative_int, metavar="P", help="a linear autoregressive "
                    "part over the last P values beside the network (LSTNet's highway; 0: off; "
                    "default: the window)")
+    g.add_argument("--members", type=positive_int, metavar="K", help="an ensemble of K "
+                   "networks trained together, their forecasts averaged (small series: less "
+                   f"dependence on one initialisation; K times the work; default {m['members']})")
     g.add_argument("--dtype", choices=["float32", "float64"], help=f"default {m['dtype']}")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=positive_int, help=f"default {t.epochs}")

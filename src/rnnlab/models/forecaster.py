@@ -28,7 +28,7 @@ errors compound).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -63,10 +63,11 @@ class ForecasterConfig:
     quantiles: tuple = QUANTILES
     mode: str = "direct"
     ar: int = 0  # the last P steps of the target feed a linear part beside the network (0: off)
+    members: int = 1  # an ensemble of this many networks (see ForecasterEnsemble)
     dtype: str = "float64"
 
     def __post_init__(self) -> None:
-        for name in ("inputs", "horizon", "hidden", "layers"):
+        for name in ("inputs", "horizon", "hidden", "layers", "members"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
         self.ar = check_non_negative_int("ar", self.ar)
         for name, choices in (("cell", tuple(CELLS)), ("output", OUTPUTS), ("mode", MODES)):
@@ -94,6 +95,8 @@ class ForecasterConfig:
         return 2 if self.output == "gaussian" else len(self.quantiles)
 
     def num_parameters(self) -> int:
+        if self.members > 1:
+            return self.members * replace(self, members=1).num_parameters()
         n = CELLS[self.cell].count_parameters(self.inputs, self.hidden, self.layers)
         ar = (self.ar + 1) * self.horizon if self.ar else 0  # no ar layer when ar == 0
         return n + (self.hidden + 1) * self.horizon * self.outputs + ar
@@ -202,3 +205,59 @@ class Forecaster(Module):
         at = {level: q[..., k] for k, level in enumerate(self.config.quantiles)}
         return {"forecast": at[0.5], "lower_80": at[0.1], "upper_80": at[0.9],
                 "lower_95": at[0.025], "upper_95": at[0.975]}
+
+
+class ForecasterEnsemble(Module):
+    """``members`` forecasters (children ``m0``, ``m1``, ...: each initialised from its own
+    draws) trained together on the same batches: the loss is the sum of theirs, and each
+    member's backward is its own. Small series make one network's forecast depend on its
+    initialisation; the ensemble averages that away.
+
+    The ensemble's distribution: for Gaussian heads, the moment-matched Gaussian of the equal
+    mixture, mu = mean_k mu_k, sigma^2 = mean_k (sigma_k^2 + mu_k^2) - mu^2; for quantile heads,
+    each quantile averaged over the members (quantile averaging).
+    """
+
+    def __init__(self, config: ForecasterConfig, seed: Seed = None) -> None:
+        super().__init__()
+        self.config = config
+        self.dtype = resolve_dtype(config.dtype)
+        self._rng = rng = make_rng(seed)
+        one = replace(config, members=1)
+        self.members = [self._add_child(f"m{k}", Forecaster(one, seed=rng))
+                        for k in range(config.members)]
+        for m in self.members:  # every dropout mask from the one generator (one RNG state)
+            m._rng = rng
+
+    def train(self, mode: bool = True) -> ForecasterEnsemble:
+        super().train(mode)
+        for m in self.members:
+            m.train(mode)
+        return self
+
+    def forward_loss(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None
+                     ) -> float:
+        return sum(m.forward_loss(x, y, mask) for m in self.members)
+
+    def backward_loss(self, scale: float = 1.0) -> None:
+        for m in self.members:
+            m.backward_loss(scale)
+
+    def distribution(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        dists = [m.distribution(x) for m in self.members]
+        if self.config.output == "quantile":
+            return {k: np.mean([d[k] for d in dists], axis=0) for k in dists[0]}
+        mus = np.stack([d["forecast"] for d in dists])
+        mu = mus.mean(axis=0)
+        second = np.mean([d["sigma"] ** 2 for d in dists], axis=0) + (mus ** 2).mean(axis=0)
+        sigma = np.sqrt(np.maximum(second - mu ** 2, 0.0))
+        return {"forecast": mu, "lower_80": mu - Z80 * sigma, "upper_80": mu + Z80 * sigma,
+                "lower_95": mu - Z95 * sigma, "upper_95": mu + Z95 * sigma, "sigma": sigma}
+
+
+def make_forecaster(config: ForecasterConfig, seed: Seed = None
+                    ) -> Forecaster | ForecasterEnsemble:
+    """One forecaster, or an ensemble when ``config.members`` > 1."""
+    if config.members > 1:
+        return ForecasterEnsemble(config, seed)
+    return Forecaster(config, seed)

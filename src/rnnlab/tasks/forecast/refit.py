@@ -13,12 +13,12 @@ from rnnlab.training import Trainer
 def refit_run(run: ForecastRun, i: int, series: Series) -> ForecastRun:
     """A new model, trained like ``run`` (its model and train configs, series ``i``'s season
     and fill) on ``series`` alone; returned as a one-series run in eval mode."""
-    from rnnlab.models.forecaster import Forecaster
+    from rnnlab.models.forecaster import make_forecaster
 
     meta = run.series[i]
     cfg = replace(run.train_config)
     prepared = prepare([series], [0], cfg, meta.season, meta.fill)
-    model = Forecaster(run.model.config, seed=cfg.seed)
+    model = make_forecaster(run.model.config, seed=cfg.seed)
     task = ForecastTask(model, prepared, run.features, cfg)
     Trainer(task, None, log=lambda _: None, progress=False).fit()
     if task.best is not None:

@@ -26,7 +26,7 @@ import numpy as np
 from rnnlab.data.series import Series, calendar_size, season_length
 from rnnlab.data.text import DataError
 from rnnlab.io.checkpoint import load_run_checkpoint
-from rnnlab.models.forecaster import Forecaster, ForecasterConfig
+from rnnlab.models.forecaster import Forecaster, ForecasterConfig, make_forecaster
 from rnnlab.optim import Adam, ReduceOnPlateau
 from rnnlab.tasks.forecast.windows import TRANSFORMS, Features, Scaler, step_features, targets
 from rnnlab.tasks.forecast.windows import windows as make_windows
@@ -280,7 +280,7 @@ def build_model(prepared: Sequence[Prepared], cfg: ForecastTrainConfig, horizon:
     features = Features(first.freq, first.covariates.shape[1], calendar_size(first.freq),
                         cfg.relative)
     config = ForecasterConfig(features.size, horizon, **model_options)
-    return Forecaster(config, seed=cfg.seed), features
+    return make_forecaster(config, seed=cfg.seed), features
 
 
 # ----------------------------------------------------------------------------- loading
@@ -314,7 +314,7 @@ def load_forecaster(path: str | Path, best: bool = True) -> ForecastRun:
     with the best validation weights when ``best`` and they exist)."""
     _, weights, state, arrays = load_run_checkpoint(path, KIND, "rnnlab train forecast")
     config = dataclass_from_dict(ForecasterConfig, state["model_config"])
-    model = Forecaster(config, seed=0)
+    model = make_forecaster(config, seed=0)
     kept = {k[5:]: v for k, v in arrays.items() if k.startswith("best/")}
     model.load_state_dict(kept if best and kept else weights)
     model.eval()
