@@ -59,8 +59,11 @@ def _holdout_rows(series, holdout: str | None) -> int:
                         f"got {holdout!r}") from None
     rows = int(np.sum(series.times >= when))
     if rows == 0:
+        from rnnlab.data.series import format_times
+
+        last = format_times(series.times[-1:], series.time_format)[0]
         raise UserError(f"--holdout {holdout}: {series.path} has no rows at or after it (its "
-                        f"last is {series.times[-1]})")
+                        f"last is {last})")
     return rows
 
 
