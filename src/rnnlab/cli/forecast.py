@@ -30,16 +30,24 @@ READ_OPTIONS = ("time", "target", "covariates", "fill")
 
 
 def _read(path: str, args: argparse.Namespace, meta=None):
-    """Read a CSV with the command line's column options, or the training run's."""
-    from rnnlab.data.series import read_series
+    """Read a CSV with the command line's column options, or the training run's (``meta``: a
+    file without the run's columns is refused in those terms)."""
+    from rnnlab.data.series import csv_columns, read_series
+    from rnnlab.data.text import DataError
 
     if meta is not None:
         given = [o for o in ("time", "target", "covariates") if getattr(args, o, None)]
         if given:
             raise UserError(f"--{given[0]}: the columns are the training run's (time "
                             f"{meta.time_name!r}, target {meta.target!r}); give only --fill")
-        return read_series(path, meta.time_name, meta.target, meta.covariates,
-                           getattr(args, "fill", None) or meta.fill)
+        try:
+            return read_series(path, meta.time_name, meta.target, meta.covariates,
+                               getattr(args, "fill", None) or meta.fill)
+        except DataError:
+            from rnnlab.tasks.forecast.predict import check_columns
+
+            check_columns(meta, path, csv_columns(path))
+            raise
     return read_series(path, args.time, args.target, _split(args.covariates), args.fill)
 
 
@@ -60,8 +68,11 @@ def _holdout_rows(series, holdout: str | None) -> int:
                         f"got {holdout!r}") from None
     rows = int(np.sum(series.times >= when))
     if rows == 0:
+        from rnnlab.data.series import format_times
+
+        last = format_times(series.times[-1:], series.time_format)[0]
         raise UserError(f"--holdout {holdout}: {series.path} has no rows at or after it (its "
-                        f"last is {series.times[-1]})")
+                        f"last is {last})")
     return rows
 
 

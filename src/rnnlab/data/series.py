@@ -375,6 +375,11 @@ def _read_table(path: PathLike) -> tuple[list[str], list[list[str]], list[int]]:
     return header, rows, lines
 
 
+def csv_columns(path: PathLike) -> list[str]:
+    """The column names of a CSV file, as :func:`read_series` reads its header."""
+    return _read_table(path)[0]
+
+
 def _columns(header: Sequence[str]) -> str:
     return ", ".join(header)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from rnnlab.data.series import Series, calendar_features, next_times
 from rnnlab.data.text import DataError
-from rnnlab.tasks.forecast.task import ForecastRun
+from rnnlab.tasks.forecast.task import ForecastRun, SeriesMeta
 from rnnlab.tasks.forecast.windows import step_features, windows
 
 KEYS = ("forecast", "lower_80", "upper_80", "lower_95", "upper_95")
@@ -33,6 +33,16 @@ def check_compatible(run: ForecastRun, i: int, series: Series) -> None:
                         f"{want[0]!r}, target {want[1]!r}, covariates {want[2]}, frequency "
                         f"{want[3]}), got time {got[0]!r}, target {got[1]!r}, covariates "
                         f"{got[2]}, frequency {got[3]}")
+
+
+def check_columns(meta: SeriesMeta, path: str, header: list[str]) -> None:
+    """A file to forecast must have the training series' time, target and covariate columns
+    (checked by name, so the error says which the run expects instead of what reading the
+    file without them gave)."""
+    if not {meta.time_name, meta.target, *meta.covariates} <= set(header):
+        raise DataError(f"{path}: expected the columns of the training data (time "
+                        f"{meta.time_name!r}, target {meta.target!r}, covariates "
+                        f"{list(meta.covariates)}), got the columns {', '.join(header)}")
 
 
 def check_horizon(run: ForecastRun, horizon: int) -> None:

@@ -110,6 +110,11 @@ class ForecastTask(Task):
     def __init__(self, model: Forecaster, prepared: Sequence[Prepared], features: Features,
                  cfg: ForecastTrainConfig) -> None:
         self.model, self.prepared, self.features, self.cfg = model, list(prepared), features, cfg
+        if model.config.mode == "recursive" and features.covariates:
+            names = ", ".join(self.prepared[0].meta.covariates)
+            raise ValueError("--mode recursive feeds its own draws back as the next inputs, and "
+                             "the future values of the covariates are unknown: expected no "
+                             f"--covariates, got {names} (or use --mode direct)")
         H, L = model.config.horizon, cfg.window
         xs, ys, ms, vxs, vys, vms = [], [], [], [], [], []
         self.valid_refs: list[tuple[int, np.ndarray, np.ndarray]] = []
