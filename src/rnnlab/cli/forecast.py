@@ -291,7 +291,7 @@ def add_forecast_parsers(tsub, sub) -> None:
         description="Train a probabilistic forecaster: a recurrent encoder over the last "
         "--window values (scaled on the training rows; with covariates and calendar "
         "features) and a head that gives the next --horizon steps at once, each a Gaussian "
-        "(mean, scale) or quantiles, so every forecast has 80%% and 95%% intervals. The last "
+        "(mean, scale) or quantiles, so every forecast has 80% and 95% intervals. The last "
         "--holdout rows are left out; after training the forecast over them is scored beside "
         "the persistence, seasonal naive and drift baselines.\n\n"
         "Examples:\n"
