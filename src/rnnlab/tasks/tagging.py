@@ -31,7 +31,7 @@ from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.tagger import Tagger, TaggerBatch, TaggerConfig
 from rnnlab.optim import Adam
 from rnnlab.plots import pyplot
-from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict
+from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict, kept_weights
 from rnnlab.validate import check_positive_int
 
 KIND = "tagger"
@@ -254,6 +254,7 @@ class TaggingTask(Task):
     """A tagger, its treebank and its train config, for :class:`rnnlab.training.Trainer`."""
 
     kind, items = KIND, "words"
+    keep_best = True  # the model kept: the best dev accuracy of the first head
 
     def __init__(self, model: Tagger, vocabs: Vocabs, splits: dict[str, list[Sentence]],
                  cfg: TaggingTrainConfig, paths: dict | None = None,
@@ -266,7 +267,6 @@ class TaggingTask(Task):
         self.rng = np.random.default_rng([cfg.seed, 1])
         self._epoch_rng = self.rng.bit_generator.state
         self._batches: list[list[int]] = []
-        self.best: dict[str, np.ndarray] | None = None  # the weights of the best dev score
 
     def make_optimizer(self):
         return Adam(self.model.parameters(), lr=self.cfg.lr), None
@@ -296,14 +296,8 @@ class TaggingTask(Task):
     def score(self, metrics: dict) -> float:
         return -metrics[f"dev_{next(iter(self.vocabs.tags))}_acc"]
 
-    def on_best(self) -> None:  # the model kept: the best dev accuracy of the first head
-        self.best = {k: v.copy() for k, v in self.model.state_dict().items()}
-
-
     def final(self, last: dict, step: int, stop: Callable[[], bool]) -> dict:
-        if self.best is not None:
-            self.model.load_state_dict(self.best)
-        result = {}
+        result = {}  # the engine has loaded the kept weights
         for split in ("dev", "test"):
             if split in self.data:
                 scores = score(self.model, self.data[split], self.vocabs,
@@ -323,8 +317,7 @@ class TaggingTask(Task):
 
 
     def state_dict(self, in_epoch: bool):
-        arrays = {f"best/{k}": v for k, v in (self.best or {}).items()}
-        return arrays, {"model_config": self.model.config.to_dict(),
+        return {}, {"model_config": self.model.config.to_dict(),
                         "vocabs": self.vocabs.to_dict(), "rng": self.model.rng_states(),
                         "data": self.paths,
                         "data_rng": self._epoch_rng if in_epoch else self.rng.bit_generator.state}
@@ -333,8 +326,6 @@ class TaggingTask(Task):
         if Vocabs.from_dict(state["vocabs"]).to_dict() != self.vocabs.to_dict():
             raise ValueError("the treebank's vocabularies do not match the checkpoint's: "
                              "resume with the training data the run started with")
-        best = {k[5:]: arrays.pop(k) for k in list(arrays) if k.startswith("best/")}
-        self.best = best or None
         self.rng.bit_generator.state = state["data_rng"]
         self.model.set_rng_states(state["rng"])
 
@@ -350,8 +341,7 @@ def load_tagger(path: str | Path, best: bool = True):
     config = dataclass_from_dict(TaggerConfig, state["model_config"])
     vocabs = Vocabs.from_dict(state["vocabs"])
     model = Tagger(config, unk_id=vocabs.words.unk_id, seed=0)
-    kept = {k[5:]: v for k, v in arrays.items() if k.startswith("best/")}
-    model.load_state_dict(kept if best and kept else weights)
+    model.load_state_dict(kept_weights(weights, arrays, best))
     model.eval()
     return model, vocabs, state, weights, arrays
 

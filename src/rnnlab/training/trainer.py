@@ -41,6 +41,14 @@ from rnnlab.training.records import append_record, keep_records
 from rnnlab.training.signals import DeferredSignals, Interrupted
 
 TRAIN_KEYS = ("epoch", "step", "loss", "lr", "grad_norm")  # + "<items>_per_s"
+BEST = "best/"  # the checkpoint arrays of the kept weights (Task.keep_best)
+
+
+def kept_weights(weights: dict, arrays: dict, best: bool = True) -> dict:
+    """The weights a trained model is used with: those of the best score when ``best`` and the
+    run kept them (Task.keep_best), else the last ones."""
+    kept = {k[len(BEST):]: v for k, v in arrays.items() if k.startswith(BEST)}
+    return kept if best and kept else weights
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,6 +80,7 @@ class Task:
     items: str
     model: Module
     cfg: LoopConfig
+    keep_best = False  # the Trainer keeps the weights of the best score (checkpoint: best/...)
 
     def make_optimizer(self) -> tuple[optim.Optimizer, Any]:
         raise NotImplementedError
@@ -106,7 +115,7 @@ class Task:
         return None
 
     def on_best(self) -> None:
-        """Called when an evaluation gave the best score so far (e.g. to keep those weights)."""
+        """Called when an evaluation gave the best score so far."""
 
     def done(self, metrics: dict) -> str | None:
         """A reason to stop early after these metrics (None: go on)."""
@@ -140,6 +149,7 @@ class Trainer:
         self.optimizer, self.schedule = task.make_optimizer()
         self.epoch, self.position, self.step = 1, 0, 0
         self.best_score = math.inf
+        self.best_weights: dict[str, np.ndarray] | None = None  # with task.keep_best
         self.bad_evals = 0
         self.finished = False
         self.stop_reason = ""
@@ -312,6 +322,8 @@ class Trainer:
         if score is not None:
             if score < self.best_score:
                 self.best_score, self.bad_evals = score, 0
+                if self.task.keep_best:
+                    self.best_weights = {k: v.copy() for k, v in self.model.state_dict().items()}
                 self.task.on_best()
             else:
                 self.bad_evals += 1
@@ -332,6 +344,8 @@ class Trainer:
     def _final_record(self, record: dict) -> dict:
         if not (self.finished or self.epoch > self.cfg.epochs):
             return record
+        if self.best_weights is not None:  # the closing evaluation is the kept model's
+            self.model.load_state_dict(self.best_weights)
         metrics = self._guarded(lambda stop: self.task.final(self.last_record, self.step, stop))
         if metrics is None:
             return record
@@ -378,8 +392,9 @@ class Trainer:
             "interval": {k: self.sums[k] for k in ("loss", "norm", "n")},
             "records": len(self.history),
         }
+        best = {f"{BEST}{k}": v for k, v in (self.best_weights or {}).items()}
         save_checkpoint(self.out / "checkpoint", self.model.state_dict(), state,
-                        {**arrays, **task_arrays})
+                        {**arrays, **task_arrays, **best})
         self.task.write_files(self.out)
         self._last_save = time.monotonic()
 
@@ -388,6 +403,8 @@ class Trainer:
         run's). ``metrics.jsonl`` loses the records written after the checkpoint (a crash
         between the two), so it then reads as if the run had never stopped."""
         arrays = dict(arrays)
+        best = {k[len(BEST):]: arrays.pop(k) for k in list(arrays) if k.startswith(BEST)}
+        self.best_weights = best or None
         self.task.load_state_dict(arrays, state)  # takes its own arrays out of the dict
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(arrays, state["optimizer"])

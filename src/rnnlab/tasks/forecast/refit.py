@@ -20,9 +20,7 @@ def refit_run(run: ForecastRun, i: int, series: Series) -> ForecastRun:
     prepared = prepare([series], [0], cfg, meta.season, meta.fill)
     model = make_forecaster(run.model.config, seed=cfg.seed)
     task = ForecastTask(model, prepared, run.features, cfg)
-    Trainer(task, None, log=lambda _: None, progress=False).fit()
-    if task.best is not None:
-        model.load_state_dict(task.best)
+    Trainer(task, None, log=lambda _: None, progress=False).fit()  # ends on the kept weights
     model.eval()
     return ForecastRun(model, run.features, [p.meta for p in prepared],
                        [p.scaler for p in prepared], [p.series for p in prepared], cfg,

@@ -30,7 +30,7 @@ from rnnlab.models.forecaster import Forecaster, ForecasterConfig, make_forecast
 from rnnlab.optim import Adam, ReduceOnPlateau
 from rnnlab.tasks.forecast.windows import TRANSFORMS, Features, Scaler, step_features, targets
 from rnnlab.tasks.forecast.windows import windows as make_windows
-from rnnlab.training import LoopConfig, Task, dataclass_from_dict
+from rnnlab.training import LoopConfig, Task, dataclass_from_dict, kept_weights
 from rnnlab.validate import check_non_negative_int, check_positive_int
 
 KIND = "forecaster"
@@ -106,6 +106,7 @@ class ForecastTask(Task):
     """A forecaster, its series and its train config, for :class:`rnnlab.training.Trainer`."""
 
     kind, items = KIND, "targets"
+    keep_best = True  # the weights of the best validation loss
 
     def __init__(self, model: Forecaster, prepared: Sequence[Prepared], features: Features,
                  cfg: ForecastTrainConfig) -> None:
@@ -149,7 +150,6 @@ class ForecastTask(Task):
         self.rng = np.random.default_rng([cfg.seed, 1])
         self._epoch_rng = self.rng.bit_generator.state
         self._order = np.arange(self.x.shape[1])
-        self.best: dict[str, np.ndarray] | None = None
 
     @property
     def windows(self) -> int:
@@ -201,12 +201,7 @@ class ForecastTask(Task):
     def score(self, metrics: dict) -> float | None:
         return metrics.get("valid_loss")
 
-    def on_best(self) -> None:
-        self.best = {k: v.copy() for k, v in self.model.state_dict().items()}
-
     def final(self, last: dict, step: int, stop: Callable[[], bool]) -> dict | None:
-        if self.best is not None:
-            self.model.load_state_dict(self.best)
         return self.evaluate(stop) if self.vx is not None else {}
 
     def describe(self, record: dict, seconds: float) -> str:
@@ -217,7 +212,7 @@ class ForecastTask(Task):
         return f"epoch {record['epoch']}: loss {record['loss']:.4f}{valid} ({seconds:.1f} s)"
 
     def state_dict(self, in_epoch: bool):
-        arrays = {f"best/{k}": v for k, v in (self.best or {}).items()}
+        arrays = {}
         for i, p in enumerate(self.prepared):
             arrays.update(series_arrays(i, p.series))
         return arrays, {
@@ -235,8 +230,6 @@ class ForecastTask(Task):
             if not np.array_equal(kept[f"series/{i}/values"], p.series.values):
                 raise ValueError(f"{p.meta.path}: the training rows differ from the "
                                  "checkpoint's: resume with the data the run started with")
-        best = {k[5:]: arrays.pop(k) for k in list(arrays) if k.startswith("best/")}
-        self.best = best or None
         self.rng.bit_generator.state = state["data_rng"]
         self.model.set_rng_states(state["rng"])
 
@@ -320,8 +313,7 @@ def load_forecaster(path: str | Path, best: bool = True) -> ForecastRun:
     _, weights, state, arrays = load_run_checkpoint(path, KIND, "rnnlab train forecast")
     config = dataclass_from_dict(ForecasterConfig, state["model_config"])
     model = make_forecaster(config, seed=0)
-    kept = {k[5:]: v for k, v in arrays.items() if k.startswith("best/")}
-    model.load_state_dict(kept if best and kept else weights)
+    model.load_state_dict(kept_weights(weights, arrays, best))
     model.eval()
     metas = [SeriesMeta(**m) for m in state["series"]]
     history = [_history_series(i, m, arrays) for i, m in enumerate(metas)]
