@@ -17,7 +17,6 @@ from pathlib import Path
 from rnnlab.cli.argtypes import (
     UserError,
     add_save_options,
-    interrupted_exit_code,
     non_negative_float,
     positive_int,
     refuse_existing_run,
@@ -153,11 +152,9 @@ def longdep_main(args: argparse.Namespace) -> int:
         if getattr(args, what):
             check_output_path(what, getattr(args, what))
     save_minutes = SAVE_MINUTES if args.save_minutes is None else args.save_minutes
-    try:
-        result = train_longdep(cfg, save=args.save, out=args.out, resume=args.resume,
-                               save_every=args.save_every or 0, save_minutes=save_minutes)
-    except KeyboardInterrupt as err:  # the trainer said what it saved and where
-        return interrupted_exit_code(err)
+    # SIGINT / SIGTERM: the trainer saves and says where; main exits 130 / 143
+    result = train_longdep(cfg, save=args.save, out=args.out, resume=args.resume,
+                           save_every=args.save_every or 0, save_minutes=save_minutes)
     metric = "test_mse" if cfg.task == "adding" else "test_acc"
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as f:

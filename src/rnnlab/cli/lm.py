@@ -10,7 +10,6 @@ from pathlib import Path
 from rnnlab.cli.argtypes import (
     UserError,
     add_save_options,
-    interrupted_exit_code,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -93,10 +92,7 @@ def _train_lm(args: argparse.Namespace) -> int:
         print(f"{sum(p.size for p in model.parameters().values()):,} parameters; "
               f"run directory {out}")
     start = time.perf_counter()
-    try:
-        final = trainer.fit()  # SIGINT / SIGTERM: the step in progress ends, then it saves
-    except KeyboardInterrupt as err:  # the trainer said what it saved and where
-        return interrupted_exit_code(err)
+    final = trainer.fit()  # SIGINT / SIGTERM: the step ends, it saves, main exits 130 / 143
     print(f"trained in {time.perf_counter() - start:.0f} s; metrics in {out / 'metrics.jsonl'}")
     if args.samples and "test_ppl" in final:
         vocab = corpus.vocab

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rnnlab.cli.argtypes import UserError
+from rnnlab.cli.argtypes import UserError, interrupted_exit_code
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -92,3 +92,5 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as err:
         print(f"rnnlab: error: {err}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt as err:  # a training command has saved and said where
+        return interrupted_exit_code(err)

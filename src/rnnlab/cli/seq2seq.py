@@ -11,7 +11,6 @@ from pathlib import Path
 from rnnlab.cli.argtypes import (
     UserError,
     add_save_options,
-    interrupted_exit_code,
     non_negative_float,
     non_negative_int,
     positive_int,
@@ -73,10 +72,7 @@ def _train_seq2seq(args: argparse.Namespace) -> int:
         trainer.restore(state, weights=model.state_dict(), arrays=arrays)
         print(f"resuming {out} at epoch {trainer.epoch}, step {trainer.step}")
     start = time.perf_counter()
-    try:
-        final = trainer.fit()  # SIGINT / SIGTERM: the step in progress ends, then it saves
-    except KeyboardInterrupt as err:  # the trainer said what it saved and where
-        return interrupted_exit_code(err)
+    final = trainer.fit()  # SIGINT / SIGTERM: the step ends, it saves, main exits 130 / 143
     if not final:
         print(f"{out} has already trained {trainer.epoch - 1} epochs (--epochs N to go on)")
         return 0

@@ -11,7 +11,6 @@ from pathlib import Path
 from rnnlab.cli.argtypes import (
     UserError,
     add_save_options,
-    interrupted_exit_code,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -78,10 +77,7 @@ def _train_tagger(args: argparse.Namespace) -> int:
         trainer.restore(state, weights, arrays)
         print(f"resuming {out} at epoch {trainer.epoch}, step {trainer.step}")
     start = time.perf_counter()
-    try:
-        final = trainer.fit()  # SIGINT / SIGTERM: the step in progress ends, then it saves
-    except KeyboardInterrupt as err:
-        return interrupted_exit_code(err)
+    final = trainer.fit()  # SIGINT / SIGTERM: the step ends, it saves, main exits 130 / 143
     print(f"trained in {time.perf_counter() - start:.0f} s; metrics in {out / 'metrics.jsonl'}")
     if not final.get("final"):
         print(f"{out} has already finished (--epochs N to go on)")
