@@ -35,6 +35,7 @@ from rnnlab.tasks.forecast.task import (  # noqa: E402
     ForecastTask,
     ForecastTrainConfig,
     build_model,
+    holdout_rows,
     prepare,
 )
 from rnnlab.training import Trainer  # noqa: E402
@@ -75,18 +76,12 @@ def command(name: str) -> str:
     return f"rnnlab train forecast --data {files} {' '.join(opts)} --out runs/{name}"
 
 
-def _holdout(series, holdout) -> int:
-    if isinstance(holdout, int):
-        return holdout
-    return int(np.sum(series.times >= np.datetime64(holdout, "s")))
-
-
 def run(job: tuple[str, int]) -> dict:
     """Train one setup with one seed; -> per-series (y, model forecast, baselines, train)."""
     name, seed = job
     s = SETUPS[name]
     full = [read_series(DATA / f, target=s.get("target_col"), fill=s["fill"]) for f in s["files"]]
-    holdouts = [_holdout(x, s["holdout"]) for x in full]
+    holdouts = [holdout_rows(x, s["holdout"]) for x in full]
     cfg = ForecastTrainConfig(seed=seed, **s["train"])
     prepared = prepare(full, holdouts, cfg, None, s["fill"])
     model, features = build_model(prepared, cfg, s["horizon"], **s.get("model", {}))

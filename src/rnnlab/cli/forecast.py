@@ -13,7 +13,6 @@ import numpy as np
 from rnnlab.cli.argtypes import (
     UserError,
     add_save_options,
-    interrupted_exit_code,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -55,36 +54,19 @@ def _split(text: str | None) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()] if text else []
 
 
-def _holdout_rows(series, holdout: str | None) -> int:
-    """--holdout N (rows) or --holdout DATE (the rows at or after it)."""
-    if holdout is None:
-        return 0
-    if holdout.isdigit():
-        return int(holdout)
-    try:
-        when = np.datetime64(holdout, "s")
-    except ValueError:
-        raise UserError(f"--holdout: expected a number of rows or a date such as 2018-01-01, "
-                        f"got {holdout!r}") from None
-    rows = int(np.sum(series.times >= when))
-    if rows == 0:
-        from rnnlab.data.series import format_times
-
-        last = format_times(series.times[-1:], series.time_format)[0]
-        raise UserError(f"--holdout {holdout}: {series.path} has no rows at or after it (its "
-                        f"last is {last})")
-    return rows
-
-
 # ----------------------------------------------------------------------------- train
 def _train_forecast(args: argparse.Namespace) -> int:
+    from rnnlab.io.checkpoint import load_run_checkpoint
     from rnnlab.tasks.forecast.report import holdout_report
     from rnnlab.tasks.forecast.task import (
+        KIND,
         ForecastTask,
         ForecastTrainConfig,
         build_model,
+        holdout_rows,
         load_forecaster,
         prepare,
+        run_from_checkpoint,
     )
     from rnnlab.training import Trainer
 
@@ -96,8 +78,8 @@ def _train_forecast(args: argparse.Namespace) -> int:
             raise UserError("--resume continues the run with the configuration and data it "
                             "was started with; it takes only "
                             + ", ".join("--" + k.replace("_", "-") for k in RESUME_OPTIONS))
-        run = load_forecaster(out, best=False)
-        state = run.state
+        _, weights, state, arrays = load_run_checkpoint(out, KIND, "rnnlab train forecast")
+        run = run_from_checkpoint(weights, state, arrays, best=False)
         opts = {**state["train_config"],
                 **{k: getattr(args, k) for k in RESUME_OPTIONS if getattr(args, k) is not None}}
         cfg = ForecastTrainConfig(**opts)
@@ -113,7 +95,7 @@ def _train_forecast(args: argparse.Namespace) -> int:
         cfg = ForecastTrainConfig(**{f.name: getattr(args, f.name) for f in fields(
             ForecastTrainConfig) if getattr(args, f.name, None) is not None})
         full = [_read(p, args) for p in args.data]
-        holdouts = [_holdout_rows(s, args.holdout) for s in full]
+        holdouts = [holdout_rows(s, args.holdout) for s in full]
         prepared = prepare(full, holdouts, cfg, args.season, args.fill)
         model, features = build_model(prepared, cfg, args.horizon or 1, **{
             k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k) is not None})
@@ -131,13 +113,10 @@ def _train_forecast(args: argparse.Namespace) -> int:
           f"training windows; run directory {out}")
     trainer = Trainer(task, out, progress=not args.no_progress)
     if args.resume:
-        trainer.restore(state, *_weights_arrays(out))
+        trainer.restore(state, weights, arrays)
         print(f"resuming {out} at epoch {trainer.epoch}, step {trainer.step}")
     start = time.perf_counter()
-    try:
-        final = trainer.fit()  # SIGINT / SIGTERM: the step in progress ends, then it saves
-    except KeyboardInterrupt as err:
-        return interrupted_exit_code(err)
+    final = trainer.fit()  # SIGINT / SIGTERM: the step ends, it saves, main exits 130 / 143
     seconds = time.perf_counter() - start
     print(f"trained in {seconds:.1f} s; metrics in {out / 'metrics.jsonl'}")
     if not final.get("final"):
@@ -147,14 +126,6 @@ def _train_forecast(args: argparse.Namespace) -> int:
         if run.series[i].holdout:
             print(holdout_report(run, i, series))
     return 0
-
-
-def _weights_arrays(out: Path):
-    from rnnlab.io.checkpoint import load_run_checkpoint
-    from rnnlab.tasks.forecast.task import KIND
-
-    _, weights, _, arrays = load_run_checkpoint(out, KIND, "rnnlab train forecast")
-    return weights, arrays
 
 
 # ----------------------------------------------------------------------------- forecast
@@ -207,7 +178,7 @@ def _actuals(meta, history, times):
 def _eval_forecast(args: argparse.Namespace) -> int:
     from rnnlab.tasks.forecast.predict import check_compatible, rolling
     from rnnlab.tasks.forecast.report import evaluation_report, plot_forecast, write_forecast_csv
-    from rnnlab.tasks.forecast.task import load_forecaster
+    from rnnlab.tasks.forecast.task import holdout_rows, load_forecaster
 
     if args.data is None or args.holdout is None:
         raise UserError("eval forecast takes --checkpoint RUN --data FILE.csv --holdout N "
@@ -220,7 +191,7 @@ def _eval_forecast(args: argparse.Namespace) -> int:
     i = run.index(args.series)
     series = _read(args.data, args, run.series[i])
     check_compatible(run, i, series)
-    n = _holdout_rows(series, args.holdout)
+    n = holdout_rows(series, args.holdout)
     if n >= len(series):
         raise UserError(f"--holdout {n}: expected fewer rows than the series has "
                         f"({len(series)})")
@@ -243,7 +214,7 @@ def _eval_forecast(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- backtest
 def _backtest(args: argparse.Namespace) -> int:
     from rnnlab.tasks.forecast.report import backtest_report
-    from rnnlab.tasks.forecast.task import load_forecaster
+    from rnnlab.tasks.forecast.task import holdout_rows, load_forecaster
 
     run = load_forecaster(args.checkpoint)
     i = run.index(args.series)
@@ -253,7 +224,7 @@ def _backtest(args: argparse.Namespace) -> int:
     from rnnlab.tasks.forecast.predict import check_compatible
 
     check_compatible(run, i, series)
-    tail = _holdout_rows(series, args.holdout)
+    tail = holdout_rows(series, args.holdout)
     if tail >= len(series):
         raise UserError(f"--holdout {tail}: expected fewer rows than the series has "
                         f"({len(series)})")
@@ -264,6 +235,12 @@ def _backtest(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parsers
+def _add_fill(g, help: str) -> None:
+    from rnnlab.data.series import FILLS
+
+    g.add_argument("--fill", choices=FILLS, help=help)
+
+
 def _add_read_options(g) -> None:
     g.add_argument("--time", metavar="COL", help="the time column (default: the first column "
                    "of dates)")
@@ -271,10 +248,9 @@ def _add_read_options(g) -> None:
                    "numeric one)")
     g.add_argument("--covariates", metavar="A,B", help="more numeric columns as inputs (their "
                    "past values)")
-    g.add_argument("--fill", choices=["none", "ffill", "interpolate"],
-                   help="gaps in the time column and missing values: 'ffill' or 'interpolate' "
-                   "fill them, 'none' keeps the rows as they come (trading days); default: "
-                   "refuse, naming the rows")
+    _add_fill(g, "gaps in the time column and missing values: 'ffill' or 'interpolate' "
+                "fill them, 'none' keeps the rows as they come (trading days); default: "
+                "refuse, naming the rows")
 
 
 def add_forecast_parsers(tsub, sub) -> None:
@@ -375,7 +351,7 @@ def add_forecast_parsers(tsub, sub) -> None:
     f.add_argument("--plot", metavar="OUT.png", help="history, forecast, intervals (and the "
                    "held-out actuals when the training file has them)")
     f.add_argument("--data", metavar="FILE.csv", help="forecast from the end of this file")
-    f.add_argument("--fill", choices=["none", "ffill", "interpolate"], help="as in training")
+    _add_fill(f, "as in training")
     _add_inference_options(f)
     f.set_defaults(func=_forecast)
 
@@ -389,7 +365,7 @@ def add_forecast_parsers(tsub, sub) -> None:
         "each origin instead of using the trained one.")
     b.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
     b.add_argument("--data", required=True, metavar="FILE.csv")
-    b.add_argument("--fill", choices=["none", "ffill", "interpolate"], help="as in training")
+    _add_fill(b, "as in training")
     b.add_argument("--holdout", required=True, metavar="N|DATE", help="the tail to backtest")
     b.add_argument("--every", type=positive_int, help="rows between origins (default: the "
                    "horizon)")
@@ -415,6 +391,5 @@ def add_eval_forecast_options(ev) -> None:
                    "from the actual values before it")
     g.add_argument("--horizon", type=positive_int, help="forecast: steps ahead (default 1)")
     g.add_argument("--csv", metavar="OUT.csv", help="forecast: write the forecasts")
-    g.add_argument("--fill", choices=["none", "ffill", "interpolate"], help="forecast: as in "
-                   "training")
+    _add_fill(g, "forecast: as in training")
     _add_inference_options(g)

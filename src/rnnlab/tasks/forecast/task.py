@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab.data.series import Series, calendar_size, season_length
+from rnnlab.data.series import Series, calendar_size, format_times, season_length
 from rnnlab.data.text import DataError
 from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.forecaster import Forecaster, ForecasterConfig, make_forecaster
@@ -246,6 +246,27 @@ def series_arrays(i: int, series: Series) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- building
+def holdout_rows(series: Series, holdout: int | str | None) -> int:
+    """``--holdout``: N rows (an int or its digits) or a date (the rows at or after it); None
+    is none."""
+    if holdout is None:
+        return 0
+    if isinstance(holdout, int) or holdout.isdigit():
+        return int(holdout)
+    try:
+        when = np.datetime64(holdout, "s")
+    except ValueError:
+        raise DataError(f"--holdout: expected a number of rows or a date such as 2018-01-01, "
+                        f"got {holdout!r}") from None
+    rows = int(np.sum(series.times >= when))
+    if rows == 0:
+        last = format_times(series.times[-1:], series.time_format)[0]
+        raise DataError(f"--holdout {holdout}: {series.path} has no rows at or after it (its "
+                        f"last is {last})")
+    return rows
+
+
+
 def prepare(series_list: Sequence[Series], holdouts: Sequence[int], cfg: ForecastTrainConfig,
             season: int | None = None, fill: str | None = None) -> list[Prepared]:
     """Cut each series' holdout, fit its scaler on what is left, and check they agree."""
@@ -311,6 +332,12 @@ def load_forecaster(path: str | Path, best: bool = True) -> ForecastRun:
     """A run directory (or its ``checkpoint/``) -> :class:`ForecastRun` (the model in eval mode,
     with the best validation weights when ``best`` and they exist)."""
     _, weights, state, arrays = load_run_checkpoint(path, KIND, "rnnlab train forecast")
+    return run_from_checkpoint(weights, state, arrays, best)
+
+
+def run_from_checkpoint(weights: dict, state: dict, arrays: dict, best: bool = True
+                        ) -> ForecastRun:
+    """:func:`load_forecaster` from a checkpoint already read."""
     config = dataclass_from_dict(ForecasterConfig, state["model_config"])
     model = make_forecaster(config, seed=0)
     model.load_state_dict(kept_weights(weights, arrays, best))
