@@ -16,7 +16,7 @@ import numpy as np
 from rnnlab.data.series import Series, calendar_features, next_times
 from rnnlab.data.text import DataError
 from rnnlab.tasks.forecast.task import ForecastRun, SeriesMeta
-from rnnlab.tasks.forecast.windows import step_features, windows
+from rnnlab.tasks.forecast.windows import step_features, windows, with_relative
 
 KEYS = ("forecast", "lower_80", "upper_80", "lower_95", "upper_95")
 LEVELS = {"lower_95": 0.025, "lower_80": 0.1, "forecast": 0.5, "upper_80": 0.9,
@@ -90,25 +90,18 @@ def _sample_paths(run: ForecastRun, i: int, series: Series, steps: np.ndarray, h
     path so far; the forecast is the paths' median and the intervals their quantiles."""
     L, relative = run.train_config.window, run.features.relative
     rng = np.random.default_rng(seed)
-    window = np.repeat(steps[-L:, None, :], samples, axis=1)  # (L, S, F')
     future = calendar_features(next_times(series.times[-1], series.freq, horizon), series.freq)
-    paths = np.empty((horizon, samples))
+    track = np.empty((L + horizon, samples, steps.shape[1]))  # every path's steps, past + future
+    track[:L] = steps[-L:, None, :]
+    track[L:, :, 1:] = future[:, None, :]  # the calendar is known; z is drawn step by step
     for j in range(horizon):
-        x = _window_x(window, relative)
-        dist = run.model.distribution(x.astype(run.model.dtype))
+        window = track[j:j + L]  # (L, S, F'): the path so far
+        dist = run.model.distribution(with_relative(window, relative).astype(run.model.dtype))
         mu, sigma = dist["forecast"][:, 0], dist["sigma"][:, 0]
-        z = mu + sigma * rng.standard_normal(samples) + (window[-1, :, 0] if relative else 0.0)
-        paths[j] = z
-        new = np.column_stack([z, np.repeat(future[j:j + 1], samples, axis=0)])
-        window = np.concatenate([window[1:], new[None]], axis=0)
-    values = run.scalers[i].unscale(paths)  # (H, S)
+        base = window[-1, :, 0] if relative else 0.0
+        track[L + j, :, 0] = mu + sigma * rng.standard_normal(samples) + base
+    values = run.scalers[i].unscale(track[L:, :, 0])  # (H, S)
     return {k: np.quantile(values, q, axis=1) for k, q in LEVELS.items()}
-
-
-def _window_x(window: np.ndarray, relative: bool) -> np.ndarray:
-    if not relative:
-        return window
-    return np.concatenate([window[:, :, :1] - window[-1:, :, :1], window], axis=2)
 
 
 def rolling(run: ForecastRun, i: int, series: Series, start: int, horizon: int = 1,

@@ -109,11 +109,14 @@ def step_features(series: Series, scaler: Scaler, features: Features) -> np.ndar
 def windows(steps: np.ndarray, ends: np.ndarray, length: int, relative: bool) -> np.ndarray:
     """The windows ending at the rows ``ends`` (each >= length - 1): (length, len(ends), F)."""
     idx = ends[None, :] + np.arange(1 - length, 1)[:, None]  # (L, W)
-    x = steps[idx]  # (L, W, F - relative)
+    return with_relative(steps[idx], relative)  # (L, W, F)
+
+
+def with_relative(x: np.ndarray, relative: bool) -> np.ndarray:
+    """Windows of step features (L, W, F') with the relative column z_s - z_t put first."""
     if not relative:
         return x
-    rel = x[:, :, :1] - x[-1:, :, :1]  # z_s - z_t
-    return np.concatenate([rel, x], axis=2)
+    return np.concatenate([x[:, :, :1] - x[-1:, :, :1], x], axis=2)
 
 
 def targets(z: np.ndarray, ends: np.ndarray, horizon: int, stop: int, relative: bool
