@@ -89,9 +89,7 @@ def run(job: tuple[str, int]) -> dict:
     start = time.perf_counter()
     Trainer(task, None, log=lambda _: None, progress=False).fit()
     seconds = time.perf_counter() - start
-    model.eval()
-    fr = ForecastRun(model, features, [p.meta for p in prepared], [p.scaler for p in prepared],
-                     [p.series for p in prepared], cfg, {})
+    fr = ForecastRun.from_task(task)
     out = []
     for i, (series, n) in enumerate(zip(full, holdouts, strict=True)):
         cut = len(series) - n

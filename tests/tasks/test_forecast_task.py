@@ -82,10 +82,7 @@ def make_task(series_list, holdouts, cfg, horizon, **model):
 
 def as_run(task: ForecastTask) -> ForecastRun:
     """The task's model (in eval mode) as a run, as load_forecaster gives one."""
-    task.model.eval()
-    p = task.prepared
-    return ForecastRun(task.model, task.features, [x.meta for x in p], [x.scaler for x in p],
-                       [x.series for x in p], task.cfg, {})
+    return ForecastRun.from_task(task)
 
 
 def trained_run(series, horizon=4, epochs=2, **model) -> ForecastRun:

@@ -21,7 +21,4 @@ def refit_run(run: ForecastRun, i: int, series: Series) -> ForecastRun:
     model = make_forecaster(run.model.config, seed=cfg.seed)
     task = ForecastTask(model, prepared, run.features, cfg)
     Trainer(task, None, log=lambda _: None, progress=False).fit()  # ends on the kept weights
-    model.eval()
-    return ForecastRun(model, run.features, [p.meta for p in prepared],
-                       [p.scaler for p in prepared], [p.series for p in prepared], cfg,
-                       run.state)
+    return ForecastRun.from_task(task)

@@ -16,7 +16,7 @@ from rnnlab.data.series import Series, format_times
 from rnnlab.io.atomic import atomic_write_text
 from rnnlab.plots import pyplot
 from rnnlab.tasks.forecast import metrics
-from rnnlab.tasks.forecast.predict import KEYS, LEVELS, forecast_at, forecast_from_end, rolling
+from rnnlab.tasks.forecast.predict import KEYS, LEVELS, forecast_at, forecast_from_end
 from rnnlab.tasks.forecast.task import ForecastRun
 
 QUANTILES = tuple(LEVELS[k] for k in ("lower_95", "lower_80", "forecast", "upper_80",
@@ -178,7 +178,3 @@ def plot_forecast(history: Series, result: dict, path: str | os.PathLike,
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-__all__ = ["backtest_report", "evaluation_report", "holdout_report", "plot_forecast",
-           "rolling", "score_table", "write_forecast_csv"]

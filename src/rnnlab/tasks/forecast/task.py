@@ -313,7 +313,13 @@ class ForecastRun:
     scalers: list  # [Scaler]
     history: list  # [Series]: each series' training rows
     train_config: ForecastTrainConfig
-    state: dict
+
+    @classmethod
+    def from_task(cls, task: ForecastTask) -> ForecastRun:
+        """The run a trained task makes (its model in eval mode), without a checkpoint."""
+        p = task.prepared
+        return cls(task.model.eval(), task.features, [x.meta for x in p],
+                   [x.scaler for x in p], [x.series for x in p], task.cfg)
 
     def index(self, name: str | None) -> int:
         """The series called ``name`` (a file stem), or the only one."""
@@ -346,7 +352,7 @@ def run_from_checkpoint(weights: dict, state: dict, arrays: dict, best: bool = T
     history = [_history_series(i, m, arrays) for i, m in enumerate(metas)]
     return ForecastRun(model, Features(**state["features"]), metas,
                        [Scaler(**s) for s in state["scalers"]], history,
-                       dataclass_from_dict(ForecastTrainConfig, state["train_config"]), state)
+                       dataclass_from_dict(ForecastTrainConfig, state["train_config"]))
 
 
 def _history_series(i: int, meta: SeriesMeta, arrays: dict) -> Series:
