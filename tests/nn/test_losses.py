@@ -115,19 +115,29 @@ def as_float(loss, reduction):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("dtype", [F64, F32])
 def test_gaussian_matches_torch_formula(torch, rng, dtype, reduction, masked):
-    mu, log_sigma, y = gaussian_inputs(rng, dtype=dtype)
-    keep = rng.random(mu.shape) < 0.6 if masked else None
+    mu, loss, dmu, dls = _gaussian_against_torch(torch, rng, dtype, reduction, None,
+                                                 0.6 if masked else None)
+    loss = as_float(loss, reduction)
+    for a in (dmu, dls) + ((loss,) if reduction == "none" else ()):
+        assert a.dtype == dtype and a.shape == mu.shape
+
+
+def _gaussian_against_torch(torch, rng, dtype, reduction, shape, keep_p):
+    """GaussianNLL's loss and gradients against the formula in torch (mask kept with
+    probability keep_p; None: no mask). Returns (mu, loss, dmu, dlog_sigma)."""
+    kw = {} if shape is None else {"shape": shape}
+    mu, log_sigma, y = gaussian_inputs(rng, dtype=dtype, **kw)
+    keep = np.asarray(rng.random(mu.shape) < keep_p) if keep_p is not None else None
     scale = upstream_for(rng, reduction, mu.shape, dtype)
     nll = GaussianNLL(reduction)
-    loss = as_float(nll(mu, log_sigma, y, mask=keep), reduction)
+    loss = nll(mu, log_sigma, y, mask=keep)
     dmu, dls = nll.backward(scale)
     exp_loss, exp_dmu, exp_dls = torch_gaussian_formula(torch, mu, log_sigma, y, keep,
                                                         reduction, scale)
     assert_close(loss, exp_loss, dtype, "nll")
     assert_close(dmu, exp_dmu, dtype, "dmu")
     assert_close(dls, exp_dls, dtype, "dlog_sigma")
-    for a in (dmu, dls) + ((loss,) if reduction == "none" else ()):
-        assert a.dtype == dtype and a.shape == mu.shape
+    return mu, loss, dmu, dls
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -435,17 +445,8 @@ def cases(draw):
 def test_property_gaussian_matches_torch(torch, case):
     rng = np.random.default_rng(case["seed"])
     dtype, reduction, shape = case["dtype"], case["reduction"], case["shape"]
-    mu, log_sigma, y = gaussian_inputs(rng, shape=shape, dtype=dtype)
-    keep = np.asarray(rng.random(shape) < 0.5) if case["masked"] else None
-    scale = upstream_for(rng, reduction, shape, dtype)
-    nll = GaussianNLL(reduction)
-    loss = nll(mu, log_sigma, y, mask=keep)
-    dmu, dls = nll.backward(scale)
-    exp_loss, exp_dmu, exp_dls = torch_gaussian_formula(torch, mu, log_sigma, y, keep,
-                                                        reduction, scale)
-    assert_close(loss, exp_loss, dtype, "nll")
-    assert_close(dmu, exp_dmu, dtype, "dmu")
-    assert_close(dls, exp_dls, dtype, "dlog_sigma")
+    _, _, dmu, dls = _gaussian_against_torch(torch, rng, dtype, reduction, shape,
+                                             0.5 if case["masked"] else None)
     assert dmu.dtype == dls.dtype == dtype
 
 
