@@ -1,4 +1,4 @@
-"""matplotlib figures (the optional ``plots`` extra): attention heatmaps."""
+"""matplotlib figures (the optional ``plots`` extra): attention heatmaps, confusion matrices."""
 
 from __future__ import annotations
 
@@ -44,6 +44,32 @@ def plot_attention(weights: np.ndarray, source: list[str], output: list[str],
     if title:
         ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_confusion(confusion: np.ndarray, names: list[str], path: str | Path, title: str = "",
+                   gold: str = "gold", predicted: str = "predicted", rotate: bool = False
+                   ) -> None:
+    """A confusion matrix (gold rows, predicted columns) with each row normalised to 1 and the
+    counts written in."""
+    confusion = np.asarray(confusion)
+    if confusion.shape != (len(names), len(names)):
+        raise ValueError(f"confusion: expected shape {(len(names), len(names))}, got "
+                         f"{confusion.shape}")
+    plt = pyplot()
+    rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(0.45 * len(names) + 2, 0.45 * len(names) + 1.5))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=90 if rotate else 0)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel(predicted)
+    ax.set_ylabel(gold)
+    for i, j in zip(*np.nonzero(confusion), strict=True):
+        ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=6,
+                color="white" if rows[i, j] > 0.5 else "black")
+    ax.set_title(title or f"confusion (rows: {gold}, normalised)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

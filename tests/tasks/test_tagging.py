@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from rnnlab.cli.main import main
+from rnnlab.data.batching import length_batches
 from rnnlab.data.conllu import read_conllu
-from rnnlab.tasks.tagging import Vocabs, length_batches
+from rnnlab.tasks.tagging import Vocabs
 
 WORDS = {  # UPOS, XPOS, forms
     "det": ("DET", "DT", ["the", "a", "this", "every"]),

@@ -15,6 +15,8 @@ one line and an exit status. Library code lives below ``rnnlab.cli``.
     rnnlab forecast --checkpoint RUN --csv OUT   forecast the steps after a series
     rnnlab eval forecast --checkpoint RUN ...    rolling forecasts scored beside the baselines
     rnnlab backtest --checkpoint RUN ...         rolling-origin evaluation (optionally refit)
+    rnnlab train speech --data DIR --task T      spoken digits: isolated, or connected (CTC)
+    rnnlab transcribe --checkpoint RUN F.wav     recognise recordings (any sample rate)
     rnnlab demo                                  a tiny tour of the engine
 """
 
@@ -46,12 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     from rnnlab.cli.forecast import add_forecast_parsers
     from rnnlab.cli.lm import add_lm_parsers
     from rnnlab.cli.seq2seq import add_seq2seq_parsers
+    from rnnlab.cli.speech import add_speech_parsers
     from rnnlab.cli.tagging import add_tagging_parsers
 
     add_lm_parsers(tsub, sub)
     add_seq2seq_parsers(tsub, sub)
     add_tagging_parsers(tsub, sub)
     add_forecast_parsers(tsub, sub)
+    add_speech_parsers(tsub, sub)
 
     demo = sub.add_parser(
         "demo", help="train a small LSTM to continue a sine wave, then show its gates",

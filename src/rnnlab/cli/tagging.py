@@ -135,9 +135,10 @@ def _eval_tagger(args: argparse.Namespace) -> int:
     report = tag_report(encoded, preds, vocabs)
     print(report["text"])
     if args.plot:
-        from rnnlab.tasks.tagging import plot_confusion
+        from rnnlab.plots import plot_confusion
 
-        plot_confusion(report["confusion"], vocabs.tags["upos"], args.plot)
+        plot_confusion(report["confusion"], vocabs.tags["upos"], args.plot,
+                       "UPOS confusion (rows: gold, normalised)", rotate=True)
         print(f"wrote {args.plot}")
     return 0
 

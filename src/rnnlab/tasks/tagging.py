@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnlab.data.batching import length_batches
 from rnnlab.data.conllu import Sentence, read_conllu
 from rnnlab.data.text import DataError, Vocabulary
 from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.tagger import Tagger, TaggerBatch, TaggerConfig
 from rnnlab.optim import Adam
-from rnnlab.plots import pyplot
 from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict, kept_weights
 from rnnlab.validate import check_positive_int
 
@@ -174,19 +174,6 @@ def make_batch(items: Sequence[Encoded], vocabs: Vocabs, with_tags: bool = True)
                 t[:len(e.words), b] = np.maximum(e.tags[h], 0)  # unknown gold: any valid id
             tags[h] = t
     return TaggerBatch(words, lengths, spelling, spellings, spelling_lengths, tags)
-
-
-def length_batches(lengths: Sequence[int], batch_size: int,
-                   rng: np.random.Generator | None = None) -> list[list[int]]:
-    """Sentence indices in batches of similar length (little padding, few wasted steps). With
-    ``rng``: equal lengths in random order and the batches shuffled (one training epoch)."""
-    lengths = np.asarray(lengths)
-    tie = rng.random(len(lengths)) if rng is not None else np.arange(len(lengths))
-    order = np.lexsort((tie, lengths))
-    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    if rng is not None:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
 
 
 def predict(model: Tagger, encoded: Sequence[Encoded], vocabs: Vocabs, batch_size: int = 256,
@@ -383,22 +370,3 @@ def tag_report(encoded: Sequence[Encoded], preds: Sequence[dict], vocabs: Vocabs
             known = gold >= 0
             confusion = np.bincount(gold[known] * K + pred[known], minlength=K * K).reshape(K, K)
     return {"text": "\n".join(lines), "accuracy": accuracy, "confusion": confusion}
-
-
-def plot_confusion(confusion: np.ndarray, names: Sequence[str], path: str | Path) -> None:
-    """A confusion-matrix figure: each gold row normalised to 1, the counts written in."""
-    plt = pyplot()
-    rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(0.45 * len(names) + 2, 0.45 * len(names) + 1.5))
-    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=90)
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("gold")
-    for i, j in zip(*np.nonzero(confusion), strict=True):
-        ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=6,
-                color="white" if rows[i, j] > 0.5 else "black")
-    ax.set_title("UPOS confusion (rows: gold, normalised)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
