@@ -190,6 +190,10 @@ def add_speech_parsers(tsub, sub) -> None:
                    f"{t.eval_utterances})")
     g.add_argument("--max-len", type=positive_int, dest="max_len",
                    help=f"connected: at most N recordings per utterance (default {t.max_len})")
+    g.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                   help="train on the recordings as they are (default: each epoch perturbs "
+                   "them: speed 0.9-1.1, noise 15-40 dB under the signal, silence around, and "
+                   "SpecAugment's time and band masks)")
     g = p.add_argument_group("features")
     g.add_argument("--features", choices=KINDS, dest="kind", help=f"default {fc.kind}")
     g.add_argument("--mels", type=positive_int, help=f"mel filters (default {fc.mels})")

@@ -140,13 +140,14 @@ class Joining:
 
 
 def join(audio: Sequence[np.ndarray], pool: Sequence[int], labels: Sequence[int], rate: int,
-         rng: np.random.Generator, how: Joining) -> tuple[np.ndarray, list[int]]:
-    """One connected utterance from recordings of ``pool`` -> (samples, label ids)."""
+         rng: np.random.Generator, how: Joining, change=None) -> tuple[np.ndarray, list[int]]:
+    """One connected utterance from recordings of ``pool`` -> (samples, label ids);
+    ``change(x)`` (e.g. a speed perturbation) is applied to each recording first."""
     n = int(rng.integers(how.min_len, how.max_len + 1))
     picks = rng.choice(len(pool), n)
     pieces = []
     for j in picks:
-        x = audio[pool[j]]
+        x = audio[pool[j]] if change is None else change(audio[pool[j]])
         peak = float(np.abs(x).max()) or 1.0
         pause = rng.uniform(how.min_pause, how.max_pause)
         pieces.append(np.zeros(int(pause * rate), np.float32))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnlab.data.augment import Perturbation, mask, perturb, speed
 from rnnlab.data.batching import length_batches
 from rnnlab.data.features import FeatureConfig, features
 from rnnlab.data.text import DataError
@@ -74,6 +75,7 @@ class SpeechTrainConfig(LoopConfig):
     eval_utterances: int = 500  # connected: utterances in the validation and test sets
     max_len: int = 7  # connected: at most this many recordings per utterance
     beam: int = 8  # connected: prefix beam width for the final test decoding
+    augment: bool = True  # perturb the training audio each epoch (rnnlab.data.augment)
     eval_batch_size: int = 64
     seed: int = 0
 
@@ -187,6 +189,7 @@ class SpeechTask(Task):
         self.rng = np.random.default_rng([cfg.seed, 3])
         self._epoch_rng = self.rng.bit_generator.state
         self.joining = Joining(max_len=cfg.max_len)
+        self.perturbation = Perturbation() if cfg.augment else Perturbation.off()
         self.sets = self._evaluation_sets()
         self._feats: list[np.ndarray] = []
         self._targets: list = []
@@ -194,6 +197,11 @@ class SpeechTask(Task):
 
     def featurize(self, x: np.ndarray) -> np.ndarray:
         return features(x, self.feature_cfg).astype(self.model.dtype, copy=False)
+
+    def _masked(self, feats: np.ndarray) -> np.ndarray:
+        """SpecAugment's masks over each block of coefficients (and their deltas)."""
+        block = self.feature_cfg.dim // (self.feature_cfg.deltas + 1)
+        return mask(feats, self.rng, self.perturbation, block)
 
     def _evaluation_sets(self) -> dict:
         """{split: (features, targets)} for valid and test: the recordings themselves, or
@@ -223,14 +231,17 @@ class SpeechTask(Task):
 
     def epoch_batches(self, epoch: int, position: int) -> int:
         self._epoch_rng = self.rng.bit_generator.state
-        fit = self.split["fit"]
-        if self.ctc:
-            joined = [join(self.audio, fit, self.labels, self.feature_cfg.rate, self.rng,
-                           self.joining) for _ in range(self.cfg.utterances)]
-            self._feats = [self.featurize(x) for x, _ in joined]
+        fit, rate, rng, how = self.split["fit"], self.feature_cfg.rate, self.rng, self.perturbation
+        if self.ctc:  # new utterances, each recording at a random speed
+            def change(x):
+                return speed(x, *how.speeds[int(rng.integers(len(how.speeds)))])
+            joined = [join(self.audio, fit, self.labels, rate, rng, self.joining, change)
+                      for _ in range(self.cfg.utterances)]
+            self._feats = [self._masked(self.featurize(x)) for x, _ in joined]
             self._targets = [y for _, y in joined]
-        elif not self._feats:  # the recordings' features do not change between epochs
-            self._feats = [self.featurize(self.audio[i]) for i in fit]
+        elif self.cfg.augment or not self._feats:  # else the same features every epoch
+            self._feats = [self._masked(self.featurize(perturb(self.audio[i], rate, rng, how)))
+                           for i in fit]
             self._targets = [self.labels[i] for i in fit]
         self._batches = length_batches([len(f) for f in self._feats], self.cfg.batch_size,
                                        self.rng)
