@@ -81,6 +81,10 @@ def test_transcribe_plot_and_bad_files(digits_run, tmp_path, capsys):
     errors = err.strip().splitlines()
     assert len(errors) == 2 and all(e.startswith("rnnlab: error: ") for e in errors)
     assert "bad.wav" in errors[0] and "short.wav" in errors[1]
+    silence = tmp_path / "silence.wav"
+    wavfile.write(silence, RATE, np.zeros(RATE // 2, np.int16))
+    assert main(["transcribe", "--checkpoint", str(digits_run), str(silence)]) == 0
+    assert LINE.match(capsys.readouterr().out.strip())  # silence is a result, not a crash
     png = tmp_path / "a.png"
     assert main(["transcribe", "--checkpoint", str(digits_run), str(good), "--plot",
                  str(png)]) == 0
@@ -116,6 +120,10 @@ def test_connected_with_ctc(corpus, tmp_path, capsys):
     wavfile.write(silence, RATE, np.zeros(RATE, np.int16))
     assert main(["transcribe", "--checkpoint", str(out), str(silence)]) == 0  # a result
     assert LINE.match(capsys.readouterr().out.strip())
+    if require_module("matplotlib"):
+        png = tmp_path / "ctc.png"
+        assert main(["transcribe", "--checkpoint", str(out), str(wav), "--plot", str(png)]) == 0
+        assert png.stat().st_size > 5000
 
 
 def test_resume_matches_the_uninterrupted_run(corpus, tmp_path):
@@ -130,6 +138,15 @@ def test_resume_matches_the_uninterrupted_run(corpus, tmp_path):
     w_cut, _, _ = load_checkpoint(cut / "checkpoint")
     for k in w_full:
         np.testing.assert_array_equal(w_full[k], w_cut[k], err_msg=k)
+
+
+def test_without_validation_the_last_model_is_kept(corpus, tmp_path, capsys):
+    out = tmp_path / "noval"
+    assert main(["train", "speech", "--data", str(corpus), "--out", str(out), "--epochs", "2",
+                 "--no-augment", *SMALL, "--valid", "0"]) == 0
+    assert "recordings: 18 fit, 0 valid, 30 test" in capsys.readouterr().out
+    records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    assert records[-1]["final"] and "valid_acc" not in records[0]
 
 
 def test_bad_input_is_one_line(corpus, tmp_path, capsys):

@@ -62,13 +62,13 @@ class SpeechTrainConfig(LoopConfig):
     :class:`~rnnlab.training.LoopConfig`'s."""
 
     task: str = "digits"
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 32
     lr: float = 2e-3  # Adam; halved when validation stops improving for lr_patience epochs
     lr_patience: int = 2
     clip: float = 5.0
     log_every: int = 0  # one metrics record per epoch
-    patience: int = 8  # epochs without a better validation score before stopping (0: never)
+    patience: int = 10  # epochs without a better validation score before stopping (0: never)
     valid: float = 0.1  # share of the training recordings held out for model selection
     test_speaker: str = ""  # all of this speaker's recordings are test (else: official split)
     utterances: int = 2000  # connected: new training utterances per epoch

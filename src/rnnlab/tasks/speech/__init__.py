@@ -1,0 +1,1 @@
+"""Speech recognition on the training engine: isolated words and connected digits (CTC)."""
