@@ -83,3 +83,17 @@ def torch():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def lm_run(tmp_path):
+    """A run directory holding a tiny language model's checkpoint: the checkpoint of another
+    task, for the commands that must refuse it."""
+    from rnnlab.cli.main import main
+
+    out, text = tmp_path / "lm-run", tmp_path / "lm.txt"
+    text.write_text("abc def ghi\n" * 50, encoding="utf-8")
+    assert main(["train", "lm", "--data", str(text), "--out", str(out), "--max-steps", "1",
+                 "--hidden", "4", "--embed", "4", "--layers", "1", "--batch-size", "2",
+                 "--bptt", "4", "--samples", "0", "--no-progress"]) == 0
+    return out

@@ -31,6 +31,18 @@ def check_number(name: str, value: object, low: float = 0.0, high: float = math.
     return x
 
 
+def check_scale(scale: object, batch: int, per_sequence: bool) -> float | np.ndarray:
+    """A backward's upstream ``scale``: a finite number, or (``per_sequence``: a loss with
+    reduction "none") also ``batch`` finite numbers, one per sequence."""
+    if per_sequence and np.ndim(scale) == 1:
+        s = np.asarray(scale, np.float64)
+        if s.shape != (batch,) or not np.isfinite(s).all():
+            raise ValueError(f"scale: expected a finite number or {batch} finite numbers (one "
+                             f"per sequence), got shape {s.shape}")
+        return s
+    return check_number("scale", scale, low=-math.inf)
+
+
 def check_non_negative_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
         raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")

@@ -149,7 +149,7 @@ def test_without_validation_the_last_model_is_kept(corpus, tmp_path, capsys):
     assert records[-1]["final"] and "valid_acc" not in records[0]
 
 
-def test_bad_input_is_one_line(corpus, tmp_path, capsys):
+def test_bad_input_is_one_line(corpus, tmp_path, capsys, lm_run):
     empty = tmp_path / "empty"
     empty.mkdir()
     cases = [
@@ -165,13 +165,7 @@ def test_bad_input_is_one_line(corpus, tmp_path, capsys):
         assert err.startswith("rnnlab: error: ") and message in err, err
         assert len(err.strip().splitlines()) == 1
     # a checkpoint of another task
-    lm = tmp_path / "lm"
-    text = tmp_path / "t.txt"
-    text.write_text("abc def ghi\n" * 50, encoding="utf-8")
-    assert main(["train", "lm", "--data", str(text), "--out", str(lm), "--max-steps", "1",
-                 "--hidden", "4", "--embed", "4", "--layers", "1", "--batch-size", "2",
-                 "--bptt", "4", "--samples", "0", "--no-progress"]) == 0
     capsys.readouterr()
     wav = tone(tmp_path / "x.wav", "1")
-    assert main(["transcribe", "--checkpoint", str(lm), str(wav)]) == 2
+    assert main(["transcribe", "--checkpoint", str(lm_run), str(wav)]) == 2
     assert "expected a speech checkpoint" in capsys.readouterr().err

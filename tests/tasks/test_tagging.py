@@ -128,7 +128,7 @@ def test_resume_after_an_interrupt_equals_the_uninterrupted_run(treebank, tmp_pa
                      for r in _records(part)]
 
 
-def test_bad_inputs_are_one_clear_line(treebank, tmp_path, capsys):
+def test_bad_inputs_are_one_clear_line(treebank, tmp_path, capsys, lm_run):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "x-ud-train.conllu").write_text("", encoding="utf-8")
@@ -140,14 +140,8 @@ def test_bad_inputs_are_one_clear_line(treebank, tmp_path, capsys):
                  str(tmp_path / "r")]) == 2
     assert "expected a directory" in capsys.readouterr().err
     # a checkpoint of another task
-    lm = tmp_path / "lm"
-    text = tmp_path / "t.txt"
-    text.write_text("abc def ghi\n" * 50, encoding="utf-8")
-    assert main(["train", "lm", "--data", str(text), "--out", str(lm), "--max-steps", "1",
-                 "--hidden", "4", "--embed", "4", "--layers", "1", "--batch-size", "2",
-                 "--bptt", "4", "--samples", "0", "--no-progress"]) == 0
     capsys.readouterr()
-    assert main(["tag", "--checkpoint", str(lm), str(treebank / "toy-ud-dev.conllu")]) == 2
+    assert main(["tag", "--checkpoint", str(lm_run), str(treebank / "toy-ud-dev.conllu")]) == 2
     assert "expected a tagger checkpoint" in capsys.readouterr().err
     # tagging: bytes that are not UTF-8, an empty CoNLL-U file, a text without sentences
     run = tmp_path / "run"

@@ -42,6 +42,19 @@ def add_save_options(group) -> None:
                        "(default 10; 0: off): a killed run loses at most that much")
 
 
+def add_loop_options(group, eval_batch_size: bool = True) -> None:
+    """--seed, --max-steps, --log-every (default one record per epoch) and the save options:
+    the same on every epoch-based training command; and --eval-batch-size where it applies."""
+    group.add_argument("--seed", type=non_negative_int, help="default 0")
+    group.add_argument("--max-steps", type=non_negative_int, dest="max_steps",
+                       help="stop after N steps in all (0: off)")
+    group.add_argument("--log-every", type=non_negative_int, dest="log_every",
+                       help="steps between metrics records (default 0: one per epoch)")
+    if eval_batch_size:
+        group.add_argument("--eval-batch-size", type=positive_int, dest="eval_batch_size")
+    add_save_options(group)
+
+
 class UserError(Exception):
     """A mistake on the command line or in the data: one line on stderr, exit status 2."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rnnlab.cli.argtypes import (
     UserError,
-    add_save_options,
+    add_loop_options,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -228,13 +228,7 @@ def add_speech_parsers(tsub, sub) -> None:
                    f"{t.patience}; 0: never)")
     g.add_argument("--beam", type=positive_int, help=f"connected: beam width of the final test "
                    f"decoding (default {t.beam})")
-    g.add_argument("--seed", type=non_negative_int, help="default 0")
-    g.add_argument("--max-steps", type=non_negative_int, dest="max_steps",
-                   help="stop after N steps in all (0: off)")
-    g.add_argument("--log-every", type=non_negative_int, dest="log_every",
-                   help="steps between metrics records (default 0: one per epoch)")
-    g.add_argument("--eval-batch-size", type=positive_int, dest="eval_batch_size")
-    add_save_options(g)
+    add_loop_options(g)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_train_speech)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rnnlab.cli.argtypes import (
     UserError,
-    add_save_options,
+    add_loop_options,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -192,13 +192,7 @@ def add_tagging_parsers(tsub, sub) -> None:
     g.add_argument("--patience", type=non_negative_int,
                    help=f"epochs without a better dev accuracy before stopping (default "
                    f"{t.patience}; 0: never)")
-    g.add_argument("--seed", type=non_negative_int, help="default 0")
-    g.add_argument("--max-steps", type=non_negative_int, dest="max_steps",
-                   help="stop after N steps in all (0: off)")
-    g.add_argument("--log-every", type=non_negative_int, dest="log_every",
-                   help="steps between metrics records (default 0: one per epoch)")
-    g.add_argument("--eval-batch-size", type=positive_int, dest="eval_batch_size")
-    add_save_options(g)
+    add_loop_options(g)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_train_tagger)
 

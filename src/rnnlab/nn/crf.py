@@ -37,15 +37,13 @@ load either way; its ``forward`` returns the log-likelihood, ours its negative (
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from rnnlab.nn.backend import Seed, make_rng, resolve_dtype
 from rnnlab.nn.layers import _no_cache
 from rnnlab.nn.memory import require_parameters
 from rnnlab.nn.module import Module
-from rnnlab.validate import check_array, check_lengths, check_number, check_positive_int
+from rnnlab.validate import check_array, check_lengths, check_positive_int, check_scale
 
 REDUCTIONS = ("sum", "mean", "token_mean", "none")
 
@@ -117,13 +115,7 @@ class CRF(Module):
     def _weights(self, scale: object, reduction: str, L: np.ndarray) -> np.ndarray:
         """dLoss/dNLL_b (B,): the scale over what the reduction divides by."""
         B = L.shape[0]
-        if reduction == "none" and np.ndim(scale) == 1:
-            s = np.asarray(scale, np.float64)
-            if s.shape != (B,) or not np.isfinite(s).all():
-                raise ValueError(f"scale: expected a finite number or {B} finite numbers (one "
-                                 f"per sequence), got shape {s.shape}")
-        else:
-            s = check_number("scale", scale, low=-math.inf)
+        s = check_scale(scale, B, reduction == "none")
         divisor = {"sum": 1, "none": 1, "mean": B, "token_mean": int(L.sum())}[reduction]
         return np.broadcast_to(s / divisor, (B,)).astype(self.dtype)
 

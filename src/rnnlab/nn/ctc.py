@@ -48,7 +48,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rnnlab.nn.layers import _no_cache
-from rnnlab.validate import check_number
+from rnnlab.validate import check_scale
 
 REDUCTIONS = ("none", "sum", "mean")
 NEG_INF = -math.inf
@@ -257,13 +257,7 @@ class CTCLoss:
     def _weights(self, scale: object, Sb: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """dLoss/dloss_b (B,): the upstream scale over what the reduction divides by."""
         B = Sb.shape[0]
-        if self.reduction == "none" and np.ndim(scale) == 1:
-            s = np.asarray(scale, np.float64)
-            if s.shape != (B,) or not np.isfinite(s).all():
-                raise ValueError(f"scale: expected a finite number or {B} finite numbers (one "
-                                 f"per sequence), got shape {s.shape}")
-        else:
-            s = check_number("scale", scale, low=-math.inf)
+        s = check_scale(scale, B, self.reduction == "none")
         divisor = B * np.maximum(Sb, 1) if self.reduction == "mean" else np.ones(B)
         return np.broadcast_to(s / divisor, (B,)).astype(dtype)
 
