@@ -1,4 +1,7 @@
-"""The fast time loops: the equations of :mod:`rnnlab.nn.cells`, run in place over a whole sequence.
+"""The NumPy kernel set: the equations of :mod:`rnnlab.nn.cells`, in place over a whole sequence.
+
+This set is the fallback when numba is missing (and ``RNNLAB_KERNELS=numpy``); the compiled set
+(:mod:`rnnlab.nn.kernels.compiled`) takes the same arguments and returns the same caches.
 
 Speed rules these loops follow: the input projection of every time step is computed before the loop
 as one GEMM (``XW``); inside the loop only ``h @ W_hh^T`` and the gate arithmetic remain, written

@@ -1,0 +1,150 @@
+"""The time loops of the recurrent layers, in two interchangeable kernel sets.
+
+``numpy``     :mod:`rnnlab.nn.kernels.numpy`, NumPy calls per time step (always available).
+``compiled``  :mod:`rnnlab.nn.kernels.compiled`, the whole sequence in one numba-compiled call.
+
+Both take the same arguments and return the same caches; the readable one-step math in
+:mod:`rnnlab.nn.cells` is the specification of both, and the same tests run on each.
+
+Which set runs: the environment variable ``RNNLAB_KERNELS`` = ``auto`` (the default: compiled
+when numba imports, else numpy), ``numpy`` or ``compiled`` (an error if numba does not import),
+read when this package is imported; :func:`select` and :func:`use_kernels` change it at run time
+and :func:`active` names the set in use. numba is imported on the first kernel call, not with
+rnnlab.
+
+A forward's cache remembers the set that made it, and the matching backward always runs on that
+set (the caches are the same today, but a set may keep private buffers in them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+
+from rnnlab.nn.kernels import numpy as _numpy_set
+
+ENV = "RNNLAB_KERNELS"
+CHOICES = ("auto", "numpy", "compiled")
+
+_sets: dict[str, ModuleType] = {"numpy": _numpy_set}
+
+
+def _check_choice(name: object, where: str) -> str:
+    if name not in CHOICES:
+        raise ValueError(f"{where}: expected one of {', '.join(CHOICES)}, got {name!r}")
+    return str(name)
+
+
+_choice = _check_choice(os.environ.get(ENV, "auto").strip().lower() or "auto", ENV)
+_resolved: str | None = None  # the set `_choice` resolved to, once a kernel ran
+
+
+def _load(name: str) -> ModuleType:
+    if name not in _sets:
+        try:
+            _sets[name] = importlib.import_module(f"{__name__}.{name}")
+        except ImportError as err:
+            raise ImportError(
+                f"kernel set {name!r}: expected numba to be importable (pip install numba, or "
+                f"{ENV}=numpy), got {type(err).__name__}: {err}"
+            ) from err
+    return _sets[name]
+
+
+def _resolve(choice: str) -> str:
+    if choice != "auto":
+        _load(choice)
+        return choice
+    try:
+        _load("compiled")
+    except ImportError:  # numba not installed: the expected way to get the NumPy set
+        return "numpy"
+    except Exception as err:  # numba present but unusable (e.g. no writable cache directory)
+        warnings.warn(f"kernel set 'compiled' failed to load ({type(err).__name__}: {err}); "
+                      f"running on the NumPy kernels (set {ENV}=numpy to silence this)",
+                      RuntimeWarning, stacklevel=3)
+        return "numpy"
+    return "compiled"
+
+
+def active() -> str:
+    """The name of the kernel set the next forward runs on: ``"numpy"`` or ``"compiled"``."""
+    global _resolved
+    if _resolved is None:
+        _resolved = _resolve(_choice)
+    return _resolved
+
+
+def select(name: str) -> str:
+    """Run the following forwards on kernel set ``name`` (``auto``, ``numpy`` or ``compiled``);
+    returns the set it resolved to. ``compiled`` raises ImportError when numba is missing."""
+    global _choice, _resolved
+    choice = _check_choice(name, "kernels.select")
+    resolved = _resolve(choice)
+    _choice, _resolved = choice, resolved
+    return resolved
+
+
+@contextmanager
+def use_kernels(name: str) -> Iterator[str]:
+    """``with use_kernels("numpy"): ...``: :func:`select` inside the block, the previous choice
+    after it."""
+    before = _choice
+    try:
+        yield select(name)
+    finally:
+        select(before)
+
+
+class _Run(tuple):
+    """A forward's cache (the tuple its kernel set returned), tagged with that set's name."""
+
+    kernels: str
+
+
+def _tagged(cache: tuple, name: str) -> _Run:
+    run = _Run(cache)
+    run.kernels = name
+    return run
+
+
+def _owner(cache: tuple) -> ModuleType:
+    """The kernel set that made ``cache`` (the active one for an untagged tuple)."""
+    return _load(getattr(cache, "kernels", None) or active())
+
+
+# The dispatchers the layers call; the arguments are documented in the numpy set.
+def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False) -> _Run:
+    name = active()
+    return _tagged(_sets[name].lstm_forward(XW, W_hh, h0, c0, batch_sizes, reverse), name)
+
+
+def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
+    return _owner(cache).lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes, reverse)
+
+
+def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False) -> _Run:
+    name = active()
+    return _tagged(_sets[name].gru_forward(XW, W_hh, b_hh, h0, batch_sizes, reverse), name)
+
+
+def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
+    return _owner(cache).gru_backward(cache, W_hh, dH, dh_n, batch_sizes, reverse)
+
+
+def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=False) -> _Run:
+    name = active()
+    run = _sets[name].rnn_forward(XW, W_hh, h0, nonlinearity, batch_sizes, reverse)
+    return _tagged(run, name)
+
+
+def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, reverse=False):
+    return _owner(cache).rnn_backward(cache, W_hh, dH, dh_n, nonlinearity, batch_sizes, reverse)
+
+
+__all__ = ["CHOICES", "ENV", "active", "gru_backward", "gru_forward", "lstm_backward",
+           "lstm_forward", "rnn_backward", "rnn_forward", "select", "use_kernels"]
