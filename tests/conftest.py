@@ -80,6 +80,21 @@ def torch():
     return TORCH
 
 
+KERNEL_SETS = ("numpy", "compiled")
+
+
+@pytest.fixture(params=KERNEL_SETS)
+def kernel_set(request):
+    """Run the test once on each kernel set of rnnlab.nn.kernels (the layers' time loops). The
+    compiled set needs numba: skipped locally without it, a failure in CI."""
+    from rnnlab.nn import kernels
+
+    if request.param == "compiled":
+        require_module("numba")
+    with kernels.use_kernels(request.param):
+        yield request.param
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -3,7 +3,8 @@
 The numerical side never reuses the module under test: each loss evaluation builds a fresh
 module and loads the (perturbed) parameters with ``load_state_dict``, so cell tapes and cached
 activations of the analytic run are untouched. For dropout the fresh module is built with the same
-seed, which replays the same initialisation and therefore the same mask stream.
+seed, which replays the same initialisation and therefore the same mask stream. Every layer test
+runs once on each kernel set (numpy and compiled: the ``kernel_set`` fixture).
 """
 
 from __future__ import annotations
@@ -243,6 +244,7 @@ def _layer_analytic(m, kind, inputs, lengths, rng):
     return grads, weights, out
 
 
+@pytest.mark.usefixtures("kernel_set")
 @pytest.mark.parametrize("config", list(LAYER_CONFIGS))
 @pytest.mark.parametrize("kind", KINDS)
 def test_layer_gradcheck(kind, config, rng):
@@ -252,6 +254,7 @@ def test_layer_gradcheck(kind, config, rng):
     _check_all(_layer_loss(kind, kw, lengths, weights), inputs, analytic, rng)
 
 
+@pytest.mark.usefixtures("kernel_set")
 @pytest.mark.parametrize("kind", KINDS)
 def test_layer_backward_state_grads_none_equals_zero(kind, rng):
     m = _layer(kind, num_layers=2, bidirectional=True, seed=4)
@@ -282,6 +285,7 @@ def _layer_grads_once(m, kind, x, dout):
     return {k: g.copy() for k, g in m.grads.items()}
 
 
+@pytest.mark.usefixtures("kernel_set")
 @pytest.mark.parametrize("kind", KINDS)
 def test_layer_grads_accumulate_and_zero_grad_resets(kind, rng):
     m = _layer(kind, num_layers=2, bidirectional=True, seed=8)
@@ -329,6 +333,7 @@ def test_cell_grads_accumulate_and_zero_grad_resets(kind, rng):
 DROP = dict(num_layers=3, dropout=0.5)
 
 
+@pytest.mark.usefixtures("kernel_set")
 @pytest.mark.parametrize("seed_kind", ["int", "generator"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_dropout_same_seed_same_output(kind, seed_kind, rng):
@@ -346,6 +351,7 @@ def test_dropout_same_seed_same_output(kind, seed_kind, rng):
     assert not np.allclose(out1_next, out1)
 
 
+@pytest.mark.usefixtures("kernel_set")
 @pytest.mark.parametrize("kind", KINDS)
 def test_dropout_eval_equals_no_dropout(kind, rng):
     m = _layer(kind, seed=3, **DROP)
@@ -367,6 +373,7 @@ def test_dropout_eval_equals_no_dropout(kind, rng):
     assert not np.allclose(out_train2, out_eval)
 
 
+@pytest.mark.usefixtures("kernel_set")
 def test_dropout_is_inverted_and_only_between_layers(rng):
     """2-layer ReLU RNN whose second layer is the identity: out = dropout(layer-0 output).
 
@@ -396,6 +403,7 @@ def test_dropout_is_inverted_and_only_between_layers(rng):
     np.testing.assert_array_equal(out[~live], 0.0)
 
 
+@pytest.mark.usefixtures("kernel_set")
 @pytest.mark.parametrize("kind", KINDS)
 def test_dropout_training_gradcheck_with_replayed_masks(kind, rng):
     """Masks are held fixed by rebuilding the module from the same seed for every evaluation."""

@@ -2,7 +2,8 @@
 
 PyTorch (torch.nn.LSTM / GRU / RNN and the *Cell variants) is the oracle. Every case builds the
 torch module, copies its state dict into the rnnlab module, and compares the forward outputs, the
-final states, the input / initial-state gradients and every parameter gradient.
+final states, the input / initial-state gradients and every parameter gradient. Every layer test
+runs once on each kernel set (the ``kernel_set`` fixture: numpy and compiled).
 """
 
 from __future__ import annotations
@@ -266,8 +267,8 @@ GRID64 += [
 ]
 _COMBOS32 = [(k, L, bd) for k, L, bd in _COMBOS if (L + bd + KINDS.index(k)) % 2 == 0]
 GRID32 = _gen_grid(11, _COMBOS32, 1)[:10]
-# float32 batches that kernels._gemm_rows pads to a multiple of 8 rows (20 -> 24; with lengths,
-# 13 live rows -> 16, then 9 -> 9 unpadded, 10 -> 16 ...)
+# float32 batches that kernels.numpy._gemm_rows pads to a multiple of 8 rows (20 -> 24; with
+# lengths, 13 live rows -> 16, then 9 -> 9 unpadded, 10 -> 16 ...)
 GRID32 += [
     dict(kind=kind, L=2, bidir=bidir, T=6, B=B, D=5, H=7, bf=False, bias=True, lengths=lengths,
          state=True, dstate=True, seed=950 + i)
@@ -292,17 +293,17 @@ def test_grid_covers_every_feature():
 
 
 @pytest.mark.parametrize("cfg", GRID64, ids=[_case_id(c) for c in GRID64])
-def test_module_parity_float64(torch, cfg):
+def test_module_parity_float64(torch, kernel_set, cfg):
     check_parity(torch, cfg, np.float64)
 
 
 @pytest.mark.parametrize("cfg", GRID32, ids=[_case_id(c) for c in GRID32])
-def test_module_parity_float32(torch, cfg):
+def test_module_parity_float32(torch, kernel_set, cfg):
     check_parity(torch, cfg, np.float32)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_unbatched_input_parity(torch, kind):
+def test_unbatched_input_parity(torch, kernel_set, kind):
     """Unbatched (T, D) input with a (L*dirs, H) state matches torch's unbatched mode."""
     T, D, H, L = 5, 3, 4, 2
     m, tm = make_pair(torch, kind, D, H, num_layers=L, bidirectional=True, seed=77)
@@ -333,7 +334,7 @@ def test_unbatched_input_parity(torch, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_grads_accumulate_and_zero_grad(torch, kind):
+def test_grads_accumulate_and_zero_grad(torch, kernel_set, kind):
     """Two forward/backward passes accumulate (+=) like torch; zero_grad resets to 0."""
     cfg = dict(kind=kind, L=2, bidir=True, T=4, B=3, D=3, H=2, bf=False, bias=True, lengths=True,
                state=True, dstate=True, seed=55)
@@ -577,7 +578,7 @@ INTERNAL_CASES = [
 @pytest.mark.parametrize("case", INTERNAL_CASES,
                          ids=[f"{k}-L{L}-{'bi' if b else 'uni'}-{'bf' if f else 'tf'}-"
                               f"{'len' if n else 'full'}" for k, L, b, f, n in INTERNAL_CASES])
-def test_internals_step_by_step(torch, case):
+def test_internals_step_by_step(torch, kernel_set, case):
     kind, L, bidir, bf, use_len = case
     T, B, D, H = 5, 3, 3, 4
     dirs = 2 if bidir else 1
@@ -642,7 +643,7 @@ def test_internals_step_by_step(torch, case):
 
 
 @pytest.mark.parametrize("L", [1, 2])
-def test_lstm_internals_c_matches_prefix_runs(torch, L):
+def test_lstm_internals_c_matches_prefix_runs(torch, kernel_set, L):
     """Unidirectional LSTM: internals c[t] / h[t] of every layer == torch c_n / h_n on x[:t+1]."""
     T, B, D, H = 6, 2, 3, 3
     m, tm = make_pair(torch, "lstm", D, H, num_layers=L, seed=41)
@@ -660,7 +661,7 @@ def test_lstm_internals_c_matches_prefix_runs(torch, L):
                              f"h l{layer} t={t}")
 
 
-def test_gru_internals_h_equals_out_unidirectional(torch):
+def test_gru_internals_h_equals_out_unidirectional(torch, kernel_set):
     m, _ = make_pair(torch, "gru", 3, 4, num_layers=1, seed=8)
     x = np.random.default_rng(8).standard_normal((5, 2, 3))
     out, h_n, internals = m(x, return_internals=True)

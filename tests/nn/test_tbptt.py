@@ -1,4 +1,6 @@
-"""Truncated BPTT: chunked forward / backward carrying the returned state between calls."""
+"""Truncated BPTT: chunked forward / backward carrying the returned state between calls.
+
+Every test runs once on each kernel set (numpy and compiled: the ``kernel_set`` fixture)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ KINDS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 SPLITS = {"3x4": [4, 4, 4], "5+7": [5, 7], "7+1+4": [7, 1, 4]}
 TIGHT = dict(rtol=1e-12, atol=1e-13)
 TORCH_TOL = dict(rtol=1e-10, atol=1e-12)
+
+pytestmark = pytest.mark.usefixtures("kernel_set")
 
 
 # ----------------------------------------------------------------------------- helpers

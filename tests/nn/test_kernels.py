@@ -1,0 +1,198 @@
+"""The kernel sets of rnnlab.nn.kernels: the compiled set equals the NumPy set on random inputs,
+the selection (environment, select, use_kernels) works, a backward runs on its forward's set,
+and without numba everything runs on the NumPy set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import require_module
+
+import rnnlab
+from rnnlab.nn import kernels
+
+KINDS = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def _compiled():
+    require_module("numba")
+    return kernels._load("compiled")
+
+
+def _random_inputs(kind, dtype, rng, T=7, B=5, H=6):
+    G = KINDS[kind] * H
+    return dict(
+        XW=rng.standard_normal((T, B, G)).astype(dtype),
+        W_hh=(0.5 * rng.standard_normal((G, H))).astype(dtype),
+        b_hh=rng.standard_normal(G).astype(dtype),
+        h0=rng.standard_normal((B, H)).astype(dtype),
+        c0=rng.standard_normal((B, H)).astype(dtype),
+        dH=rng.standard_normal((T, B, H)).astype(dtype),
+        dh_n=rng.standard_normal((B, H)).astype(dtype),
+        dc_n=rng.standard_normal((B, H)).astype(dtype),
+    )
+
+
+def _run(ks, kind, a, batch_sizes, reverse):
+    """Forward and backward of one kernel set: (forward cache, backward results), as lists."""
+    XW = a["XW"].copy()  # the forward overwrites it
+    if kind == "lstm":
+        cache = ks.lstm_forward(XW, a["W_hh"], a["h0"], a["c0"], batch_sizes, reverse)
+        dA, (dh0, dc0) = ks.lstm_backward(cache, a["W_hh"], a["dH"], a["dh_n"], a["dc_n"],
+                                          batch_sizes, reverse)
+        return list(cache), [dA, dh0, dc0]
+    if kind == "gru":
+        cache = ks.gru_forward(XW, a["W_hh"], a["b_hh"], a["h0"], batch_sizes, reverse)
+        dAx, dAh, dh0 = ks.gru_backward(cache, a["W_hh"], a["dH"], a["dh_n"], batch_sizes,
+                                        reverse)
+        return list(cache), [dAx, dAh, dh0]
+    nl = kind[4:]
+    cache = ks.rnn_forward(XW, a["W_hh"], a["h0"], nl, batch_sizes, reverse)
+    dA, dh0 = ks.rnn_backward(cache, a["W_hh"], a["dH"], a["dh_n"], nl, batch_sizes, reverse)
+    return list(cache), [dA, dh0]
+
+
+@pytest.mark.parametrize("product", ["hand", "blas"])
+@pytest.mark.parametrize("lengths", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_equals_numpy_kernels(dtype, kind, reverse, lengths, product, monkeypatch):
+    """Both step-product paths (a compiled loop, BLAS) against the NumPy set: float64 to 1e-12,
+    float32 to float32's rounding. Forward: every part of the cache at the live rows (padded rows
+    are never read); backward: the pre-activation gradients and the initial-state gradients."""
+    compiled = _compiled()
+    monkeypatch.setattr(compiled, "HAND_LOOP_MAX", 1 << 40 if product == "hand" else 0)
+    rng = np.random.default_rng(3)
+    a = _random_inputs(kind, dtype, rng)
+    T, B = a["XW"].shape[:2]
+    batch_sizes = np.array([5, 5, 4, 2, 2, 1, 1]) if lengths else None
+    live = np.arange(B)[None, :] < (batch_sizes if lengths else np.full(T, B))[:, None]
+    cache_n, grads_n = _run(kernels.numpy, kind, a, batch_sizes, reverse)
+    cache_c, grads_c = _run(compiled, kind, a, batch_sizes, reverse)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=2e-6)
+    for i, (got, want) in enumerate(zip(cache_c, cache_n, strict=True)):
+        assert got.dtype == dtype and got.shape == want.shape
+        if got.shape[0] == T + 1:  # state histories: every row (padded rows carry the state)
+            np.testing.assert_allclose(got, want, err_msg=f"cache[{i}]", **tol)
+        else:
+            np.testing.assert_allclose(got[live], want[live], err_msg=f"cache[{i}]", **tol)
+    for i, (got, want) in enumerate(zip(grads_c, grads_n, strict=True)):
+        assert got.dtype == dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, err_msg=f"backward[{i}]", **tol)
+    if lengths:
+        assert np.all(grads_c[0][~live] == 0)  # padded positions get no gradient
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_compiled_kernels_propagate_nan(kind):
+    """No nnan/ninf in FASTMATH: a NaN in the input reaches the states and the gradients (the
+    trainer's NaN guard relies on it), and sigma(-1000) is 0, not NaN."""
+    compiled = _compiled()
+    a = _random_inputs(kind, np.float64, np.random.default_rng(4))
+    a["XW"][2, 1, 0] = np.nan
+    a["XW"][3, 0, :] = -1000.0  # exp overflows to inf: 1 / (1 + inf) = 0
+    cache, grads = _run(compiled, kind, a, None, False)
+    hs = cache[0]
+    assert np.all(np.isnan(hs[3:, 1]).any(axis=-1))  # the NaN spreads through row 1's state
+    assert not np.isnan(hs[:, 0]).any()
+    cache_n, grads_n = _run(kernels.numpy, kind, a, None, False)
+    for got, want in zip(cache + grads, cache_n + grads_n, strict=True):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))  # NaN where NumPy has it
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def test_select_active_and_use_kernels():
+    require_module("numba")
+    before = kernels.active()
+    with kernels.use_kernels("numpy") as name:
+        assert name == "numpy" and kernels.active() == "numpy"
+        with kernels.use_kernels("compiled"):
+            assert kernels.active() == "compiled"
+        assert kernels.active() == "numpy"
+    assert kernels.active() == before
+    with pytest.raises(ValueError, match="expected one of auto, numpy, compiled, got 'fast'"):
+        kernels.select("fast")
+    assert kernels.active() == before
+
+
+@pytest.mark.parametrize("forward_set, backward_set", [("numpy", "compiled"),
+                                                       ("compiled", "numpy")])
+def test_backward_runs_on_the_forward_set(forward_set, backward_set, monkeypatch):
+    """The cache names the set that made it: switching sets between forward and backward
+    still runs the matching backward."""
+    require_module("numba")
+    x = np.random.default_rng(0).standard_normal((5, 3, 2))
+    lstm = rnnlab.LSTM(2, 4, dtype=np.float64, seed=1)
+    with kernels.use_kernels(forward_set):
+        out, _ = lstm(x)
+        dx_want, _ = lstm.backward(np.ones_like(out))
+        lstm(x)
+    assert lstm._cache.runs[0][0].kernels == forward_set
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("backward ran on another set than its forward")
+
+    monkeypatch.setattr(kernels._load(backward_set), "lstm_backward", refuse)
+    with kernels.use_kernels(backward_set):
+        dx, _ = lstm.backward(np.ones_like(out))
+    np.testing.assert_array_equal(dx, dx_want)
+
+
+def test_without_numba_everything_runs_on_numpy(monkeypatch):
+    """numba missing (its import blocked): auto falls back to numpy, compiled is an error that
+    names numba and the way out, and the layers work."""
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError
+    monkeypatch.delitem(sys.modules, "rnnlab.nn.kernels.compiled", raising=False)
+    monkeypatch.setattr(kernels, "_sets", {"numpy": kernels.numpy})
+    monkeypatch.setattr(kernels, "_choice", "auto")
+    monkeypatch.setattr(kernels, "_resolved", None)
+    assert kernels.active() == "numpy"
+    with pytest.raises(ImportError, match="expected numba to be importable.*RNNLAB_KERNELS=numpy"):
+        kernels.select("compiled")
+    assert kernels.active() == "numpy"
+    gru = rnnlab.GRU(3, 4, num_layers=2, bidirectional=True, dtype=np.float64, seed=0)
+    out, _ = gru(np.ones((5, 2, 3)), lengths=[5, 2])
+    dx, _ = gru.backward(np.ones_like(out))
+    assert gru._cache.runs[1][1].kernels == "numpy"
+    assert np.isfinite(dx).all() and np.all(dx[2:, 1] == 0)
+
+
+def _python(code, **env):
+    run_env = {k: v for k, v in os.environ.items() if k != "RNNLAB_KERNELS"}
+    run_env.update(PYTHONPATH=str(SRC), OMP_NUM_THREADS="1", **env)
+    return subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_environment_variable_chooses_the_set():
+    require_module("numba")
+    show = "import rnnlab.nn.kernels as k; print(k.active())"
+    assert _python(show).stdout.split() == ["compiled"]  # auto, numba present
+    assert _python(show, RNNLAB_KERNELS="numpy").stdout.split() == ["numpy"]
+    assert _python(show, RNNLAB_KERNELS="compiled").stdout.split() == ["compiled"]
+    bad = _python(show, RNNLAB_KERNELS="cuda")
+    assert bad.returncode != 0
+    assert "RNNLAB_KERNELS: expected one of auto, numpy, compiled, got 'cuda'" in bad.stderr
+
+
+def test_environment_without_numba():
+    block = "import sys; sys.modules['numba'] = None; "
+    train = (block + "import numpy as np, rnnlab, rnnlab.nn.kernels as k; "
+             "m = rnnlab.LSTM(3, 4, num_layers=2, dropout=0.5, seed=0); "
+             "out, _ = m(np.ones((6, 2, 3), np.float32)); m.backward(np.ones_like(out)); "
+             "print(k.active())")
+    done = _python(train)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["numpy"]
+    refused = _python(train, RNNLAB_KERNELS="compiled")
+    assert refused.returncode != 0
+    assert "kernel set 'compiled': expected numba to be importable" in refused.stderr
