@@ -6,9 +6,10 @@ of :mod:`rnnlab.nn.cells`. What changes is the cost per time step: the NumPy set
 NumPy calls per step (about 1-2 us each, most of the time at batch 1), this set makes none. The
 whole sequence runs in one compiled call, and per step there is
 
-* one recurrent product, ``h W_hh^T`` forward and ``da W_hh`` backward (:func:`_product`):
-  ``np.dot`` inside numba, a BLAS GEMM, or for tiny products (``n * K * N <= HAND_LOOP_MAX``
-  multiply-adds) a plain loop that saves the BLAS call's overhead;
+* one recurrent product, ``h W_hh^T`` forward (:func:`_product_t`) and ``da W_hh`` backward
+  (:func:`_product`): ``np.dot`` inside numba, a BLAS GEMM, or for tiny products
+  (``n * K * N <= HAND_LOOP_MAX`` multiply-adds) a plain loop that saves the BLAS call's
+  overhead;
 * one fused pass over the (live rows, H) gate elements that computes every activation and
   writes the cache (forward) or every pre-activation gradient (backward).
 
@@ -65,7 +66,8 @@ _jit = njit(cache=True, fastmath=FASTMATH, nogil=True)
 
 @_jit
 def _product(x, W, out, hand_max):
-    """out = x @ W for x (n, K), W (K, N), out (n, N), all C-contiguous and distinct."""
+    """out = x @ W for x (n, K), W (K, N), out (n, N), all C-contiguous and distinct: the
+    backward's ``da W_hh``."""
     n, K = x.shape
     N = W.shape[1]
     if n * K * N > hand_max:
@@ -81,20 +83,37 @@ def _product(x, W, out, hand_max):
 
 
 @_jit
+def _product_t(x, W, out, hand_max, zero):
+    """out = x @ W^T for x (n, K), W (N, K), out (n, N), all C-contiguous and distinct: the
+    forward's ``h W_hh^T``, on W_hh as stored (no transposed copy per call)."""
+    n, K = x.shape
+    N = W.shape[0]
+    if n * K * N > hand_max:
+        np.dot(x, W.T, out)  # W.T is F-contiguous: BLAS reads it transposed, no copy
+        return
+    for b in range(n):
+        for j in range(N):
+            acc = zero
+            for k in range(K):  # a dot product: vectorises with FASTMATH's reassoc
+                acc += x[b, k] * W[j, k]
+            out[b, j] = acc
+
+
+@_jit
 def _sigmoid(x, one):
     return one / (one + math.exp(-x))
 
 
 # ----------------------------------------------------------------------------------------- LSTM
 @_jit
-def _lstm_forward(gates, Wt, hs, cs, tanh_cs, rec, batch_sizes, reverse, hand_max, one):
+def _lstm_forward(gates, W_hh, hs, cs, tanh_cs, rec, batch_sizes, reverse, hand_max, one):
     T, B, G = gates.shape
     H = G // 4
     for s in range(T):
         t = T - 1 - s if reverse else s  # forward order
         p, q = (t + 1, t) if reverse else (t, t + 1)  # rows of h_prev and h in hs
         n = batch_sizes[t]
-        _product(hs[p, :n], Wt, rec[:n], hand_max)  # h_prev W_hh^T
+        _product_t(hs[p, :n], W_hh, rec[:n], hand_max, one - one)  # h_prev W_hh^T
         for b in range(n):
             for j in range(H):
                 i = _sigmoid(gates[t, b, j] + rec[b, j], one)
@@ -142,14 +161,14 @@ def _lstm_backward(gates, cs, tanh_cs, W_hh, dH, dh, dc, dA, batch_sizes, revers
 
 # ------------------------------------------------------------------------------------------ GRU
 @_jit
-def _gru_forward(gates, Wt, b_hh, hs, gh_ns, rec, batch_sizes, reverse, hand_max, one):
+def _gru_forward(gates, W_hh, b_hh, hs, gh_ns, rec, batch_sizes, reverse, hand_max, one):
     T, B, G = gates.shape
     H = G // 3
     for s in range(T):
         t = T - 1 - s if reverse else s  # forward order
         p, q = (t + 1, t) if reverse else (t, t + 1)  # rows of h_prev and h in hs
         n = batch_sizes[t]
-        _product(hs[p, :n], Wt, rec[:n], hand_max)  # h_prev W_hh^T
+        _product_t(hs[p, :n], W_hh, rec[:n], hand_max, one - one)  # h_prev W_hh^T
         for b in range(n):
             for j in range(H):
                 r = _sigmoid(gates[t, b, j] + (rec[b, j] + b_hh[j]), one)
@@ -199,14 +218,14 @@ def _gru_backward(gates, hs, gh_ns, W_hh, dH, dh, dAx, dAh, rec, batch_sizes, re
 
 # ------------------------------------------------------------------------------------------ RNN
 @_jit
-def _rnn_forward(XW, Wt, hs, batch_sizes, reverse, relu, hand_max, one):
+def _rnn_forward(XW, W_hh, hs, batch_sizes, reverse, relu, hand_max, one):
     T, B, H = XW.shape
     zero = one - one
     for s in range(T):
         t = T - 1 - s if reverse else s  # forward order
         p, q = (t + 1, t) if reverse else (t, t + 1)  # rows of h_prev and h in hs
         n = batch_sizes[t]
-        _product(hs[p, :n], Wt, hs[q, :n], hand_max)  # h_prev W_hh^T, into h's place
+        _product_t(hs[p, :n], W_hh, hs[q, :n], hand_max, zero)  # h_prev W_hh^T, in h's place
         for b in range(n):
             for j in range(H):
                 a = hs[q, b, j] + XW[t, b, j]
@@ -264,7 +283,7 @@ def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False):
     dt = XW.dtype
     hs, cs = _states(T, h0, reverse), _states(T, c0, reverse)
     tanh_cs = np.empty((T, B, G // 4), dt)
-    _lstm_forward(XW, _c(W_hh.T, dt), hs, cs, tanh_cs, np.empty((B, G), dt),
+    _lstm_forward(XW, _c(W_hh, dt), hs, cs, tanh_cs, np.empty((B, G), dt),
                   _sizes(batch_sizes, T, B), bool(reverse), HAND_LOOP_MAX, dt.type(1))
     return hs, cs, XW, tanh_cs
 
@@ -288,7 +307,7 @@ def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False):
     hs = _states(T, h0, reverse)
     gh_ns = np.empty((T, B, G // 3), dt)
     b = np.zeros(G, dt) if b_hh is None else _c(b_hh, dt)
-    _gru_forward(XW, _c(W_hh.T, dt), b, hs, gh_ns, np.empty((B, G), dt),
+    _gru_forward(XW, _c(W_hh, dt), b, hs, gh_ns, np.empty((B, G), dt),
                  _sizes(batch_sizes, T, B), bool(reverse), HAND_LOOP_MAX, dt.type(1))
     return hs, XW, gh_ns
 
@@ -311,7 +330,7 @@ def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=Fal
     T, B, _ = XW.shape
     dt = XW.dtype
     hs = _states(T, h0, reverse)
-    _rnn_forward(XW, _c(W_hh.T, dt), hs, _sizes(batch_sizes, T, B), bool(reverse),
+    _rnn_forward(XW, _c(W_hh, dt), hs, _sizes(batch_sizes, T, B), bool(reverse),
                  nonlinearity == "relu", HAND_LOOP_MAX, dt.type(1))
     return (hs,)
 
