@@ -96,6 +96,16 @@ def kernel_set(request):
 
 
 @pytest.fixture
+def numpy_kernels():
+    """Run the test on the NumPy kernel set: for results pinned bit for bit (a weight hash
+    recorded with that set), which another kernel set reproduces only to rounding."""
+    from rnnlab.nn import kernels
+
+    with kernels.use_kernels("numpy"):
+        yield
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 
