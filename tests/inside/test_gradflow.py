@@ -1,7 +1,7 @@
 """rnnlab gradflow: the recorded dL/dh_t and dL/dc_t are right, and the curves behave as claimed.
 
 The oracle for the recorded norms is independent of the tape walk: dL/dh_t is the ``dh0`` the
-sequence layer (kernels.py, not cells.py) returns when it runs on x[t:] from the state at t, and
+sequence layer (nn/kernels, not cells.py) returns when it runs on x[t:] from the state at t, and
 central differences of that suffix loss check it once more.
 """
 

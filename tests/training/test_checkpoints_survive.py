@@ -135,7 +135,7 @@ def test_a_release_0_1_language_model_generates_and_evaluates_as_it_did(old_runs
     assert "loss 3.5868 nats/token, perplexity 36.12" in capsys.readouterr().out
 
 
-def test_a_release_0_1_language_model_resumes_to_the_weights_it_gave(old_runs):
+def test_a_release_0_1_language_model_resumes_to_the_weights_it_gave(old_runs, numpy_kernels):
     run = old_runs / "lm_run"
     assert main(["train", "lm", "--out", str(run), "--resume", "--max-steps", "6", "--data",
                  str(old_runs / "tiny.txt"), "--samples", "0", "--no-progress"]) == 0
@@ -145,7 +145,8 @@ def test_a_release_0_1_language_model_resumes_to_the_weights_it_gave(old_runs):
     assert records[-1]["final"] and records[-1]["test_ppl"] == pytest.approx(36.009848991229795)
 
 
-def test_a_release_0_1_seq2seq_translates_and_resumes_as_it_did(old_runs, capsys):
+def test_a_release_0_1_seq2seq_translates_and_resumes_as_it_did(old_runs, capsys,
+                                                               numpy_kernels):
     run = old_runs / "s2s_run"
     assert main(["translate", "--checkpoint", str(run), "16+75", "1+2"]) == 0
     assert capsys.readouterr().out.splitlines()[-2:] == ["0" * 5 + "2" * 45, "0" * 4 + "2" * 46]

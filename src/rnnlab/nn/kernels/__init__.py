@@ -6,8 +6,9 @@
 Both take the same arguments and return the same caches; the readable one-step math in
 :mod:`rnnlab.nn.cells` is the specification of both, and the same tests run on each.
 
-Which set runs: the environment variable ``RNNLAB_KERNELS`` = ``auto`` (the default: compiled
-when numba imports, else numpy), ``numpy`` or ``compiled`` (an error if numba does not import),
+Which set runs: the environment variable ``RNNLAB_KERNELS`` = ``numpy`` (the default until the
+compiled set is measured at least as fast on every shape: issue 15's speed phase), ``auto``
+(compiled when numba imports, else numpy) or ``compiled`` (an error if numba does not import),
 read when this package is imported; :func:`select` and :func:`use_kernels` change it at run time
 and :func:`active` names the set in use. numba is imported on the first kernel call, not with
 rnnlab.
@@ -39,7 +40,8 @@ def _check_choice(name: object, where: str) -> str:
     return str(name)
 
 
-_choice = _check_choice(os.environ.get(ENV, "auto").strip().lower() or "auto", ENV)
+DEFAULT = "numpy"
+_choice = _check_choice(os.environ.get(ENV, DEFAULT).strip().lower() or DEFAULT, ENV)
 _resolved: str | None = None  # the set `_choice` resolved to, once a kernel ran
 
 
