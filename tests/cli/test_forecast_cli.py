@@ -229,6 +229,30 @@ def test_backtest_prints_a_table(data, capsys, refit):
     assert len(VERDICT.findall(text)) == 1
 
 
+def test_the_interval_calibration_is_printed_kept_and_can_be_left_out(data, tmp_path, capsys):
+    path, _, run = data
+    loaded = load_forecaster(run)
+    c = loaded.calibration
+    assert set(c) == {"80", "95"} and all(v > 0 for v in c.values())
+    raw, fixed = tmp_path / "raw.csv", tmp_path / "fixed.csv"
+    assert main(["forecast", "--checkpoint", str(run), "--csv", str(fixed)]) == 0
+    assert main(["forecast", "--checkpoint", str(run), "--csv", str(raw), "--no-calibrate"]) == 0
+    a, b = _check_forecast_csv(fixed, months(12, 2009)), _check_forecast_csv(raw, months(12, 2009))
+    np.testing.assert_array_equal(a["forecast"], b["forecast"])
+    for level in ("80", "95"):  # the scaled half-widths, in the scaled (z) units
+        scaler = loaded.scalers[0]
+        m = scaler.scale(a["forecast"])
+        np.testing.assert_allclose(scaler.scale(a[f"upper_{level}"]) - m,
+                                   c[level] * (scaler.scale(b[f"upper_{level}"]) - m), rtol=1e-4)
+    out = tmp_path / "run"
+    assert main(["train", "forecast", "--data", str(path), "--holdout", "12", "--horizon", "12",
+                 "--out", str(out), "--epochs", "1", "--no-calibrate", *SMALL]) == 0
+    assert "intervals: the model's own (--no-calibrate)" in capsys.readouterr().out
+    assert load_forecaster(out).calibration is None
+    fails(capsys, ["train", "forecast", "--out", str(out), "--resume", "--calibrate"],
+          "--resume continues the run with the configuration and data it was started with")
+
+
 # ----------------------------------------------------------------------------- resume
 def test_resume_gives_the_run_that_never_stopped(tmp_path, capsys):
     path = write_csv(tmp_path / "sales.csv", seasonal(96))
@@ -251,6 +275,7 @@ def test_resume_gives_the_run_that_never_stopped(tmp_path, capsys):
     for k in aa:
         np.testing.assert_array_equal(aa[k], ab[k], err_msg=k)
     assert (sa["epoch"], sa["step"], sa["data_rng"]) == (sb["epoch"], sb["step"], sb["data_rng"])
+    assert sa["calibration"] is not None and sa["calibration"] == sb["calibration"]
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -386,3 +411,20 @@ def test_a_recursive_model_with_covariates_is_refused_before_training(tmp_path, 
           "--mode recursive feeds its own draws back as the next inputs, and the future "
           "values of the covariates are unknown: expected no --covariates, got price")
     assert not (out / "checkpoint").exists()
+
+
+def test_seasonal_targets_train_and_refuse_a_window_shorter_than_the_season(tmp_path, capsys):
+    path = write_csv(tmp_path / "s.csv", seasonal(96))
+    out = tmp_path / "run"
+    fails(capsys, ["train", "forecast", "--data", str(path), "--seasonal", "--holdout", "12",
+                   "--out", str(out), "--epochs", "1", "--hidden", "8", "--window", "6",
+                   "--no-progress"],
+          "--seasonal: the targets are relative to the value one season earlier, so a window "
+          "must hold a season: expected --window >= 12, got 6")
+    assert main(["train", "forecast", "--data", str(path), "--seasonal", "--holdout", "12",
+                 "--horizon", "12", "--out", str(out), "--epochs", "2", *SMALL]) == 0
+    run = load_forecaster(out)
+    assert run.features.season == 12 and run.train_config.seasonal
+    capsys.readouterr()
+    assert main(["forecast", "--checkpoint", str(out), "--csv", str(tmp_path / "f.csv")]) == 0
+    _check_forecast_csv(tmp_path / "f.csv", months(12, 2007))

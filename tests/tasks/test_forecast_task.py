@@ -34,7 +34,14 @@ from rnnlab.tasks.forecast.task import (
     load_forecaster,
     prepare,
 )
-from rnnlab.tasks.forecast.windows import Features, Scaler, step_features, targets, windows
+from rnnlab.tasks.forecast.windows import (
+    Features,
+    Scaler,
+    base_rows,
+    step_features,
+    targets,
+    windows,
+)
 from rnnlab.training import Interrupted, Trainer
 
 
@@ -183,6 +190,24 @@ def test_targets_against_a_loop(relative):
     assert mask[:4, 0].all() and not mask[-1].any()  # row 18 has no next value before 17
 
 
+@pytest.mark.parametrize("season", [0, 5])
+def test_seasonal_targets_against_a_loop(season):
+    """With a season s each target is relative to the same season in the last cycle before
+    it (the seasonal naive forecast): for h = 1..s the row t + h - s, for h = s+1..2s the
+    row t + h - 2s, ...; without one, to the window's last row t."""
+    z = np.random.default_rng(2).normal(size=40)
+    ends, H, stop = np.array([9, 14, 20, 30]), 12, 38
+    y, mask = targets(z, ends, H, stop, True, season)
+    rows = base_rows(ends, H, season)
+    for w, e in enumerate(ends):
+        for h in range(1, H + 1):
+            b = e if not season else e + h - season * int(np.ceil(h / season))
+            assert rows[w, h - 1] == b and (b == e if not season else e - season < b <= e)
+            assert y[w, h - 1] == (z[e + h] - z[b] if e + h < stop else 0.0)
+    if season:  # the base row cycles through the last season of the window
+        assert rows[0].tolist() == [5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6]
+
+
 # ----------------------------------------------------------------------------- task.py
 @pytest.mark.parametrize("relative", [True, False])
 def test_training_targets_stop_before_the_validation_rows(tmp_path, relative):
@@ -321,6 +346,60 @@ def test_rolling_is_a_forecast_from_the_end_at_every_row(direct_run):
                 assert result[k][j] == pytest.approx(one[k][h - 1], rel=1e-12, abs=1e-12), (h, t)
 
 
+def test_a_seasonal_model_adds_the_seasonal_naive_forecast_back(tmp_path):
+    series = read(write_csv(tmp_path / "s.csv", seasonal(72)))
+    H, L, s = 15, 12, 12
+    task = make_task([series], [0], small_cfg(window=L, seasonal=True, transform="log"), H)
+    assert task.features.season == s
+    z = task.prepared[0].z
+    e = L - 1  # the first window: its targets against the seasonal naive forecast
+    want = [z[e + h] - z[e + h - s * -(-h // s)] for h in range(1, H + 1)]
+    np.testing.assert_allclose(task.y[0], want, rtol=0, atol=1e-12)
+    Trainer(task, None, log=_quiet, progress=False).fit()
+    run = as_run(task)
+    fc = forecast_from_end(run, 0, series, H)
+    steps = step_features(series, run.scalers[0], run.features)
+    dist = run.model.distribution(windows(steps, np.array([71]), L, True))
+    base = z[71 + np.arange(1, H + 1) - s * -(-np.arange(1, H + 1) // s)]
+    np.testing.assert_allclose(fc["forecast"], run.scalers[0].unscale(
+        dist["forecast"][0] + base), rtol=1e-12)
+    for h in (1, 13):  # rolling forecasts are forecasts from the end, with the same bases
+        result = rolling(run, 0, series, 60, h)
+        for j, t in enumerate(range(60, 72)):
+            one = forecast_from_end(run, 0, series.head(t - h + 1), h)
+            for k in KEYS:
+                assert result[k][j] == pytest.approx(one[k][h - 1], rel=1e-12), (h, t, k)
+
+
+def test_a_recursive_seasonal_model_draws_around_the_value_a_season_earlier(tmp_path):
+    series = read(write_csv(tmp_path / "s.csv", seasonal(60)))
+    task = make_task([series], [0], small_cfg(window=12, seasonal=True), 1, mode="recursive")
+    Trainer(task, None, log=_quiet, progress=False).fit()
+    run = replace(as_run(task), calibration=None)
+    scaler, S = run.scalers[0], 20000
+    fc = forecast_from_end(run, 0, series, 1, samples=S, seed=0)
+    steps = step_features(series, scaler, run.features)
+    d = run.model.distribution(windows(steps, np.array([59]), 12, True))
+    mu, sigma = d["forecast"][0, 0] + steps[59 + 1 - 12, 0], d["sigma"][0, 0]
+    tol = 4 * 1.26 * sigma / np.sqrt(S)  # 4 standard errors of a sample median
+    assert abs(scaler.scale(fc["forecast"])[0] - mu) < tol
+    assert abs(steps[59, 0] - steps[48, 0]) > 3 * tol  # the last value as base would fail
+
+
+def test_seasonal_targets_need_a_season_a_window_that_holds_it_and_relative_windows(tmp_path):
+    series = read(write_csv(tmp_path / "s.csv", seasonal(60)))
+    with pytest.raises(ValueError, match=r"--seasonal: the targets are relative to the value "
+                       r"one season earlier, so a window must hold a season: expected "
+                       r"--window >= 12, got 8"):
+        make_task([series], [0], small_cfg(window=8, seasonal=True), 4)
+    with pytest.raises(ValueError, match="expected relative windows, got --absolute"):
+        make_task([series], [0], small_cfg(window=12, seasonal=True, relative=False), 4)
+    cfg = small_cfg(window=12, seasonal=True)
+    with pytest.raises(ValueError, match=r"--seasonal: expected a season of at least 2 steps "
+                       r"\(from the frequency or --season N\), got none for M data"):
+        build_model(prepare([series], [0], cfg, season=0), cfg, 4)
+
+
 def test_a_direct_model_forecasts_at_most_its_horizon(direct_run):
     run, series = direct_run
     assert len(forecast_from_end(run, 0, series, 4)["forecast"]) == 4
@@ -353,7 +432,8 @@ def _paths_by_hand(run: ForecastRun, series, horizon: int, samples: int, seed: i
 
 def test_recursive_forecasts_are_quantiles_of_sample_paths_that_widen(tmp_path):
     series = read(write_csv(tmp_path / "s.csv", seasonal(48)))
-    run = trained_run(series, horizon=1, epochs=3, mode="recursive")
+    run = replace(trained_run(series, horizon=1, epochs=3, mode="recursive"),
+                  calibration=None)  # the paths' own quantiles (the calibrated: below)
     H, S = 8, 400
     fc = forecast_from_end(run, 0, series, H, samples=S, seed=3)
     paths = _paths_by_hand(run, series, H, S, seed=3)
@@ -371,6 +451,15 @@ def test_recursive_forecasts_are_quantiles_of_sample_paths_that_widen(tmp_path):
     assert all(np.array_equal(fc[k], again[k]) for k in KEYS)
     assert not np.array_equal(fc["forecast"],
                               forecast_from_end(run, 0, series, H, samples=S, seed=4)["forecast"])
+    # calibrated: each interval scaled about the median in scaled units, the median unmoved
+    scaler = run.scalers[0]
+    cal = forecast_from_end(replace(run, calibration={"80": 0.5, "95": 2.0}), 0, series, H,
+                            samples=S, seed=3)
+    np.testing.assert_allclose(cal["forecast"], fc["forecast"], rtol=1e-12)
+    m = scaler.scale(fc["forecast"])
+    for k, c in (("lower_80", 0.5), ("upper_80", 0.5), ("lower_95", 2.0), ("upper_95", 2.0)):
+        np.testing.assert_allclose(scaler.scale(cal[k]) - m, c * (scaler.scale(fc[k]) - m),
+                                   rtol=1e-9, atol=1e-12, err_msg=k)
 
 
 def test_backtest_origins(direct_run):

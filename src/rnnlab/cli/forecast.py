@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,8 @@ from rnnlab.cli.argtypes import (
 RESUME_OPTIONS = ("epochs", "max_steps", "log_every", "save_every", "save_minutes", "patience")
 MODEL_OPTIONS = ("cell", "hidden", "layers", "dropout", "output", "mode", "ar", "members",
                  "dtype")
-TRAIN_OPTIONS = ("window", "valid", "transform", "relative", "batch_size", "lr", "clip", "seed")
+TRAIN_OPTIONS = ("window", "valid", "transform", "relative", "seasonal", "calibrate",
+                 "batch_size", "lr", "clip", "seed")
 READ_OPTIONS = ("time", "target", "covariates", "fill")
 
 
@@ -122,23 +123,43 @@ def _train_forecast(args: argparse.Namespace) -> int:
     if not final.get("final"):
         print(f"{out} has already finished (--epochs N to go on)")
     run = load_forecaster(out)
+    print(_calibration_line(run))
     for i, series in enumerate(full):
         if run.series[i].holdout:
             print(holdout_report(run, i, series))
     return 0
 
 
+def _calibration_line(run) -> str:
+    c = run.calibration
+    if c is None:
+        why = ("--no-calibrate" if not run.train_config.calibrate else "no validation rows")
+        return f"intervals: the model's own ({why})"
+    return (f"intervals: calibrated on the validation targets, 80% width x {c['80']:.3f}, "
+            f"95% width x {c['95']:.3f}")
+
+
+def _load(args: argparse.Namespace):
+    """The run of --checkpoint, without its interval calibration under --no-calibrate."""
+    from rnnlab.tasks.forecast.task import load_forecaster
+
+    run = load_forecaster(args.checkpoint)
+    if args.no_calibrate:  # a backtest's refits then fit none either
+        run.calibration = None
+        run.train_config = replace(run.train_config, calibrate=False)
+    return run
+
+
 # ----------------------------------------------------------------------------- forecast
 def _forecast(args: argparse.Namespace) -> int:
     from rnnlab.tasks.forecast.predict import check_compatible, forecast_from_end
     from rnnlab.tasks.forecast.report import plot_forecast, write_forecast_csv
-    from rnnlab.tasks.forecast.task import load_forecaster
 
     if args.plot:
         from rnnlab.plots import pyplot
 
         pyplot()  # before the work: a missing matplotlib is said first
-    run = load_forecaster(args.checkpoint)
+    run = _load(args)
     i = run.index(args.series)
     meta = run.series[i]
     if args.data:
@@ -178,7 +199,7 @@ def _actuals(meta, history, times):
 def _eval_forecast(args: argparse.Namespace) -> int:
     from rnnlab.tasks.forecast.predict import check_compatible, rolling
     from rnnlab.tasks.forecast.report import evaluation_report, plot_forecast, write_forecast_csv
-    from rnnlab.tasks.forecast.task import holdout_rows, load_forecaster
+    from rnnlab.tasks.forecast.task import holdout_rows
 
     if args.data is None or args.holdout is None:
         raise UserError("eval forecast takes --checkpoint RUN --data FILE.csv --holdout N "
@@ -187,7 +208,7 @@ def _eval_forecast(args: argparse.Namespace) -> int:
         from rnnlab.plots import pyplot
 
         pyplot()
-    run = load_forecaster(args.checkpoint)
+    run = _load(args)
     i = run.index(args.series)
     series = _read(args.data, args, run.series[i])
     check_compatible(run, i, series)
@@ -214,9 +235,9 @@ def _eval_forecast(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- backtest
 def _backtest(args: argparse.Namespace) -> int:
     from rnnlab.tasks.forecast.report import backtest_report
-    from rnnlab.tasks.forecast.task import holdout_rows, load_forecaster
+    from rnnlab.tasks.forecast.task import holdout_rows
 
-    run = load_forecaster(args.checkpoint)
+    run = _load(args)
     i = run.index(args.series)
     series = _read(args.data, args, run.series[i]) if args.data else None
     if series is None:
@@ -269,10 +290,11 @@ def add_forecast_parsers(tsub, sub) -> None:
         "features) and a head that gives the next --horizon steps at once, each a Gaussian "
         "(mean, scale) or quantiles, so every forecast has 80% and 95% intervals. The last "
         "--holdout rows are left out; after training the forecast over them is scored beside "
-        "the persistence, seasonal naive and drift baselines.\n\n"
+        "the persistence, seasonal naive and drift baselines. The intervals are calibrated on "
+        "the validation rows (--calibrate, the default).\n\n"
         "Examples:\n"
         "  rnnlab train forecast --data airline-passengers.csv --holdout 12 --horizon 12 "
-        "--transform log --out runs/airline\n"
+        "--transform log --window 13 --seasonal --out runs/airline\n"
         "  rnnlab train forecast --data daily-min-temperatures.csv --fill interpolate "
         "--holdout 365 --window 60 --out runs/temp\n"
         "  rnnlab train forecast --data AAPL.csv AMZN.csv FB.csv GOOG.csv --target Close "
@@ -301,6 +323,16 @@ def add_forecast_parsers(tsub, sub) -> None:
     g.add_argument("--absolute", action="store_false", dest="relative", default=None,
                    help="windows and targets as scaled values, not changes from the window's "
                    "last value")
+    g.add_argument("--seasonal", action="store_true", default=None,
+                   help="targets relative to the value one season earlier (--season; the "
+                   "network learns the deviation from seasonal naive, e.g. a year's growth) "
+                   "instead of to the last value; needs --window >= the season")
+    g.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
+                   help="scale the 80%% and 95%% intervals so that they cover the validation "
+                   "targets as often as they say (one width factor per level, fitted on the "
+                   "--valid rows with the best validation weights, kept in the checkpoint and "
+                   "applied by forecast, eval forecast and backtest; no effect without "
+                   "validation rows). Default: on")
     g.add_argument("--cell", choices=tuple(CELLS), help=f"default {m['cell']}")
     g.add_argument("--output", choices=OUTPUTS, help="gaussian (mean and log-scale, NLL "
                    "loss) or quantile (0.025, 0.1, 0.5, 0.9, 0.975; pinball loss); default "
@@ -382,6 +414,8 @@ def _add_inference_options(p) -> None:
     p.add_argument("--samples", type=positive_int, default=1000,
                    help="sample paths of a recursive model (default 1000)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="their seed (default 0)")
+    p.add_argument("--no-calibrate", action="store_true", help="the model's own intervals, "
+                   "without the run's interval calibration (train forecast --calibrate)")
 
 
 def add_eval_forecast_options(ev) -> None:

@@ -7,6 +7,8 @@
 - :func:`backtest`: origins every K rows over the tail, H steps from each.
 
 Every result is a dict of arrays: "forecast", "lower_80", "upper_80", "lower_95", "upper_95".
+A run with an interval calibration (``run.calibration``, fitted on the validation tail) has its
+intervals scaled about the forecast by it in the scaled units, before they are unscaled.
 """
 
 from __future__ import annotations
@@ -15,8 +17,15 @@ import numpy as np
 
 from rnnlab.data.series import Series, calendar_features, next_times
 from rnnlab.data.text import DataError
+from rnnlab.tasks.forecast.calibrate import calibrated
 from rnnlab.tasks.forecast.task import ForecastRun, SeriesMeta
-from rnnlab.tasks.forecast.windows import step_features, windows, with_relative
+from rnnlab.tasks.forecast.windows import (
+    base_rows,
+    step_features,
+    target_base,
+    windows,
+    with_relative,
+)
 
 KEYS = ("forecast", "lower_80", "upper_80", "lower_95", "upper_95")
 LEVELS = {"lower_95": 0.025, "lower_80": 0.1, "forecast": 0.5, "upper_80": 0.9,
@@ -54,14 +63,11 @@ def check_horizon(run: ForecastRun, horizon: int) -> None:
 
 
 def _from_z(run: ForecastRun, i: int, dist: dict, base: np.ndarray) -> dict:
-    """Distribution in (relative) z units -> the series' units (the scaler is monotone, so
-    interval ends map to interval ends)."""
+    """Distribution in (relative) z units -> calibrated -> the series' units (the scaler is
+    monotone, so interval ends map to interval ends)."""
     scaler = run.scalers[i]
+    dist = calibrated(dist, run.calibration)
     return {k: scaler.unscale(dist[k] + base) for k in KEYS}
-
-
-def _base(run: ForecastRun, steps: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    return steps[ends, :1] if run.features.relative else np.zeros((len(ends), 1))
 
 
 def forecast_from_end(run: ForecastRun, i: int, series: Series, horizon: int,
@@ -79,7 +85,8 @@ def forecast_from_end(run: ForecastRun, i: int, series: Series, horizon: int,
     else:
         x = windows(steps, end, L, run.features.relative).astype(run.model.dtype)
         dist = run.model.distribution(x)
-        out = _from_z(run, i, {k: dist[k][0, :horizon] for k in KEYS}, _base(run, steps, end)[0])
+        base = target_base(steps[:, 0], end, horizon, run.features)[0]
+        out = _from_z(run, i, {k: dist[k][0, :horizon] for k in KEYS}, base)
     out["time"] = next_times(series.times[-1], series.freq, horizon)
     return out
 
@@ -87,21 +94,25 @@ def forecast_from_end(run: ForecastRun, i: int, series: Series, horizon: int,
 def _sample_paths(run: ForecastRun, i: int, series: Series, steps: np.ndarray, horizon: int,
                   samples: int, seed: int) -> dict:
     """Recursive forecasts: ``samples`` paths, each step drawn from N(mu, sigma) given the
-    path so far; the forecast is the paths' median and the intervals their quantiles."""
+    path so far; the forecast is the paths' median and the intervals their quantiles (in z
+    units, where the calibration fitted on one-step forecasts then scales them)."""
     L, relative = run.train_config.window, run.features.relative
     rng = np.random.default_rng(seed)
     future = calendar_features(next_times(series.times[-1], series.freq, horizon), series.freq)
     track = np.empty((L + horizon, samples, steps.shape[1]))  # every path's steps, past + future
     track[:L] = steps[-L:, None, :]
     track[L:, :, 1:] = future[:, None, :]  # the calendar is known; z is drawn step by step
+    b = base_rows(np.array([L - 1]), 1, run.features.season)[0, 0]  # the window's base row
     for j in range(horizon):
         window = track[j:j + L]  # (L, S, F'): the path so far
         dist = run.model.distribution(with_relative(window, relative).astype(run.model.dtype))
         mu, sigma = dist["forecast"][:, 0], dist["sigma"][:, 0]
-        base = window[-1, :, 0] if relative else 0.0
+        base = window[b, :, 0] if relative else 0.0
         track[L + j, :, 0] = mu + sigma * rng.standard_normal(samples) + base
-    values = run.scalers[i].unscale(track[L:, :, 0])  # (H, S)
-    return {k: np.quantile(values, q, axis=1) for k, q in LEVELS.items()}
+    z = track[L:, :, 0]  # (H, S)
+    dist = calibrated({k: np.quantile(z, q, axis=1) for k, q in LEVELS.items()},
+                      run.calibration)
+    return {k: run.scalers[i].unscale(v) for k, v in dist.items()}
 
 
 def rolling(run: ForecastRun, i: int, series: Series, start: int, horizon: int = 1,
@@ -122,8 +133,8 @@ def rolling(run: ForecastRun, i: int, series: Series, start: int, horizon: int =
     else:
         x = windows(steps, ends, L, run.features.relative).astype(run.model.dtype)
         dist = run.model.distribution(x)
-        out = _from_z(run, i, {k: dist[k][:, horizon - 1] for k in KEYS},
-                      _base(run, steps, ends)[:, 0])
+        base = target_base(steps[:, 0], ends, horizon, run.features)[:, horizon - 1]
+        out = _from_z(run, i, {k: dist[k][:, horizon - 1] for k in KEYS}, base)
     out["time"] = series.times[start:]
     return out
 

@@ -9,9 +9,13 @@ the series' units). The weights with the best validation loss are kept. One step
     loss, n = model.forward_loss(x, y, mask)    summed over the targets that count
     model.backward_loss(1 / n)                   mean per target
 
+With ``calibrate`` (the default), each evaluation also fits the width factors of the 80% and
+95% intervals on the validation targets (:mod:`rnnlab.tasks.forecast.calibrate`); the factors
+of the best validation model are kept and every forecast applies them.
+
 The checkpoint holds everything a forecast needs: the weights (last and best), the scalers,
-the window features and every series' training rows, so ``rnnlab forecast`` works without the
-data file.
+the interval calibration, the window features and every series' training rows, so
+``rnnlab forecast`` works without the data file.
 """
 
 from __future__ import annotations
@@ -28,7 +32,15 @@ from rnnlab.data.text import DataError
 from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.forecaster import Forecaster, ForecasterConfig, make_forecaster
 from rnnlab.optim import Adam, ReduceOnPlateau
-from rnnlab.tasks.forecast.windows import TRANSFORMS, Features, Scaler, step_features, targets
+from rnnlab.tasks.forecast.calibrate import fit_calibration
+from rnnlab.tasks.forecast.windows import (
+    TRANSFORMS,
+    Features,
+    Scaler,
+    step_features,
+    target_base,
+    targets,
+)
 from rnnlab.tasks.forecast.windows import windows as make_windows
 from rnnlab.training import LoopConfig, Task, dataclass_from_dict, kept_weights
 from rnnlab.validate import check_non_negative_int, check_positive_int
@@ -52,6 +64,8 @@ class ForecastTrainConfig(LoopConfig):
     valid: int = -1  # validation rows at the end of the training part (-1: max(H, 10%); 0: none)
     transform: str = "none"  # none | log
     relative: bool = True  # windows and targets relative to the window's last value
+    seasonal: bool = False  # targets relative to the value one season earlier (seasonal naive)
+    calibrate: bool = True  # interval widths fitted on the validation targets (needs valid > 0)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -65,6 +79,9 @@ class ForecastTrainConfig(LoopConfig):
         if not (isinstance(self.lr_decay, int | float) and 0 < self.lr_decay <= 1):
             raise ValueError(f"lr_decay: expected a number in (0, 1], got {self.lr_decay!r}")
         self.lr_patience = check_non_negative_int("lr_patience", self.lr_patience)
+        for name in ("relative", "seasonal", "calibrate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         if self.transform not in TRANSFORMS:
             raise ValueError(f"transform: expected one of {', '.join(TRANSFORMS)}, got "
                              f"{self.transform!r}")
@@ -117,6 +134,10 @@ class ForecastTask(Task):
                              "the future values of the covariates are unknown: expected no "
                              f"--covariates, got {names} (or use --mode direct)")
         H, L = model.config.horizon, cfg.window
+        if features.season > L:
+            raise ValueError(f"--seasonal: the targets are relative to the value one season "
+                             f"earlier, so a window must hold a season: expected --window >= "
+                             f"{features.season}, got {L}")
         xs, ys, ms, vxs, vys, vms = [], [], [], [], [], []
         self.valid_refs: list[tuple[int, np.ndarray, np.ndarray]] = []
         for i, p in enumerate(self.prepared):
@@ -131,13 +152,13 @@ class ForecastTask(Task):
                                 "--holdout)")
             ends = np.arange(L - 1, fit - 1)
             xs.append(make_windows(p.steps, ends, L, features.relative))
-            y, m = targets(p.z, ends, H, fit, features.relative)
+            y, m = targets(p.z, ends, H, fit, features.relative, features.season)
             ys.append(y)
             ms.append(m)
             if V:
                 vends = np.arange(max(fit - 1, L - 1), N - 1)
                 vxs.append(make_windows(p.steps, vends, L, features.relative))
-                vy, vm = targets(p.z, vends, H, N, features.relative)
+                vy, vm = targets(p.z, vends, H, N, features.relative, features.season)
                 vys.append(vy)
                 vms.append(vm)
                 self.valid_refs.append((i, vends, vm))
@@ -147,6 +168,8 @@ class ForecastTask(Task):
         self.vx = np.concatenate(vxs, axis=1).astype(dtype) if vxs else None
         self.vy = np.concatenate(vys).astype(dtype) if vys else None
         self.vmask = np.concatenate(vms) if vms else None
+        self.calibration: dict | None = None  # the best validation model's interval factors
+        self._latest_calibration: dict | None = None  # the last evaluation's
         self.rng = np.random.default_rng([cfg.seed, 1])
         self._epoch_rng = self.rng.bit_generator.state
         self._order = np.arange(self.x.shape[1])
@@ -185,13 +208,16 @@ class ForecastTask(Task):
         model = self.model
         model.eval()  # the engine puts training mode back
         loss = model.forward_loss(self.vx, self.vy, self.vmask) / int(self.vmask.sum())
-        mean = model.distribution(self.vx)["forecast"]
+        dist = model.distribution(self.vx)
+        mean = dist["forecast"]
+        if self.cfg.calibrate:
+            self._latest_calibration = fit_calibration(self.vy, dist, self.vmask)
         sq, n, start = 0.0, 0, 0
         for i, ends, m in self.valid_refs:  # the errors in each series' own units
             p = self.prepared[i]
             pred = mean[start:start + len(ends)]
             start += len(ends)
-            base = p.z[ends][:, None] if self.features.relative else 0.0
+            base = target_base(p.z, ends, m.shape[1], self.features)
             idx = np.minimum(ends[:, None] + np.arange(1, m.shape[1] + 1), len(p.z) - 1)
             err = p.scaler.unscale(pred + base) - p.series.values[idx]
             sq += float(np.sum(err[m] ** 2))
@@ -200,6 +226,9 @@ class ForecastTask(Task):
 
     def score(self, metrics: dict) -> float | None:
         return metrics.get("valid_loss")
+
+    def on_best(self) -> None:
+        self.calibration = self._latest_calibration  # it belongs to the weights kept
 
     def final(self, last: dict, step: int, stop: Callable[[], bool]) -> dict | None:
         return self.evaluate(stop) if self.vx is not None else {}
@@ -220,6 +249,7 @@ class ForecastTask(Task):
             "features": asdict(self.features),
             "series": [asdict(p.meta) for p in self.prepared],
             "scalers": [asdict(p.scaler) for p in self.prepared],
+            "calibration": self.calibration,
             "rng": self.model.rng_states(),
             "data_rng": self._epoch_rng if in_epoch else self.rng.bit_generator.state,
         }
@@ -231,6 +261,7 @@ class ForecastTask(Task):
                 raise ValueError(f"{p.meta.path}: the training rows differ from the "
                                  "checkpoint's: resume with the data the run started with")
         self.rng.bit_generator.state = state["data_rng"]
+        self.calibration = state.get("calibration")
         self.model.set_rng_states(state["rng"])
 
     def run_config(self) -> dict:
@@ -297,9 +328,24 @@ def build_model(prepared: Sequence[Prepared], cfg: ForecastTrainConfig, horizon:
                 **model_options) -> tuple[Forecaster, Features]:
     first = prepared[0].series
     features = Features(first.freq, first.covariates.shape[1], calendar_size(first.freq),
-                        cfg.relative)
+                        cfg.relative, seasonal_base(prepared, cfg))
     config = ForecasterConfig(features.size, horizon, **model_options)
     return make_forecaster(config, seed=cfg.seed), features
+
+
+def seasonal_base(prepared: Sequence[Prepared], cfg: ForecastTrainConfig) -> int:
+    """The season the targets are relative to with ``cfg.seasonal`` (0 without)."""
+    if not cfg.seasonal:
+        return 0
+    if not cfg.relative:
+        raise ValueError("--seasonal makes the targets relative to the value one season "
+                         "earlier: expected relative windows, got --absolute")
+    season = prepared[0].meta.season  # one frequency, one --season: every series' is this
+    if not season or season < 2:
+        raise ValueError(f"--seasonal: expected a season of at least 2 steps (from the "
+                         f"frequency or --season N), got {season or 'none'} for "
+                         f"{prepared[0].meta.freq} data")
+    return season
 
 
 # ----------------------------------------------------------------------------- loading
@@ -313,13 +359,14 @@ class ForecastRun:
     scalers: list  # [Scaler]
     history: list  # [Series]: each series' training rows
     train_config: ForecastTrainConfig
+    calibration: dict | None = None  # {"80": c, "95": c}: interval width factors (None: off)
 
     @classmethod
     def from_task(cls, task: ForecastTask) -> ForecastRun:
         """The run a trained task makes (its model in eval mode), without a checkpoint."""
         p = task.prepared
         return cls(task.model.eval(), task.features, [x.meta for x in p],
-                   [x.scaler for x in p], [x.series for x in p], task.cfg)
+                   [x.scaler for x in p], [x.series for x in p], task.cfg, task.calibration)
 
     def index(self, name: str | None) -> int:
         """The series called ``name`` (a file stem), or the only one."""
@@ -343,7 +390,8 @@ def load_forecaster(path: str | Path, best: bool = True) -> ForecastRun:
 
 def run_from_checkpoint(weights: dict, state: dict, arrays: dict, best: bool = True
                         ) -> ForecastRun:
-    """:func:`load_forecaster` from a checkpoint already read."""
+    """:func:`load_forecaster` from a checkpoint already read (the interval calibration
+    belongs to the best weights: none with the last ones)."""
     config = dataclass_from_dict(ForecasterConfig, state["model_config"])
     model = make_forecaster(config, seed=0)
     model.load_state_dict(kept_weights(weights, arrays, best))
@@ -352,7 +400,8 @@ def run_from_checkpoint(weights: dict, state: dict, arrays: dict, best: bool = T
     history = [_history_series(i, m, arrays) for i, m in enumerate(metas)]
     return ForecastRun(model, Features(**state["features"]), metas,
                        [Scaler(**s) for s in state["scalers"]], history,
-                       dataclass_from_dict(ForecastTrainConfig, state["train_config"]))
+                       dataclass_from_dict(ForecastTrainConfig, state["train_config"]),
+                       state.get("calibration") if best else None)
 
 
 def _history_series(i: int, meta: SeriesMeta, arrays: dict) -> Series:

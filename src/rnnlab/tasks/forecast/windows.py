@@ -9,10 +9,17 @@ For a series v_1..v_N (the target) with covariates c_t and calendar features k_t
         x_s = [z_s - z_t, z_s, (c_s - mean_c) / std_c, k_s]   s = t-L+1 .. t
         y_h = z_{t+h} - z_t                                    h = 1 .. H
     without ``relative``: x_s = [z_s, ...] and y_h = z_{t+h}.
+    with a season s (``season``, --seasonal): the targets are relative to the seasonal naive
+    forecast, the value of the same season in the last cycle before t + 1,
+        y_h = z_{t+h} - z_{b(t,h)},   b(t,h) = t + h - s ceil(h / s)
+    (for log values: the log of the change since one season earlier).
 
 A relative window lets a trending series (prices, passengers) leave the range it was trained on:
-the network predicts changes from the last value, and sees the level as one more input. A
-constant training series has std 0; it is scaled by 1 instead (no division by zero).
+the network predicts changes from the last value, and sees the level as one more input. With a
+season the network predicts the deviation from seasonal naive (for airline passengers, mostly
+the year's growth): the seasonal shape is the data's own, not something a hundred windows
+must teach. A constant training series has std 0; it is scaled by 1 instead (no division by
+zero).
 """
 
 from __future__ import annotations
@@ -92,6 +99,7 @@ class Features:
     covariates: int
     calendar: int
     relative: bool = True
+    season: int = 0  # targets relative to the value one season earlier (0: to the last value)
 
     @property
     def size(self) -> int:
@@ -119,13 +127,32 @@ def with_relative(x: np.ndarray, relative: bool) -> np.ndarray:
     return np.concatenate([x[:, :, :1] - x[-1:, :, :1], x], axis=2)
 
 
-def targets(z: np.ndarray, ends: np.ndarray, horizon: int, stop: int, relative: bool
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """(y, mask), each (len(ends), horizon): z_{t+h} (minus z_t when relative) for the rows
-    before ``stop``; the mask is False where t + h >= stop (y is then 0)."""
+def base_rows(ends: np.ndarray, horizon: int, season: int = 0) -> np.ndarray:
+    """(len(ends), horizon): the row each target is relative to, t (the window's last) or,
+    with a season s, b(t,h) = t + h - s ceil(h / s), the same season in the last cycle."""
+    h = np.arange(1, horizon + 1)[None, :]
+    if not season:
+        return np.broadcast_to(ends[:, None], (len(ends), horizon))
+    return ends[:, None] + h - season * -(-h // season)  # -(-h // s) = ceil(h / s)
+
+
+def target_base(z: np.ndarray, ends: np.ndarray, horizon: int, features: Features
+                ) -> np.ndarray:
+    """(len(ends), horizon): what the network's targets are relative to, in z units (0 for
+    absolute targets); a forecast adds it back."""
+    if not features.relative:
+        return np.zeros((len(ends), horizon))
+    return z[base_rows(ends, horizon, features.season)]
+
+
+def targets(z: np.ndarray, ends: np.ndarray, horizon: int, stop: int, relative: bool,
+            season: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(y, mask), each (len(ends), horizon): z_{t+h} (minus its base when relative: z_t, or
+    with a season z_{b(t,h)}) for the rows before ``stop``; the mask is False where
+    t + h >= stop (y is then 0)."""
     idx = ends[:, None] + np.arange(1, horizon + 1)[None, :]
     mask = idx < stop
     y = np.where(mask, z[np.minimum(idx, len(z) - 1)], 0.0)
     if relative:
-        y = np.where(mask, y - z[ends][:, None], 0.0)
+        y = np.where(mask, y - z[base_rows(ends, horizon, season)], 0.0)
     return y, mask
