@@ -17,6 +17,7 @@ from conftest import require_module
 from rnnlab.cli.main import main
 from rnnlab.data.series import read_series
 from rnnlab.io import load_checkpoint
+from rnnlab.tasks.forecast.calibrate import tracked
 from rnnlab.tasks.forecast.predict import KEYS, forecast_from_end, rolling
 from rnnlab.tasks.forecast.task import load_forecaster
 
@@ -209,6 +210,14 @@ def test_eval_forecast_scores_rolling_forecasts_and_writes_them(data, tmp_path, 
                  "--holdout", "2009-07", "--horizon", "3"]) == 0
     assert "6 rolling 3-step-ahead forecasts of sales, 2009-07 .. 2009-12" in \
         capsys.readouterr().out
+    # widths tracked online: the same forecasts, the intervals of tracked() in the CSV
+    assert main(["eval", "forecast", "--checkpoint", str(run), "--data", str(path),
+                 "--holdout", "12", "--track", "0.1", "--csv", str(out)]) == 0
+    assert "intervals tracked online (step 0.1)" in capsys.readouterr().out
+    want = tracked(v[108:], lib, 0.1)
+    written = read_csv(out)
+    for key in KEYS:
+        np.testing.assert_allclose([float(r[key]) for r in written], want[key], rtol=1e-5)
 
 
 @pytest.mark.parametrize("refit", [False, True])

@@ -1,7 +1,8 @@
 """Interval calibration on the validation tail: the conformal factor against a hand count, a
 mis-scaled Gaussian brought back to its nominal coverage, asymmetric (quantile) intervals scaled
 per side, and a trained forecaster whose intervals were made four times too wide, corrected
-by the factors its task fits (and kept by its checkpoint)."""
+by the factors its task fits (and kept by its checkpoint); online tracking of the widths through a
+change of volatility, with nothing taken from the future."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ import pytest
 from rnnlab.data.series import read_series
 from rnnlab.models.forecaster import Z80, Z95
 from rnnlab.tasks.forecast import metrics
-from rnnlab.tasks.forecast.calibrate import calibrated, conformity_scores, fit_calibration
+from rnnlab.tasks.forecast.calibrate import (
+    calibrated,
+    conformity_scores,
+    fit_calibration,
+    tracked,
+)
 from rnnlab.tasks.forecast.predict import KEYS, rolling
 from rnnlab.tasks.forecast.task import (
     ForecastRun,
@@ -137,3 +143,58 @@ def test_no_calibration_without_validation_rows_or_when_off(tmp_path):
         assert task.calibration is None and ForecastRun.from_task(task).calibration is None
     with pytest.raises(ValueError, match="calibrate: expected true or false, got 'yes'"):
         ForecastTrainConfig(calibrate="yes")
+
+
+def _coverage(y, d, level):
+    return metrics.coverage(y, d[f"lower_{level}"], d[f"upper_{level}"])
+
+
+def test_tracking_follows_a_change_of_volatility():
+    """Intervals made for noise of sd 1, while from row 200 on the noise has sd 3: the model's
+    own intervals cover far too little there, the tracked ones about what they say."""
+    g = np.random.default_rng(0)
+    n = 3000
+    sd = np.where(np.arange(n) < 200, 1.0, 3.0)
+    y = g.standard_normal(n) * sd
+    dist = gaussian(np.zeros(n), 1.0)
+    out = tracked(y, dist, 0.1)
+    late = slice(500, None)
+    assert _coverage(y[late], {k: v[late] for k, v in dist.items()}, "80") < 0.35
+    assert abs(_coverage(y[late], {k: v[late] for k, v in out.items()}, "80") - 0.80) < 0.03
+    assert abs(_coverage(y[late], {k: v[late] for k, v in out.items()}, "95") - 0.95) < 0.02
+    width = out["upper_80"] - out["lower_80"]
+    assert 2.0 < width[late].mean() / width[:200].mean() < 4.5  # it followed sd 1 -> 3
+    assert np.array_equal(out["forecast"], dist["forecast"])  # the forecast does not move
+    assert np.all(out["lower_95"] <= out["lower_80"]) and np.all(out["upper_95"] >= out[
+        "upper_80"])
+
+
+@pytest.mark.parametrize("lag", [1, 3])
+def test_tracking_uses_only_targets_before_each_origin(lag):
+    g = np.random.default_rng(1)
+    y = g.standard_normal(60) * 2
+    dist = gaussian(np.zeros(60), 1.0)
+    base = tracked(y, dist, 0.1, lag=lag)
+    k = 30
+    y2 = y.copy()
+    y2[k] = 0.0 if abs(y[k]) > Z80 else 10.0  # flip row k from miss to hit or back
+    moved = tracked(y2, dist, 0.1, lag=lag)
+    for key in ("lower_80", "upper_80"):
+        assert np.array_equal(base[key][:k + lag], moved[key][:k + lag])  # not yet known
+        assert not np.array_equal(base[key][k + lag:], moved[key][k + lag:])  # then it is
+
+
+def test_tracking_narrows_when_everything_is_covered_and_checks_input():
+    y = np.zeros(50)
+    out = tracked(y, gaussian(np.zeros(50), 1.0), 0.1)
+    width = out["upper_80"] - out["lower_80"]
+    assert np.all(np.diff(width) < 0) and width[-1] == pytest.approx(2 * Z80 * np.exp(-0.1 * 0.2
+                                                                                      * 49))
+    y[5] = np.nan  # a missing target changes nothing
+    assert tracked(y, gaussian(np.zeros(50), 1.0), 0.1)["upper_80"][6] == out["upper_80"][5]
+    with pytest.raises(ValueError, match="gamma: expected a positive step"):
+        tracked(y, gaussian(np.zeros(50), 1.0), 0.0)
+    with pytest.raises(ValueError, match="lag: expected a positive integer"):
+        tracked(y, gaussian(np.zeros(50), 1.0), 0.1, lag=0)
+    with pytest.raises(ValueError, match=r"y: expected shape \(50,\)"):
+        tracked(y[:10], gaussian(np.zeros(50), 1.0), 0.1)

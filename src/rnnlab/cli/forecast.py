@@ -219,6 +219,12 @@ def _eval_forecast(args: argparse.Namespace) -> int:
     horizon = args.horizon or 1
     start = len(series) - n
     result = rolling(run, i, series, start, horizon, args.samples, args.seed)
+    if args.track:
+        from rnnlab.tasks.forecast.calibrate import tracked
+
+        result = tracked(series.values[start:], result, args.track, lag=horizon)
+        print(f"intervals tracked online (step {args.track:g}): each from the misses of the "
+              f"targets before its origin")
     print(evaluation_report(run, i, series, start, horizon, result))
     if args.csv:
         write_forecast_csv(args.csv, series.time_name, series.time_format, result,
@@ -425,5 +431,9 @@ def add_eval_forecast_options(ev) -> None:
                    "from the actual values before it")
     g.add_argument("--horizon", type=positive_int, help="forecast: steps ahead (default 1)")
     g.add_argument("--csv", metavar="OUT.csv", help="forecast: write the forecasts")
+    g.add_argument("--track", type=positive_float, metavar="GAMMA", help="forecast: let the "
+                   "interval widths follow the misses seen so far (online quantile tracking: "
+                   "log width += GAMMA (miss - (1 - level)) after each target; 0.1 is a "
+                   "sensible step), for series whose volatility changes after training")
     _add_fill(g, "forecast: as in training")
     _add_inference_options(g)

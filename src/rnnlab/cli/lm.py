@@ -149,7 +149,7 @@ def _eval(args: argparse.Namespace) -> int:
         from rnnlab.cli.forecast import _eval_forecast
 
         return _eval_forecast(args)
-    forecast_only = [o for o in ("holdout", "horizon", "csv", "fill", "series")
+    forecast_only = [o for o in ("holdout", "horizon", "csv", "fill", "series", "track")
                      if getattr(args, o) is not None]
     if forecast_only:
         raise UserError(f"--{forecast_only[0]} is an option of 'rnnlab eval forecast'")

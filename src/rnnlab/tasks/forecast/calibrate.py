@@ -71,3 +71,48 @@ def calibrated(dist: dict, factors: dict[str, float] | None) -> dict:
     out["lower_95"] = np.minimum(out["lower_95"], out["lower_80"])
     out["upper_95"] = np.maximum(out["upper_95"], out["upper_80"])
     return out
+
+
+def tracked(y: np.ndarray, dist: dict, gamma: float, lag: int = 1) -> dict:
+    """Rolling forecasts whose interval widths follow the misses seen so far: online quantile
+    tracking of the conformity score (Angelopoulos, Candes and Tibshirani 2023, "Conformal PID
+    control", its P part; the same idea as adaptive conformal inference, Gibbs and Candes 2021).
+    For rows t = 0, 1, ... in time order, per level a, with c_0 = 1 (the intervals as given,
+    calibrated or not) and k_t = t - lag + 1 the misses known when row t was forecast:
+
+        interval_t   = m_t - c (m_t - lo_t) .. m_t + c (hi_t - m_t),   c = c_{max(k_t, 0)}
+        log c_{t+1}  = log c_t + gamma (miss_t - (1 - a))            miss_t = y_t outside it
+
+    A run of misses widens the intervals and a calm spell narrows them: over a long enough test
+    the share of misses tends to 1 - a whatever the regime. The step is multiplicative (at
+    gamma = 0.1 a miss of the 80% interval widens it by 8%, a hit narrows it by 2%), so the
+    width can follow a change of volatility by a factor of 2-3 within weeks of daily data. A
+    ``lag``-step-ahead forecast is made ``lag`` rows before its target, so it uses only the
+    misses of targets up to its origin: nothing from the future. ``y`` and the arrays of
+    ``dist`` are (n,) in time order; a NaN target (missing) leaves c as it is."""
+    if not (isinstance(gamma, int | float) and math.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma: expected a positive step, got {gamma!r}")
+    y = np.asarray(y, np.float64)
+    m = np.asarray(dist["forecast"], np.float64)
+    if y.shape != m.shape or y.ndim != 1:
+        raise ValueError(f"y: expected shape {m.shape} (one target per forecast), got {y.shape}")
+    if isinstance(lag, bool) or not isinstance(lag, int) or lag < 1:
+        raise ValueError(f"lag: expected a positive integer (the forecast horizon), got {lag!r}")
+    out = dict(dist)
+    for level, a in LEVELS.items():
+        lo, hi = np.asarray(dist[f"lower_{level}"]), np.asarray(dist[f"upper_{level}"])
+        cs = [1.0]  # cs[k]: the factor after the misses of rows 0..k-1
+        new_lo, new_hi = np.empty_like(m), np.empty_like(m)
+        for t in range(len(m)):
+            c = cs[max(t - lag + 1, 0)]
+            new_lo[t] = m[t] - c * (m[t] - lo[t])
+            new_hi[t] = m[t] + c * (hi[t] - m[t])
+            if not np.isfinite(y[t]):  # a missing target says nothing
+                cs.append(cs[-1])
+                continue
+            miss = not new_lo[t] <= y[t] <= new_hi[t]
+            cs.append(cs[-1] * math.exp(gamma * (miss - (1.0 - a))))
+        out[f"lower_{level}"], out[f"upper_{level}"] = new_lo, new_hi
+    out["lower_95"] = np.minimum(out["lower_95"], out["lower_80"])
+    out["upper_95"] = np.maximum(out["upper_95"], out["upper_80"])
+    return out
