@@ -8,7 +8,9 @@ The package in layers, each importing only those below it (checked by ``lint-imp
 ``nn`` > ``validate``, ``plots``.
 """
 
+from rnnlab.io.onnx import export_onnx
 from rnnlab.nn import GRU, LSTM, RNN, Attention, GRUCell, LSTMCell, Module, RNNCell
 
-__all__ = ["GRU", "Attention", "GRUCell", "LSTM", "LSTMCell", "Module", "RNN", "RNNCell"]
+__all__ = ["GRU", "Attention", "GRUCell", "LSTM", "LSTMCell", "Module", "RNN", "RNNCell",
+           "export_onnx"]
 __version__ = "0.1.0"
