@@ -17,6 +17,7 @@ one line and an exit status. Library code lives below ``rnnlab.cli``.
     rnnlab backtest --checkpoint RUN ...         rolling-origin evaluation (optionally refit)
     rnnlab train speech --data DIR --task T      spoken digits: isolated, or connected (CTC)
     rnnlab transcribe --checkpoint RUN F.wav     recognise recordings (any sample rate)
+    rnnlab export --checkpoint RUN --out M.onnx  a trained language model as ONNX (+ M.json)
     rnnlab demo                                  a tiny tour of the engine
 """
 
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from rnnlab.cli.bench import add_bench_parser
     from rnnlab.cli.explain import add_explain_parser
+    from rnnlab.cli.export import add_export_parser
     from rnnlab.cli.gradcheck import add_gradcheck_parser
     from rnnlab.cli.gradflow import add_gradflow_parser
 
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_gradcheck_parser(sub)
     add_gradflow_parser(sub)
     add_bench_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
