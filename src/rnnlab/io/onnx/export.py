@@ -16,9 +16,11 @@ time-major operators (ONNX Runtime has no ``layout=1`` LSTM).
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
-from rnnlab.io.atomic import atomic_write_bytes
+from rnnlab.io.atomic import atomic_write_bytes, atomic_write_text
 from rnnlab.io.onnx import proto
 from rnnlab.io.onnx.graph import Graph, check_opset
 from rnnlab.io.onnx.recurrent import OP_TYPE, add_recurrent
@@ -69,6 +71,19 @@ def write_model(g: Graph, path: str | os.PathLike, doc_string: str = "",
     except OSError as e:
         raise OSError(f"export_onnx: expected a writable file path, got {os.fspath(path)!r} "
                       f"({e.strerror or e})") from None
+
+
+def write_model_and_json(g: Graph, out: str | os.PathLike, meta: dict,
+                         doc_string: str = "") -> Path:
+    """Write the model to ``out`` and ``meta`` (with the model's file name and opset) to ``out``
+    with the suffix ``.json``, each atomically; returns the JSON's path."""
+    out = Path(out)
+    meta = {"format": "rnnlab-onnx", "model": out.name, "opset": g.opset, **meta}
+    text = json.dumps(meta, ensure_ascii=False, indent=1) + "\n"  # before anything is written
+    write_model(g, out, doc_string=doc_string, metadata={"rnnlab.task": str(meta.get("task"))})
+    json_path = out.with_suffix(".json")
+    atomic_write_text(json_path, text)
+    return json_path
 
 
 def export_onnx(module, path: str | os.PathLike, *, opset: int = 17,

@@ -49,6 +49,7 @@ class Graph:
         self._inputs: list[bytes] = []
         self._outputs: list[bytes] = []
         self._used: set[str] = set()
+        self.signature: dict[str, dict] = {"inputs": {}, "outputs": {}}  # name -> dtype, shape
 
     def fresh(self, hint: str) -> str:
         """A value name not used yet: ``hint``, else ``hint_1``, ``hint_2``, ..."""
@@ -65,6 +66,7 @@ class Graph:
             raise ValueError(f"onnx graph input: expected a new name, got {name!r} again")
         self._used.add(name)
         self._inputs.append(proto.value_info(name, proto.elem_type(dtype), dims))
+        self.signature["inputs"][name] = {"dtype": str(np.dtype(dtype)), "shape": list(dims)}
         return name
 
     def constant(self, hint: str, array: np.ndarray) -> str:
@@ -100,6 +102,7 @@ class Graph:
         self._used.add(name)
         self._nodes.append(proto.node("Identity", [value], [name], self.fresh("node_Identity")))
         self._outputs.append(proto.value_info(name, proto.elem_type(dtype), dims))
+        self.signature["outputs"][name] = {"dtype": str(np.dtype(dtype)), "shape": list(dims)}
 
     def to_bytes(self, *, producer_version: str, doc_string: str = "",
                  metadata: dict[str, str] | None = None) -> bytes:
