@@ -112,8 +112,71 @@ def test_export_refuses_a_task_not_exportable_yet(tmp_path, capsys):
     from rnnlab.io.checkpoint import save_checkpoint
 
     run = tmp_path / "run"
-    save_checkpoint(run / "checkpoint", {"w": np.zeros(2, np.float32)}, {"kind": "tagger"})
+    save_checkpoint(run / "checkpoint", {"w": np.zeros(2, np.float32)}, {"kind": "frobnicator"})
     assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
-    assert "expected a checkpoint of language_model" in err and "got a tagger checkpoint" in err
+    assert "expected a checkpoint of language_model, tagger" in err
+    assert "got a frobnicator checkpoint" in err
     assert not (tmp_path / "m.onnx").exists()
+
+
+# ----------------------------------------------------------------------------- tagger
+
+FORMS = {"DET": ["the", "a", "The", "A"], "NOUN": ["dog", "cat", "duck", "tree"],
+         "VERB": ["saw", "fed", "liked"], "ADJ": ["big", "red"], "PUNCT": ["."]}
+
+
+def _treebank(path, n, seed):
+    g = np.random.default_rng(seed)
+    lines = []
+    for s in range(n):
+        tags = ["DET", "NOUN", "VERB", "DET", *(["ADJ"] if g.random() < 0.5 else []), "NOUN",
+                "PUNCT"]
+        lines.append(f"# sent_id = {seed}-{s}")
+        for i, tag in enumerate(tags, 1):
+            form = FORMS[tag][g.integers(len(FORMS[tag]))]
+            lines.append(f"{i}\t{form}\t{form.lower()}\t{tag}\t{tag[:2]}\t_\t0\tdep\t_\t_")
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("output", ["softmax", "crf"])
+def test_exported_tagger_equals_rnnlab(tmp_path, output):
+    from rnnlab.data.conllu import read_conllu
+    from rnnlab.nn.crf import CRF
+    from rnnlab.tasks.tagging import encode_all, load_tagger, make_batch
+
+    onnx = require_module("onnx")
+    data = tmp_path / "ud"
+    data.mkdir()
+    for split, n, seed in (("train", 40, 0), ("dev", 8, 1), ("test", 8, 2)):
+        _treebank(data / f"toy-ud-{split}.conllu", n, seed)
+    run = tmp_path / "run"
+    assert main(["train", "tagger", "--data", str(data), "--out", str(run), "--max-steps", "3",
+                 "--word-dim", "5", "--char-dim", "4", "--char-hidden", "3", "--hidden", "6",
+                 "--layers", "2", "--batch-size", "8", "--output", output,
+                 "--no-progress"]) == 0
+    path = tmp_path / "tagger.onnx"
+    assert main(["export", "--checkpoint", str(run), "--out", str(path)]) == 0
+    onnx.checker.check_model(onnx.load(os.fspath(path)), full_check=True)
+    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    model, vocabs, _, _, _ = load_tagger(run)
+    assert meta["decode"] == ("viterbi" if output == "crf" else "argmax")
+    assert meta["tags"] == vocabs.tags and meta["words"]["itos"] == vocabs.words.itos
+
+    sentences = read_conllu(data / "toy-ud-dev.conllu")[:5]
+    batch = make_batch(encode_all(sentences, vocabs, with_tags=False), vocabs, with_tags=False)
+    feeds = {n: getattr(batch, n) for n in meta["inputs"]}
+    got = dict(zip(meta["outputs"], _session(path).run(None, feeds), strict=True))
+    expected = model.scores(batch)
+    predicted = model.predict(batch)
+    for k, scores in expected.items():
+        np.testing.assert_allclose(got[f"{k}_scores"], scores, rtol=1e-5, atol=1e-5)
+        if output == "crf":  # Viterbi with the JSON's scores, as a user would decode
+            crf = CRF(len(meta["tags"][k]))
+            crf.load_state_dict({n: np.asarray(v, np.float32) for n, v in meta["crf"][k].items()})
+            tags = crf.decode(got[f"{k}_scores"], lengths=batch.lengths)
+        else:
+            best = got[f"{k}_scores"].argmax(-1)
+            tags = [best[:n, b].tolist() for b, n in enumerate(batch.lengths)]
+        assert tags == [p.tolist() for p in predicted[k]]

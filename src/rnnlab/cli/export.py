@@ -2,18 +2,24 @@
 
     rnnlab export --checkpoint RUN --out model.onnx [--opset 17]
 
-Writes ``model.onnx`` and ``model.json`` (vocabulary, settings, input and output names). Today
-the language model is exported; the other tasks' checkpoints are refused by name.
+Writes ``model.onnx`` and ``model.json`` (vocabulary, settings, input and output names). The
+tasks that export, and the library function that does it, are in ``EXPORTERS``; a checkpoint of
+another kind is refused by name.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 from rnnlab.cli.argtypes import UserError, positive_int
 
-EXPORTABLE = ("language_model",)
+# checkpoint kind -> (module, function(run, out, opset) -> the JSON's path)
+EXPORTERS = {
+    "language_model": ("rnnlab.tasks.lm.export", "export_lm"),
+    "tagger": ("rnnlab.tasks.tagging_export", "export_tagger"),
+}
 
 
 def _kind(run: str) -> str:
@@ -28,12 +34,12 @@ def _export(args: argparse.Namespace) -> int:
     if out.suffix != ".onnx":
         raise UserError(f"--out: expected a file name ending in .onnx, got {args.out!r}")
     kind = _kind(args.checkpoint)
-    if kind not in EXPORTABLE:
-        raise UserError(f"--checkpoint: expected a checkpoint of {', '.join(EXPORTABLE)} (the "
+    if kind not in EXPORTERS:
+        raise UserError(f"--checkpoint: expected a checkpoint of {', '.join(EXPORTERS)} (the "
                         f"tasks exportable today), got a {kind} checkpoint")
-    from rnnlab.tasks.lm.export import export_lm
-
-    json_path = export_lm(args.checkpoint, out, opset=args.opset)
+    module, function = EXPORTERS[kind]
+    export = getattr(importlib.import_module(module), function)
+    json_path = export(args.checkpoint, out, opset=args.opset)
     print(f"wrote {out} and {json_path}")
     return 0
 
@@ -43,7 +49,8 @@ def add_export_parser(sub) -> None:
         "export", help="write a trained model as ONNX (run it with ONNX Runtime, no rnnlab)",
         description="Write a trained run as an ONNX model and, beside it, a JSON with the "
         "vocabulary and the input/output names. Exportable today: the language model (ids and "
-        "state in, logits and state out, for step-by-step generation).")
+        "state in, logits and state out, for step-by-step generation) and the tagger (word "
+        "and character ids in, tag scores out; the CRF's scores in the JSON).")
     p.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
     p.add_argument("--out", required=True, metavar="FILE.onnx", help="the model file to write")
     p.add_argument("--opset", type=positive_int, default=17,
