@@ -1,0 +1,74 @@
+"""The forecaster's ONNX graph equals ``distribution`` (gaussian and quantile heads, the ar
+part, ensembles, LSTM and GRU), and ``rnnlab export`` of a trained forecasting run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import require_module
+
+from rnnlab.models.forecaster import ForecasterConfig, make_forecaster
+from rnnlab.tasks.forecast.export import forecaster_graph
+from rnnlab.tasks.forecast.predict import KEYS
+
+
+def _session(data: bytes):
+    ort = require_module("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("output, ar, members, cell, layers", [
+    ("gaussian", 0, 1, "lstm", 1), ("gaussian", 3, 1, "gru", 2), ("gaussian", 2, 3, "lstm", 2),
+    ("quantile", 0, 1, "gru", 1), ("quantile", 4, 1, "lstm", 2), ("quantile", 1, 2, "gru", 1),
+])
+def test_graph_equals_distribution(output, ar, members, cell, layers):
+    onnx = require_module("onnx")
+    cfg = ForecasterConfig(inputs=4, horizon=3, cell=cell, hidden=5, layers=layers,
+                           output=output, ar=ar, members=members)
+    model = make_forecaster(cfg, seed=7).eval()
+    g = forecaster_graph(model, 17)
+    data = g.to_bytes(producer_version="test")
+    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    x = np.random.default_rng(1).standard_normal((6, 5, 4))
+    expected = model.distribution(x)
+    got = dict(zip(g.signature["outputs"],
+                   _session(data).run(None, {"window": x.astype(np.float32)}), strict=True))
+    assert set(got) == set(KEYS) | ({"sigma"} if output == "gaussian" else set())
+    for k, v in got.items():
+        np.testing.assert_allclose(v, expected[k], rtol=1e-5, atol=1e-5)
+
+
+def test_export_of_a_trained_run(tmp_path, capsys):
+    from rnnlab.cli.main import main
+    from rnnlab.tasks.forecast.task import load_forecaster
+    from rnnlab.tasks.forecast.windows import step_features, windows
+
+    onnx = require_module("onnx")
+    t = np.arange(96)
+    values = 100 + 10 * np.sin(2 * np.pi * t / 12) + np.random.default_rng(0).normal(0, 1, 96)
+    months = [f"{2000 + i // 12}-{i % 12 + 1:02d}" for i in t]
+    csv = tmp_path / "sales.csv"
+    rows = "".join(f"{m},{v:.3f}\n" for m, v in zip(months, values, strict=True))
+    csv.write_text("month,sales\n" + rows, encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["train", "forecast", "--data", str(csv), "--holdout", "12", "--horizon", "4",
+                 "--out", str(run), "--epochs", "1", "--hidden", "6", "--window", "12",
+                 "--no-progress"]) == 0
+    path = tmp_path / "f.onnx"
+    assert main(["export", "--checkpoint", str(run), "--out", str(path)]) == 0
+    onnx.checker.check_model(onnx.load(os.fspath(path)), full_check=True)
+    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    assert meta["window"] == 12 and meta["horizon"] == 4 and meta["task"] == "forecaster"
+
+    r = load_forecaster(run)
+    steps = step_features(r.history[0], r.scalers[0], r.features)
+    x = windows(steps, np.array([20, 50, 83]), 12, r.features.relative)
+    expected = r.model.distribution(x.astype(r.model.dtype))
+    got = _session(path.read_bytes()).run(None, {"window": x.astype(np.float32)})
+    for k, v in zip(meta["outputs"], got, strict=True):
+        np.testing.assert_allclose(v, expected[k], rtol=1e-5, atol=1e-5)
