@@ -115,7 +115,7 @@ def test_export_refuses_a_task_not_exportable_yet(tmp_path, capsys):
     save_checkpoint(run / "checkpoint", {"w": np.zeros(2, np.float32)}, {"kind": "frobnicator"})
     assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
-    assert "expected a checkpoint of language_model, tagger, forecaster" in err
+    assert "expected a checkpoint of language_model, tagger, forecaster, speech" in err
     assert "got a frobnicator checkpoint" in err
     assert not (tmp_path / "m.onnx").exists()
 

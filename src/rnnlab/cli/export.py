@@ -20,6 +20,7 @@ EXPORTERS = {
     "language_model": ("rnnlab.tasks.lm.export", "export_lm"),
     "tagger": ("rnnlab.tasks.tagging_export", "export_tagger"),
     "forecaster": ("rnnlab.tasks.forecast.export", "export_forecaster"),
+    "speech": ("rnnlab.tasks.speech.export", "export_speech"),
 }
 
 
@@ -52,7 +53,8 @@ def add_export_parser(sub) -> None:
         "vocabulary and the input/output names. Exportable today: the language model (ids and "
         "state in, logits and state out, for step-by-step generation) and the tagger (word "
         "and character ids in, tag scores out; the CRF's scores in the JSON) and the forecaster "
-        "(a window of features in, the forecast and its intervals out).")
+        "(a window of features in, the forecast and its intervals out), the speech classifier and "
+        "CTC model (feature frames in, log-posteriors out).")
     p.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
     p.add_argument("--out", required=True, metavar="FILE.onnx", help="the model file to write")
     p.add_argument("--opset", type=positive_int, default=17,

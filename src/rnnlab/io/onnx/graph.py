@@ -19,10 +19,12 @@ MIN_OPSET = {
     "Add": 7, "Cast": 6, "Concat": 4, "Gather": 1, "GRU": 7, "Identity": 1, "Less": 9,
     "LSTM": 7, "MatMul": 9, "Mul": 7, "Range": 11, "Reshape": 5, "RNN": 7, "Shape": 1,
     "Slice": 10, "Transpose": 1, "Unsqueeze": 13, "Exp": 6, "Sqrt": 6, "Max": 8, "Sum": 8,
-    "Sub": 7, "TopK": 11,
+    "Sub": 7, "TopK": 11, "Div": 7, "Mod": 10, "Pad": 11, "ReduceSum": 13, "Tanh": 6,
+    "Where": 9, "Softmax": 1, "LogSoftmax": 1,
 }
 _WHY = {"Unsqueeze": "Unsqueeze (axes as an input)", "Slice": "Slice (starts/ends as inputs)",
-        "TopK": "TopK (smallest first)"}
+        "TopK": "TopK (smallest first)", "ReduceSum": "ReduceSum (axes as an input)",
+        "Pad": "Pad (pads as an input)"}
 OPSETS = range(10, 22)  # Slice-10 is used by every export; 21: the newest tested
 # The IR version that each opset came with (onnx.helper.VERSION_TABLE): ONNX Runtime accepts a
 # model whose IR version is at least its opset's.
