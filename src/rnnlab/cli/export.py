@@ -15,12 +15,13 @@ from pathlib import Path
 
 from rnnlab.cli.argtypes import UserError, positive_int
 
-# checkpoint kind -> (module, function(run, out, opset) -> the JSON's path)
+# checkpoint kind -> (module, function(run, out, opset) -> the paths written)
 EXPORTERS = {
     "language_model": ("rnnlab.tasks.lm.export", "export_lm"),
     "tagger": ("rnnlab.tasks.tagging_export", "export_tagger"),
     "forecaster": ("rnnlab.tasks.forecast.export", "export_forecaster"),
     "speech": ("rnnlab.tasks.speech.export", "export_speech"),
+    "seq2seq": ("rnnlab.tasks.seq2seq.export", "export_seq2seq"),
 }
 
 
@@ -41,8 +42,8 @@ def _export(args: argparse.Namespace) -> int:
                         f"tasks exportable today), got a {kind} checkpoint")
     module, function = EXPORTERS[kind]
     export = getattr(importlib.import_module(module), function)
-    json_path = export(args.checkpoint, out, opset=args.opset)
-    print(f"wrote {out} and {json_path}")
+    written = export(args.checkpoint, out, opset=args.opset)
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -54,7 +55,8 @@ def add_export_parser(sub) -> None:
         "state in, logits and state out, for step-by-step generation) and the tagger (word "
         "and character ids in, tag scores out; the CRF's scores in the JSON) and the forecaster "
         "(a window of features in, the forecast and its intervals out), the speech classifier and "
-        "CTC model (feature frames in, log-posteriors out).")
+        "CTC model (feature frames in, log-posteriors out) and the encoder-decoder (two graphs: "
+        "STEM.encoder.onnx and the one-step STEM.decoder.onnx).")
     p.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory")
     p.add_argument("--out", required=True, metavar="FILE.onnx", help="the model file to write")
     p.add_argument("--opset", type=positive_int, default=17,

@@ -64,7 +64,7 @@ def tagger_graph(model: Tagger, opset: int) -> Graph:
     return g
 
 
-def export_tagger(run: str | os.PathLike, out: str | os.PathLike, opset: int = 17) -> Path:
+def export_tagger(run: str | os.PathLike, out: str | os.PathLike, opset: int = 17) -> list[Path]:
     """Export the tagger of run directory ``run`` (its best dev weights) to ``out`` and its
     description (vocabularies, tag sets, decoding) to ``out`` with the suffix ``.json``."""
     model, vocabs, _, _, _ = load_tagger(Path(run))
@@ -76,4 +76,4 @@ def export_tagger(run: str | os.PathLike, out: str | os.PathLike, opset: int = 1
                       "unk": vocabs.words.unk_id},
             "chars": {"itos": vocabs.chars.itos, "pad": 0, "unk": vocabs.chars.unk_id},
             "tags": vocabs.tags}
-    return write_model_and_json(g, out, meta, "rnnlab tagger")
+    return [Path(out), write_model_and_json(g, out, meta, "rnnlab tagger")]

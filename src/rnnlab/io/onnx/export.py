@@ -73,15 +73,16 @@ def write_model(g: Graph, path: str | os.PathLike, doc_string: str = "",
                       f"({e.strerror or e})") from None
 
 
-def write_model_and_json(g: Graph, out: str | os.PathLike, meta: dict,
-                         doc_string: str = "") -> Path:
-    """Write the model to ``out`` and ``meta`` (with the model's file name and opset) to ``out``
-    with the suffix ``.json``, each atomically; returns the JSON's path."""
+def write_model_and_json(g: Graph, out: str | os.PathLike, meta: dict, doc_string: str = "",
+                         json_path: str | os.PathLike | None = None) -> Path:
+    """Write the model to ``out`` and ``meta`` (with the model's file name and opset) to
+    ``json_path`` (default: ``out`` with the suffix ``.json``), each atomically; returns the
+    JSON's path."""
     out = Path(out)
     meta = {"format": "rnnlab-onnx", "model": out.name, "opset": g.opset, **meta}
     text = json.dumps(meta, ensure_ascii=False, indent=1) + "\n"  # before anything is written
     write_model(g, out, doc_string=doc_string, metadata={"rnnlab.task": str(meta.get("task"))})
-    json_path = out.with_suffix(".json")
+    json_path = out.with_suffix(".json") if json_path is None else Path(json_path)
     atomic_write_text(json_path, text)
     return json_path
 

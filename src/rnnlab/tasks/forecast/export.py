@@ -120,7 +120,8 @@ def forecaster_graph(model: Forecaster | ForecasterEnsemble, opset: int) -> Grap
     return g
 
 
-def export_forecaster(run: str | os.PathLike, out: str | os.PathLike, opset: int = 17) -> Path:
+def export_forecaster(run: str | os.PathLike, out: str | os.PathLike,
+                      opset: int = 17) -> list[Path]:
     """Export the forecaster of run directory ``run`` (its best validation weights) to ``out``
     and its description (features, scalers, window) to ``out`` with the suffix ``.json``."""
     r = load_forecaster(Path(run))
@@ -132,4 +133,5 @@ def export_forecaster(run: str | os.PathLike, out: str | os.PathLike, opset: int
             "series": [{"name": s.name, "target": s.target, "covariates": list(s.covariates),
                         "freq": s.freq, "scaler": asdict(sc)}
                        for s, sc in zip(r.series, r.scalers, strict=True)]}
-    return write_model_and_json(g, out, meta, f"rnnlab forecaster ({cfg.cell}, {cfg.output})")
+    doc = f"rnnlab forecaster ({cfg.cell}, {cfg.output})"
+    return [Path(out), write_model_and_json(g, out, meta, doc)]

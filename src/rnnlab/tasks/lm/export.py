@@ -44,9 +44,9 @@ def lm_graph(model: LanguageModel, opset: int) -> Graph:
     return g
 
 
-def export_lm(run: str | os.PathLike, out: str | os.PathLike, opset: int = 17) -> Path:
+def export_lm(run: str | os.PathLike, out: str | os.PathLike, opset: int = 17) -> list[Path]:
     """Export the language model of run directory ``run`` to ``out`` (.onnx) and write its
-    description to ``out`` with the suffix ``.json``; returns the JSON's path."""
+    description to ``out`` with the suffix ``.json``; returns both paths."""
     model, vocab, state, _, _ = load_run(Path(run))
     model.eval()
     g = lm_graph(model, opset)
@@ -55,4 +55,5 @@ def export_lm(run: str | os.PathLike, out: str | os.PathLike, opset: int = 17) -
             "level": state["data"]["level"], **g.signature,
             "state": {n: n.replace("0", "_n") for n in names}, "initial_state": "zeros",
             "vocab": vocab.to_dict()}
-    return write_model_and_json(g, out, meta, f"rnnlab language model ({model.config.cell})")
+    doc = f"rnnlab language model ({model.config.cell})"
+    return [Path(out), write_model_and_json(g, out, meta, doc)]

@@ -110,7 +110,7 @@ def speech_graph(model: SequenceClassifier, opset: int) -> Graph:
     return g
 
 
-def export_speech(run: str | os.PathLike, out: str | os.PathLike, opset: int = 17) -> Path:
+def export_speech(run: str | os.PathLike, out: str | os.PathLike, opset: int = 17) -> list[Path]:
     """Export the speech model of run directory ``run`` (its best weights) to ``out`` and its
     description (classes, features, decoding) to ``out`` with the suffix ``.json``."""
     sm, _, _ = load_speech(Path(run))
@@ -120,4 +120,5 @@ def export_speech(run: str | os.PathLike, out: str | os.PathLike, opset: int = 1
             "blank": c.blank, "stack": c.stack, "features": asdict(sm.features),
             "decode": "ctc greedy: argmax per step, merge repeats, drop blank"
                       if c.output == "ctc" else "argmax"}
-    return write_model_and_json(g, out, meta, f"rnnlab speech model ({c.cell}, {c.output})")
+    doc = f"rnnlab speech model ({c.cell}, {c.output})"
+    return [Path(out), write_model_and_json(g, out, meta, doc)]
