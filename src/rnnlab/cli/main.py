@@ -17,7 +17,7 @@ one line and an exit status. Library code lives below ``rnnlab.cli``.
     rnnlab backtest --checkpoint RUN ...         rolling-origin evaluation (optionally refit)
     rnnlab train speech --data DIR --task T      spoken digits: isolated, or connected (CTC)
     rnnlab transcribe --checkpoint RUN F.wav     recognise recordings (any sample rate)
-    rnnlab export --checkpoint RUN --out M.onnx  a trained language model as ONNX (+ M.json)
+    rnnlab export --checkpoint RUN --out M.onnx  a trained run as ONNX (+ M.json) for ONNX Runtime
     rnnlab demo                                  a tiny tour of the engine
 """
 
