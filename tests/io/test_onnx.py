@@ -50,7 +50,7 @@ def test_messages_equal_the_onnx_packages_bytes(onnx):
 
     g = np.random.default_rng(0)
     for array in (g.standard_normal((2, 3)).astype(np.float32), np.arange(-3, 3, dtype=np.int64),
-                  np.array([7], np.int32), g.standard_normal(4)):
+                  np.array([7], np.int32), g.standard_normal(4), np.array(2.5, np.float32)):
         assert proto.tensor("w", array) == numpy_helper.from_array(array, "w").SerializeToString()
     for value in (-3, 5, 0.25, "forward", [1, -2, 3], [0.5, -1.5], ["Tanh", "Relu"]):
         assert proto.attribute("a", value) == helper.make_attribute("a", value).SerializeToString()
@@ -91,6 +91,14 @@ def test_model_round_trips_through_onnx_load(onnx, tmp_path):
     assert [n.op_type for n in m.graph.node] == ["MatMul", "Reshape", "Identity"]
     assert list(m.graph.node[0].input) == ["x", "w"]
     assert [o.name for o in m.graph.output] == ["y"]
+
+
+def test_big_endian_arrays_are_written_little_endian(onnx):
+    from onnx import numpy_helper
+
+    array = np.arange(6, dtype=">f4").reshape(2, 3)
+    back = numpy_helper.to_array(onnx.TensorProto.FromString(proto.tensor("w", array)))
+    np.testing.assert_array_equal(back, array)
 
 
 def test_attributes_read_back(onnx):

@@ -81,8 +81,8 @@ def _repeated(encode, field: int, values: Iterable) -> bytes:
 
 
 def elem_type(dtype: object) -> int:
-    """The TensorProto.DataType code of a NumPy dtype."""
-    dtype = np.dtype(dtype)
+    """The TensorProto.DataType code of a NumPy dtype (either byte order)."""
+    dtype = np.dtype(dtype).newbyteorder("=")
     if dtype not in _ELEM_TYPES:
         raise TypeError(f"onnx: expected one of the dtypes {sorted(map(str, _ELEM_TYPES))}, "
                         f"got {dtype}")
