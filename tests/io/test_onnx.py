@@ -205,19 +205,23 @@ def test_one_short_sequence_in_a_batch_of_one(ort, tmp_path, cell):
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     assert (got[0][2:] == 0).all() and (got[0][:2] != 0).any()
+    ops = {n.op_type for n in require_module("onnx").load(os.fspath(path)).graph.node}
+    assert {"Range", "Less", "Mul"} <= ops  # the zeros are the graph's, not the runtime's
 
 
-@pytest.mark.parametrize("opset", [OPSETS[0], 13, 17, OPSETS[-1]])
-def test_every_supported_opset_runs(onnx, ort, tmp_path, opset):
+@pytest.mark.parametrize("opset, with_lengths", [(OPSETS[0], False), (11, True), (13, True),
+                                                 (17, True), (OPSETS[-1], True)])
+def test_every_supported_opset_runs(onnx, ort, tmp_path, opset, with_lengths):
     layer = rnnlab.LSTM(2, 3, num_layers=2, bidirectional=True, batch_first=True, seed=0)
     path = tmp_path / "m.onnx"
-    export_onnx(layer, path, opset=opset, with_lengths=True)
+    export_onnx(layer, path, opset=opset, with_lengths=with_lengths)
     m = onnx.load(os.fspath(path))
     onnx.checker.check_model(m, full_check=True)
     assert m.opset_import[0].version == opset
     x = np.random.default_rng(0).standard_normal((3, 5, 2)).astype(np.float32)
-    lens = np.array([2, 5, 1], np.int64)
-    got = _session(ort, path).run(None, {"input": x, "lengths": lens})
+    lens = np.array([2, 5, 1] if with_lengths else [5, 5, 5], np.int64)
+    feeds = {"input": x, "lengths": lens} if with_lengths else {"input": x}
+    got = _session(ort, path).run(None, feeds)
     out, (h, c) = layer(x, lengths=lens)
     for a, b in zip(got, (out, h, c), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -265,6 +269,12 @@ def test_bad_opset(tmp_path, opset):
     with pytest.raises(ValueError, match=r"opset: expected an int from \d+ to \d+, got") as e:
         export_onnx(rnnlab.GRU(2, 3), tmp_path / "m.onnx", opset=opset)
     assert _one_line(e) and not list(tmp_path.iterdir())
+
+
+def test_opset_10_cannot_mask_lengths_and_says_so(tmp_path):
+    with pytest.raises(ValueError, match=r"opset: Range needs opset 11 or newer, got opset 10"):
+        export_onnx(rnnlab.GRU(2, 3), tmp_path / "m.onnx", opset=10, with_lengths=True)
+    assert not list(tmp_path.iterdir())
 
 
 def test_opset_too_old_for_an_operator_names_the_one_needed():

@@ -10,8 +10,10 @@ named ``time`` and ``batch``):
     h_n, c_n (L*K, B, H): the states after each sequence's last step (c_n for LSTM)
 
 Without ``lengths`` every sequence runs the full T steps; without ``h0`` the states start at
-zero. The graph computes in float32. ``batch_first`` is a Transpose on either side of the
-time-major operators (ONNX Runtime has no ``layout=1`` LSTM).
+zero. With ``lengths`` the output is masked in the graph (opset 11 or newer: Range). The graph
+computes in float32 (ONNX Runtime has no float64 RNN kernel). ``batch_first`` is a Transpose
+on either side of the time-major operators (ONNX Runtime refuses ``layout=1`` for RNN, LSTM
+and GRU alike).
 """
 
 from __future__ import annotations

@@ -18,12 +18,17 @@ Gate blocks, rnnlab (= torch.nn) -> ONNX:
 ONNX's Y is (T, K, B, H); Transpose(0, 2, 1, 3) and Reshape(0, 0, -1) make it rnnlab's
 (T, B, K*H), the next layer's input. The final states Y_h, Y_c (K, B, H) of all layers are
 concatenated into rnnlab's (L*K, B, H).
+
+With ``sequence_lens`` the last layer's output is multiplied by the mask t < lengths[b]:
+ONNX does not say what Y holds past a sequence's end (ONNX Runtime writes zeros, TensorFlow
+repeats the last state), and rnnlab's output is zero there.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from rnnlab.io.onnx import proto
 from rnnlab.io.onnx.graph import Graph
 from rnnlab.nn.recurrent import GRU, LSTM, RNN
 
@@ -67,6 +72,16 @@ def _attributes(module: RNN | LSTM | GRU) -> dict[str, object]:
     return attrs
 
 
+def add_step_mask(g: Graph, y: str, lengths: str) -> str:
+    """(T, B, 1) float32: 1 where t < lengths[b] (``lengths`` int32 (B,)), else 0."""
+    T = g.op("Gather", [g.op("Shape", [y])[0], g.constant("zero", np.array(0))], axis=0)[0]
+    T = g.op("Cast", [T], to=proto.INT32)[0]
+    t = g.op("Range", [g.constant("zero", np.int32(0)), T, g.constant("one", np.int32(1))])[0]
+    valid = g.op("Less", [g.op("Reshape", [t, g.ints("shape", [-1, 1, 1])])[0],
+                          g.op("Reshape", [lengths, g.ints("shape", [1, -1, 1])])[0]])[0]
+    return g.op("Cast", [valid], to=proto.FLOAT)[0]
+
+
 def add_recurrent(g: Graph, module: RNN | LSTM | GRU, x: str, lengths: str | None = None,
                   states: list[str] | None = None, name: str = "") -> tuple[str, list[str]]:
     """Add ``module``'s layers to ``g``.
@@ -100,5 +115,7 @@ def add_recurrent(g: Graph, module: RNN | LSTM | GRU, x: str, lengths: str | Non
         inp = g.op("Reshape", [y, g.ints("shape", [0, 0, -1])])[0]  # (T, B, K*H)
         for k in range(n_states):
             finals[k].append(outs[1 + k])
+    if lengths is not None:
+        inp = g.op("Mul", [inp, add_step_mask(g, inp, lengths)])[0]
     states_out = [f[0] if L == 1 else g.op("Concat", f, axis=0)[0] for f in finals]
     return inp, states_out
