@@ -20,7 +20,7 @@ MIN_OPSET = {
     "LSTM": 7, "MatMul": 9, "Mul": 7, "Range": 11, "Reshape": 5, "RNN": 7, "Shape": 1,
     "Slice": 10, "Transpose": 1, "Unsqueeze": 13, "Exp": 6, "Sqrt": 6, "Max": 8, "Sum": 8,
     "Sub": 7, "TopK": 11, "Div": 7, "Mod": 10, "Pad": 11, "ReduceSum": 13, "Tanh": 6,
-    "Where": 9, "Softmax": 1, "LogSoftmax": 1,
+    "Where": 9, "Softmax": 1, "LogSoftmax": 1, "Min": 8,
 }
 _WHY = {"Unsqueeze": "Unsqueeze (axes as an input)", "Slice": "Slice (starts/ends as inputs)",
         "TopK": "TopK (smallest first)", "ReduceSum": "ReduceSum (axes as an input)",

@@ -20,11 +20,18 @@ Per network (the graph of :meth:`rnnlab.models.forecaster.Forecaster.forward`, d
 
 An ensemble of M networks: gaussian heads as the moment-matched mixture, mu = mean_k mu_k,
 sigma = sqrt(max(mean_k (sigma_k^2 + mu_k^2) - mu^2, 0)); quantile heads averaged per level.
+A run with an interval calibration (factors c_80, c_95 fitted on its validation tail; see
+:mod:`rnnlab.tasks.forecast.calibrate`) has its intervals scaled about the forecast in the
+graph: lower_a = m - c_a (m - lower_a), upper_a = m + c_a (upper_a - m), the 95% interval then
+kept around the 80% one (Min, Max).
+
 Outputs (B, horizon) each: forecast, lower_80, upper_80, lower_95, upper_95 (and sigma for a
-gaussian head). In series units a value v is ``unscale(v + base)``: base = the window's last z
-when ``relative`` (else 0), unscale(u) = u * std + mean, then exp under the log transform (the
-JSON holds each series' scaler). A recursive model (horizon 1) is one step: the sampling loop
-that feeds draws back runs outside the graph.
+gaussian head). In series units a value v of step h is ``unscale(v + base_h)``: base_h = 0 for
+absolute targets, else z at row t of the window (its last) or, with a season s, at row
+t + h - s ceil(h / s); unscale(u) = u * std + mean, then exp under the log transform (the JSON
+holds each series' scaler and the features, season included). A recursive model (horizon 1) is
+one step, uncalibrated: the sampling loop that feeds draws back, and the calibration of its
+quantiles, run outside the graph (the JSON holds the factors).
 """
 
 from __future__ import annotations
@@ -106,8 +113,25 @@ def _quantile(g: Graph, scores: list[str], quantiles: tuple) -> dict[str, str]:
     return {key: _column(g, q, quantiles.index(LEVELS[key])) for key in KEYS}
 
 
-def forecaster_graph(model: Forecaster | ForecasterEnsemble, opset: int) -> Graph:
-    """The graph of ``model``'s :meth:`distribution` (see the module docstring)."""
+def _calibrated(g: Graph, out: dict[str, str], factors: dict[str, float]) -> dict[str, str]:
+    """:func:`rnnlab.tasks.forecast.calibrate.calibrated` as nodes."""
+    out, m = dict(out), out["forecast"]
+    for level, c in factors.items():
+        c = g.constant(f"c{level}", np.float32(c))
+        lo, hi = out[f"lower_{level}"], out[f"upper_{level}"]
+        below = g.op("Mul", [c, g.op("Sub", [m, lo])[0]])[0]  # c (m - lower)
+        above = g.op("Mul", [c, g.op("Sub", [hi, m])[0]])[0]  # c (upper - m)
+        out[f"lower_{level}"] = g.op("Sub", [m, below])[0]
+        out[f"upper_{level}"] = g.op("Add", [m, above])[0]
+    out["lower_95"] = g.op("Min", [out["lower_95"], out["lower_80"]])[0]
+    out["upper_95"] = g.op("Max", [out["upper_95"], out["upper_80"]])[0]
+    return out
+
+
+def forecaster_graph(model: Forecaster | ForecasterEnsemble, opset: int,
+                     calibration: dict[str, float] | None = None) -> Graph:
+    """The graph of ``model``'s :meth:`distribution`, calibrated by the factors
+    ``calibration`` ({"80": c, "95": c}) when given (see the module docstring)."""
     cfg = model.config
     g = Graph("rnnlab_forecaster", check_opset(opset))
     x = g.input("window", "float32", ["time", "batch", cfg.inputs])
@@ -115,6 +139,8 @@ def forecaster_graph(model: Forecaster | ForecasterEnsemble, opset: int) -> Grap
     scores = [_scores(g, m, x, f"m{k}") for k, m in enumerate(members)]
     out = (_gaussian(g, scores) if cfg.output == "gaussian"
            else _quantile(g, scores, tuple(cfg.quantiles or QUANTILES)))
+    if calibration:
+        out = _calibrated(g, out, calibration)
     for name, value in out.items():
         g.output(name, value, "float32", ["batch", cfg.horizon])
     return g
@@ -125,9 +151,11 @@ def export_forecaster(run: str | os.PathLike, out: str | os.PathLike,
     """Export the forecaster of run directory ``run`` (its best validation weights) to ``out``
     and its description (features, scalers, window) to ``out`` with the suffix ``.json``."""
     r = load_forecaster(Path(run))
-    g = forecaster_graph(r.model, opset)
     cfg = r.model.config
+    in_graph = r.calibration if cfg.mode == "direct" else None
+    g = forecaster_graph(r.model, opset, in_graph)
     meta = {"task": "forecaster", **g.signature, "units": "z (scaled, relative to base)",
+            "calibration": r.calibration, "calibrated_in_graph": bool(in_graph),
             "window": r.train_config.window, "horizon": cfg.horizon, "mode": cfg.mode,
             "output": cfg.output, "features": asdict(r.features),
             "series": [{"name": s.name, "target": s.target, "covariates": list(s.covariates),
