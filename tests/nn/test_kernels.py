@@ -178,13 +178,52 @@ def _python(code, **env):
 def test_environment_variable_chooses_the_set():
     require_module("numba")
     show = "import rnnlab.nn.kernels as k; print(k.active())"
-    assert _python(show).stdout.split() == ["numpy"]  # the default, until measured faster
-    assert _python(show, RNNLAB_KERNELS="auto").stdout.split() == ["compiled"]  # numba present
+    assert _python(show).stdout.split() == ["auto"]  # the default: numba present
+    assert _python(show, RNNLAB_KERNELS="auto").stdout.split() == ["auto"]
     assert _python(show, RNNLAB_KERNELS="numpy").stdout.split() == ["numpy"]
     assert _python(show, RNNLAB_KERNELS="compiled").stdout.split() == ["compiled"]
     bad = _python(show, RNNLAB_KERNELS="cuda")
     assert bad.returncode != 0
     assert "RNNLAB_KERNELS: expected one of auto, numpy, compiled, got 'cuda'" in bad.stderr
+
+
+@pytest.mark.parametrize("batch, hidden, dtype, want", [
+    (64, 650, np.float32, "compiled"),  # float32: compiled at every measured shape
+    (1, 128, np.float32, "compiled"),
+    (1, 128, np.float64, "compiled"),  # float64: only where batch * hidden is small
+    (20, 128, np.float64, "compiled"),  # 2560, the limit
+    (20, 129, np.float64, "numpy"),
+    (64, 650, np.float64, "numpy"),
+])
+def test_auto_picks_the_set_by_shape(batch, hidden, dtype, want):
+    require_module("numba")
+    assert kernels.auto_prefers_compiled(batch, hidden, dtype) == (want == "compiled")
+    with kernels.use_kernels("auto") as name:
+        assert name == "auto" and kernels.active() == "auto"
+        assert kernels.for_shape(batch, hidden, dtype) == want
+    with kernels.use_kernels("numpy"):
+        assert kernels.for_shape(batch, hidden, dtype) == "numpy"  # only auto looks at shapes
+
+
+def test_auto_layer_runs_record_their_set():
+    """Under auto each forward picks its set; the cache records it and backward follows."""
+    require_module("numba")
+    x = np.random.default_rng(0).standard_normal((4, 3, 2))
+    with kernels.use_kernels("auto"):
+        for hidden, want in [(8, "compiled"), (1000, "numpy")]:  # 3 x 1000 > 2560 (float64)
+            gru = rnnlab.GRU(2, hidden, dtype=np.float64, seed=1)
+            out, _ = gru(x)
+            assert gru._cache.runs[0][0].kernels == want
+            with kernels.use_kernels("numpy"):
+                want_out, _ = gru(x)
+                want_dx, _ = gru.backward(np.ones_like(out))
+            gru(x)
+            dx, _ = gru.backward(np.ones_like(out))
+            np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(dx, want_dx, rtol=1e-12, atol=1e-12)
+        lstm = rnnlab.LSTM(2, 1000, dtype=np.float32, seed=1)
+        lstm(x.astype(np.float32))
+        assert lstm._cache.runs[0][0].kernels == "compiled"  # float32: always compiled
 
 
 def test_environment_without_numba():
