@@ -5,6 +5,8 @@ and without numba everything runs on the NumPy set."""
 from __future__ import annotations
 
 import os
+import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -176,13 +178,52 @@ def _python(code, **env):
 def test_environment_variable_chooses_the_set():
     require_module("numba")
     show = "import rnnlab.nn.kernels as k; print(k.active())"
-    assert _python(show).stdout.split() == ["numpy"]  # the default, until measured faster
-    assert _python(show, RNNLAB_KERNELS="auto").stdout.split() == ["compiled"]  # numba present
+    assert _python(show).stdout.split() == ["auto"]  # the default: numba present
+    assert _python(show, RNNLAB_KERNELS="auto").stdout.split() == ["auto"]
     assert _python(show, RNNLAB_KERNELS="numpy").stdout.split() == ["numpy"]
     assert _python(show, RNNLAB_KERNELS="compiled").stdout.split() == ["compiled"]
     bad = _python(show, RNNLAB_KERNELS="cuda")
     assert bad.returncode != 0
     assert "RNNLAB_KERNELS: expected one of auto, numpy, compiled, got 'cuda'" in bad.stderr
+
+
+@pytest.mark.parametrize("batch, hidden, dtype, want", [
+    (64, 650, np.float32, "compiled"),  # float32: compiled at every measured shape
+    (1, 128, np.float32, "compiled"),
+    (1, 128, np.float64, "compiled"),  # float64: only where batch * hidden is small
+    (20, 128, np.float64, "compiled"),  # 2560, the limit
+    (20, 129, np.float64, "numpy"),
+    (64, 650, np.float64, "numpy"),
+])
+def test_auto_picks_the_set_by_shape(batch, hidden, dtype, want):
+    require_module("numba")
+    assert kernels.auto_prefers_compiled(batch, hidden, dtype) == (want == "compiled")
+    with kernels.use_kernels("auto") as name:
+        assert name == "auto" and kernels.active() == "auto"
+        assert kernels.for_shape(batch, hidden, dtype) == want
+    with kernels.use_kernels("numpy"):
+        assert kernels.for_shape(batch, hidden, dtype) == "numpy"  # only auto looks at shapes
+
+
+def test_auto_layer_runs_record_their_set():
+    """Under auto each forward picks its set; the cache records it and backward follows."""
+    require_module("numba")
+    x = np.random.default_rng(0).standard_normal((4, 3, 2))
+    with kernels.use_kernels("auto"):
+        for hidden, want in [(8, "compiled"), (1000, "numpy")]:  # 3 x 1000 > 2560 (float64)
+            gru = rnnlab.GRU(2, hidden, dtype=np.float64, seed=1)
+            out, _ = gru(x)
+            assert gru._cache.runs[0][0].kernels == want
+            with kernels.use_kernels("numpy"):
+                want_out, _ = gru(x)
+                want_dx, _ = gru.backward(np.ones_like(out))
+            gru(x)
+            dx, _ = gru.backward(np.ones_like(out))
+            np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(dx, want_dx, rtol=1e-12, atol=1e-12)
+        lstm = rnnlab.LSTM(2, 1000, dtype=np.float32, seed=1)
+        lstm(x.astype(np.float32))
+        assert lstm._cache.runs[0][0].kernels == "compiled"  # float32: always compiled
 
 
 def test_environment_without_numba():
@@ -197,3 +238,110 @@ def test_environment_without_numba():
     refused = _python(train, RNNLAB_KERNELS="compiled")
     assert refused.returncode != 0
     assert "kernel set 'compiled': expected numba to be importable" in refused.stderr
+
+
+# ----------------------------------------------------------------------- float32 activations
+ULP_BOUND = 3  # float32 sigma and tanh of the compiled set, in units in the last place
+TINY = np.finfo(np.float32).tiny  # 2^-126, the smallest normal float32
+
+
+def _activations(x):
+    compiled = _compiled()
+    sig, tanh = np.empty_like(x), np.empty_like(x)
+    compiled.apply_activations(x, sig, tanh)
+    return sig, tanh
+
+
+def _ulps(got, want64):
+    """|got - want| in units of the float32 spacing at want (want in float64)."""
+    spacing = np.spacing(np.abs(want64).astype(np.float32)).astype(np.float64)
+    return np.abs(got.astype(np.float64) - want64) / spacing
+
+
+def _float32_grid():
+    rng = np.random.default_rng(5)
+    bits = rng.integers(0, 2**32, 2_000_000, dtype=np.uint64).astype(np.uint32)
+    random_floats = bits.view(np.float32)  # every binade, both signs
+    return np.concatenate([np.linspace(-100, 100, 2_000_001, dtype=np.float32),
+                           np.linspace(-1e-3, 1e-3, 200_001, dtype=np.float32),
+                           random_floats[np.isfinite(random_floats)]])
+
+
+def test_float32_activations_within_3_ulp():
+    """sigma and tanh of the compiled float32 kernels against float64 NumPy on a dense grid and
+    on random bit patterns: within 3 ulp (tanh also near 0, where its relative error stays below
+    4e-7); sigma below the smallest normal float32 (x < -87) within 2^-126 absolutely."""
+    x = _float32_grid()
+    sig, tanh = _activations(x)
+    x64 = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        sig_want = 1.0 / (1.0 + np.exp(-x64))
+    tanh_want = np.tanh(x64)
+    normal = sig_want >= TINY
+    assert _ulps(sig, sig_want)[normal].max() <= ULP_BOUND
+    assert np.abs(sig - sig_want)[~normal].max() <= TINY
+    assert _ulps(tanh, tanh_want).max() <= ULP_BOUND
+    small = (np.abs(x) < 1e-2) & (x != 0)
+    assert (np.abs(tanh[small] - tanh_want[small]) / np.abs(tanh_want[small])).max() < 4e-7
+
+
+def test_float32_activations_special_values():
+    """NaN stays NaN (no nnan in FASTMATH); sigma(-inf) = 0, sigma(inf) = 1, tanh(+-inf) = +-1,
+    and the clamped ranges give the limits: no overflow to NaN anywhere."""
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, 88.5, -88.5, 89.0, -89.0, 1e30, -1e30,
+                  np.finfo(np.float32).max, -np.finfo(np.float32).max, 10.0, -10.0, 1e-40],
+                 np.float32)
+    sig, tanh = _activations(x)
+    assert np.isnan(sig[0]) and np.isnan(tanh[0])
+    assert not np.isnan(sig[1:]).any() and not np.isnan(tanh[1:]).any()
+    np.testing.assert_array_equal(sig[1:4], [1.0, 0.0, 0.5])
+    np.testing.assert_array_equal(tanh[1:4], [1.0, -1.0, 0.0])
+    np.testing.assert_array_equal(sig[[4, 6, 8, 10]], 1.0)
+    assert np.all(sig[[5, 7, 9, 11]] <= TINY) and np.all(sig[[5, 7, 9, 11]] >= 0)
+    np.testing.assert_array_equal(tanh[4:14], [1.0, -1.0] * 5)
+    assert tanh[14] == np.float32(1e-40) and sig[14] == 0.5
+
+
+def test_float64_activations_are_libm():
+    """float64 keeps libm's exp and tanh: the 1e-10 parity with torch relies on it."""
+    x = np.linspace(-30, 30, 10_001)
+    sig, tanh = _activations(x)
+    np.testing.assert_allclose(sig, 1.0 / (1.0 + np.exp(-x)), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(tanh, np.tanh(x), rtol=1e-15, atol=0)
+
+
+def _host_has_avx2():
+    try:
+        with open("/proc/cpuinfo", encoding="ascii") as fh:
+            return platform.machine() in ("x86_64", "AMD64") and " avx2" in fh.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("kernel", ["_lstm_forward", "_gru_forward", "_rnn_forward"])
+def test_float32_gate_loops_vectorise(kernel):
+    """The float32 forwards' activation loops compile to SIMD code (x86-64 with AVX2): the
+    shift that builds 2^n in the exp (``vpslld``) works on ymm/zmm registers, which only the
+    vectorised loop does. A branch, an exception exit or a computed index in those loops makes
+    LLVM keep them scalar (3-5x slower), with no other symptom."""
+    if not _host_has_avx2():
+        pytest.skip("the check reads x86-64 AVX2 assembly")
+    compiled = _compiled()
+    options = dict(getattr(compiled, kernel).targetoptions, cache=False)  # asm even if cached
+    options.pop("nopython", None)
+    fresh = require_module("numba").njit(**options)(getattr(compiled, kernel).py_func)
+    a = _random_inputs("lstm" if "lstm" in kernel else "gru" if "gru" in kernel else "rnn_tanh",
+                       np.float32, np.random.default_rng(6), T=2, B=2, H=16)
+    T, B, G = a["XW"].shape
+    sizes, f32 = np.full(T, B, np.int64), np.float32(1)
+    hs = np.zeros((T + 1, B, 16), np.float32)
+    if kernel == "_lstm_forward":
+        fresh(a["XW"], a["W_hh"], hs, hs.copy(), hs[:T].copy(), np.empty((B, G), np.float32),
+              sizes, False, 0, f32)
+    elif kernel == "_gru_forward":
+        fresh(a["XW"], a["W_hh"], a["b_hh"], hs, hs[:T].copy(), np.empty((B, G), np.float32),
+              sizes, False, 0, f32)
+    else:
+        fresh(a["XW"], a["W_hh"], hs, sizes, False, False, 0, f32)
+    asm = fresh.inspect_asm(fresh.signatures[0])
+    assert re.search(r"vpslld\s+\$23, %[yz]mm", asm), "the float32 exp did not vectorise"

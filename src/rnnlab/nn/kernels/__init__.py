@@ -6,12 +6,12 @@
 Both take the same arguments and return the same caches; the readable one-step math in
 :mod:`rnnlab.nn.cells` is the specification of both, and the same tests run on each.
 
-Which set runs: the environment variable ``RNNLAB_KERNELS`` = ``numpy`` (the default until the
-compiled set is measured at least as fast on every shape: issue 15's speed phase), ``auto``
-(compiled when numba imports, else numpy) or ``compiled`` (an error if numba does not import),
-read when this package is imported; :func:`select` and :func:`use_kernels` change it at run time
-and :func:`active` names the set in use. numba is imported on the first kernel call, not with
-rnnlab.
+Which set runs: the environment variable ``RNNLAB_KERNELS`` = ``auto`` (the default: per
+forward, the set :func:`auto_prefers_compiled` picks for its batch size, hidden size and dtype,
+the NumPy set whenever numba does not import), ``numpy`` or ``compiled`` (an error if numba does
+not import), read when this package is imported; :func:`select` and :func:`use_kernels` change
+it at run time, :func:`active` names the choice in force and :func:`for_shape` the set a given
+forward runs on. numba is imported on the first kernel call, not with rnnlab.
 
 A forward's cache remembers the set that made it, and the matching backward always runs on that
 set (the caches are the same today, but a set may keep private buffers in them).
@@ -25,6 +25,8 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
+
+import numpy as np
 
 from rnnlab.nn.kernels import numpy as _numpy_set
 
@@ -40,9 +42,16 @@ def _check_choice(name: object, where: str) -> str:
     return str(name)
 
 
-DEFAULT = "numpy"
+DEFAULT = "auto"
 _choice = _check_choice(os.environ.get(ENV, DEFAULT).strip().lower() or DEFAULT, ENV)
 _resolved: str | None = None  # the set `_choice` resolved to, once a kernel ran
+
+# auto's rule (:func:`auto_prefers_compiled`). float32: the compiled set, at every shape: it was
+# faster than the NumPy set on all 80 points of B in {1, 4, 20, 64} x H in {64, 128, 256, 512,
+# 650} x {LSTM, GRU} x {inference, training} (T = 20, same process, alternated; compiled/numpy
+# 0.17-0.95, benchmarks/kernels.py --grid). float64 (libm's scalar exp and tanh) only where
+# batch * hidden is at most this: measured 0.5-0.6 at 1 x 128, 0.9-1.03 from 20 x 256 up.
+AUTO_FLOAT64_COMPILED_MAX = 2560
 
 
 def _load(name: str) -> ModuleType:
@@ -70,15 +79,33 @@ def _resolve(choice: str) -> str:
                       f"running on the NumPy kernels (set {ENV}=numpy to silence this)",
                       RuntimeWarning, stacklevel=3)
         return "numpy"
-    return "compiled"
+    return "auto"
 
 
 def active() -> str:
-    """The name of the kernel set the next forward runs on: ``"numpy"`` or ``"compiled"``."""
+    """The kernel choice in force: ``"numpy"``, ``"compiled"``, or ``"auto"`` (numba imports and
+    each forward picks one of the two by its shape: :func:`for_shape`). ``auto`` without numba
+    is ``"numpy"``."""
     global _resolved
     if _resolved is None:
         _resolved = _resolve(_choice)
     return _resolved
+
+
+def auto_prefers_compiled(batch: int, hidden: int, dtype) -> bool:
+    """The rule ``auto`` follows for a forward of ``batch`` rows and ``hidden`` units per
+    direction: the compiled set for float32, and for other dtypes when
+    ``batch * hidden <= AUTO_FLOAT64_COMPILED_MAX``; else the NumPy set."""
+    return np.dtype(dtype) == np.float32 or batch * hidden <= AUTO_FLOAT64_COMPILED_MAX
+
+
+def for_shape(batch: int, hidden: int, dtype) -> str:
+    """The set (``"numpy"`` or ``"compiled"``) a forward of ``batch`` rows and ``hidden`` units
+    runs on under the current choice."""
+    name = active()
+    if name != "auto":
+        return name
+    return "compiled" if auto_prefers_compiled(batch, hidden, dtype) else "numpy"
 
 
 def select(name: str) -> str:
@@ -114,39 +141,44 @@ def _tagged(cache: tuple, name: str) -> _Run:
     return run
 
 
-def _owner(cache: tuple) -> ModuleType:
-    """The kernel set that made ``cache`` (the active one for an untagged tuple)."""
-    return _load(getattr(cache, "kernels", None) or active())
+def _owner(cache: tuple, batch: int, hidden: int, dtype) -> ModuleType:
+    """The kernel set that made ``cache`` (for an untagged tuple, the one its shape runs on)."""
+    return _load(getattr(cache, "kernels", None) or for_shape(batch, hidden, dtype))
 
 
-# The dispatchers the layers call; the arguments are documented in the numpy set.
+# The dispatchers the layers call; the arguments are documented in the numpy set. W_hh is
+# (G, H): its second axis is the hidden size.
 def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False) -> _Run:
-    name = active()
+    name = for_shape(XW.shape[1], W_hh.shape[1], XW.dtype)
     return _tagged(_sets[name].lstm_forward(XW, W_hh, h0, c0, batch_sizes, reverse), name)
 
 
 def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
-    return _owner(cache).lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes, reverse)
+    owner = _owner(cache, dh_n.shape[0], W_hh.shape[1], dh_n.dtype)
+    return owner.lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes, reverse)
 
 
 def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False) -> _Run:
-    name = active()
+    name = for_shape(XW.shape[1], W_hh.shape[1], XW.dtype)
     return _tagged(_sets[name].gru_forward(XW, W_hh, b_hh, h0, batch_sizes, reverse), name)
 
 
 def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
-    return _owner(cache).gru_backward(cache, W_hh, dH, dh_n, batch_sizes, reverse)
+    owner = _owner(cache, dh_n.shape[0], W_hh.shape[1], dh_n.dtype)
+    return owner.gru_backward(cache, W_hh, dH, dh_n, batch_sizes, reverse)
 
 
 def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=False) -> _Run:
-    name = active()
+    name = for_shape(XW.shape[1], W_hh.shape[1], XW.dtype)
     run = _sets[name].rnn_forward(XW, W_hh, h0, nonlinearity, batch_sizes, reverse)
     return _tagged(run, name)
 
 
 def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, reverse=False):
-    return _owner(cache).rnn_backward(cache, W_hh, dH, dh_n, nonlinearity, batch_sizes, reverse)
+    owner = _owner(cache, dh_n.shape[0], W_hh.shape[1], dh_n.dtype)
+    return owner.rnn_backward(cache, W_hh, dH, dh_n, nonlinearity, batch_sizes, reverse)
 
 
-__all__ = ["CHOICES", "ENV", "active", "gru_backward", "gru_forward", "lstm_backward",
-           "lstm_forward", "rnn_backward", "rnn_forward", "select", "use_kernels"]
+__all__ = ["AUTO_FLOAT64_COMPILED_MAX", "CHOICES", "ENV", "active", "auto_prefers_compiled",
+           "for_shape", "gru_backward", "gru_forward", "lstm_backward", "lstm_forward",
+           "rnn_backward", "rnn_forward", "select", "use_kernels"]

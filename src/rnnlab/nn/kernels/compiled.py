@@ -10,8 +10,9 @@ whole sequence runs in one compiled call, and per step there is
   (:func:`_product`): ``np.dot`` inside numba, a BLAS GEMM, or for tiny products
   (``n * K * N <= HAND_LOOP_MAX`` multiply-adds) a plain loop that saves the BLAS call's
   overhead;
-* one fused pass over the (live rows, H) gate elements that computes every activation and
-  writes the cache (forward) or every pre-activation gradient (backward).
+* per live row, a few contiguous loops over the hidden units that compute every activation and
+  write the cache (forward) or every pre-activation gradient (backward); LLVM vectorises them
+  (SIMD over 8 float32 units with AVX2), float32 exp and tanh included: see below.
 
 The input projection ``XW`` is still computed by the caller before the loop, and backward still
 returns the pre-activation gradients so the caller computes dW and dx with single GEMMs.
@@ -40,10 +41,18 @@ is passed in as a scalar of that dtype, so float32 never widens to float64. ``FA
 {nsz, arcp, contract, reassoc}: signed zeros, reciprocals, fused multiply-adds and reordering
 may change the last bit, which no test or user can see. Left out on purpose: ``nnan`` and
 ``ninf`` (the trainer's NaN guard relies on a NaN reaching the loss, and sigma(x) for very
-negative x relies on 1 / (1 + inf) = 0) and ``afn`` (approximate exp/tanh: the float64 set
-must match the NumPy set to 1e-12 and torch to 1e-10). tanh and exp are libm's
-(``math.tanh``, ``math.exp``): no exp-based tanh here, so float32 is slightly more exact than the
-NumPy set's one-exp gates.
+negative x relies on 1 / (1 + inf) = 0) and ``afn`` (approximate libm calls). ``error_model=
+"numpy"``: a division by zero is inf or NaN, not an exception, so the loops have no exits.
+
+Activations. float64 uses libm (``math.exp``, ``math.tanh``): the float64 set matches the NumPy
+set to 1e-12 and torch to 1e-10. float32 uses :func:`sigmoid32` and :func:`tanh32`, built on an
+exp written here (range reduction y = n ln2 + r, a degree-7 polynomial for exp(r), 2^n from the
+exponent bits) that LLVM inlines and vectorises (libm's are one scalar call per element). Both
+are within 3 ulp of the exact function (sigma below 2^-126, for x < -87, within 2^-126
+absolutely; tests/nn/test_kernels.py measures it), NaN stays NaN, and sigma(+-inf),
+tanh(+-inf) are the limits. (In phase 1 of issue 15 the gate loops ran scalar, 3-5x slower per
+element than NumPy's SIMD ufuncs: libm calls, the division's ZeroDivisionError check, and
+gate blocks addressed by computed indices each stop LLVM's vectoriser.)
 """
 
 from __future__ import annotations
@@ -51,7 +60,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
 
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
@@ -61,7 +72,9 @@ FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 # the kernels, not compiled in), so tests can force either path.
 HAND_LOOP_MAX = 1 << 12
 
-_jit = njit(cache=True, fastmath=FASTMATH, nogil=True)
+# error_model="numpy": a float division by zero gives inf/NaN instead of raising, so the gate
+# loops have no exception exits and LLVM can vectorise them.
+_jit = njit(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
 
 
 @_jit
@@ -99,12 +112,128 @@ def _product_t(x, W, out, hand_max, zero):
             out[b, j] = acc
 
 
+# ------------------------------------------------------------------------------ activations
+# float64: libm's exp and tanh (``math.exp``, ``math.tanh``), so the float64 set matches the
+# NumPy set to 1e-12. float32: :func:`sigmoid32` and :func:`tanh32` below, built on an exp of our
+# own that LLVM inlines and vectorises in the gate loops (libm's are scalar calls per element).
+# The kernels call :func:`_sigmoid` and :func:`_tanh`, which pick one or the other by the type.
+_F = np.float32
+_LOG2E = _F(1.4426950408889634)  # 1 / ln 2
+# ln 2 = HI + LO, HI with 9 significant bits so that n * HI is exact (Cody-Waite)
+_LN2_HI, _LN2_LO = _F(0.693359375), _F(-2.12194440e-4)
+# exp(r) = 1 + r + r^2 P(r) on |r| <= ln(2) / 2: Cephes' minimax coefficients for expf
+_P0, _P1, _P2 = _F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3)
+_P3, _P4, _P5 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
+_HALF, _ONE, _TWO = _F(0.5), _F(1.0), _F(2.0)
+_EXP_HI = _F(88.75)  # exp(x) = inf above this (n = 128 below); exp(88.75) would be 3.4e38
+_EXP_LO = _F(-87.3)  # exp(x) for x below is exp(-87.3) = 1.2e-38 (keeps n >= -126)
+_TANH_MAX = _F(9.5)  # float32 tanh(x) rounds to +-1 beyond 9.01
+
+
+@intrinsic
+def _pow2(typingctx, n):
+    """2^n for a float32 n holding an integer in [-127, 128], by building the float's exponent
+    bits: the low 8 bits of ``bits(n + 127 + 2^23)`` are n + 127, shifted into the exponent field
+    (n = 128 gives inf, n = -127 gives 0). A NaN n gives 0 (the caller's r is NaN then)."""
+    if not (isinstance(n, types.Float) and n.bitwidth == 32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        biased = builder.fadd(args[0], ir.Constant(ir.FloatType(), 127.0 + 2.0**23))
+        bits = builder.bitcast(biased, ir.IntType(32))
+        bits = builder.shl(bits, ir.Constant(ir.IntType(32), 23))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return types.float32(n), codegen
+
+
+# No reassoc here: it would undo the two-part range reduction. contract lets Horner use FMAs.
+_jit32 = njit(cache=True, fastmath={"contract"}, nogil=True, error_model="numpy")
+
+
+@_jit32
+def _exp_parts(y):
+    """(2^n, exp(r) - 1) with y = n ln2 + r, |r| <= ln(2)/2: exp(y) = 2^n (1 + em),
+    expm1(y) = 2^n em + (2^n - 1). The caller clamps y (NaN passes through as NaN em)."""
+    n = np.floor(y * _LOG2E + _HALF)
+    r = (y - n * _LN2_HI) - n * _LN2_LO
+    em = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * r * r + r
+    return _pow2(n), em
+
+
+@_jit32
+def sigmoid32(x):
+    """float32 sigma(x) = 1 / (1 + exp(-x)), within 3 ulp where sigma(x) >= 2^-126 and within
+    2^-126 absolutely below; sigma(-inf) = 0, sigma(inf) = 1, NaN -> NaN. Branch-free: the clamps
+    are selects (written so that a NaN compares false and passes through)."""
+    y = -x
+    y = _EXP_HI if y > _EXP_HI else y
+    y = _EXP_LO if y < _EXP_LO else y
+    s, em = _exp_parts(y)
+    return _ONE / (_ONE + s * (_ONE + em))  # exp(-x) = inf for x < -88.75: 1 / inf = 0
+
+
+@_jit32
+def tanh32(x):
+    """float32 tanh(x) = expm1(2x) / (expm1(2x) + 2), within 3 ulp (relative error below 4e-7
+    also near 0, where expm1 keeps the relative accuracy that 1 - 2 / (1 + exp(2x)) loses);
+    x is clamped to [-9.5, 9.5], beyond which float32 tanh is +-1; NaN -> NaN."""
+    y = _TANH_MAX if x > _TANH_MAX else x
+    y = -_TANH_MAX if y < -_TANH_MAX else y
+    s, em = _exp_parts(y + y)
+    e = s * em + (s - _ONE)
+    return e / (e + _TWO)
+
+
 @_jit
-def _sigmoid(x, one):
-    return one / (one + math.exp(-x))
+def _sigmoid64(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@_jit
+def _tanh64(x):
+    return math.tanh(x)
+
+
+def _sigmoid(x):
+    """sigma(x) in the kernels: :func:`sigmoid32` for float32, libm's exp otherwise."""
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _tanh(x):
+    """tanh(x) in the kernels: :func:`tanh32` for float32, libm's tanh otherwise."""
+    return math.tanh(x)
+
+
+@overload(_sigmoid, jit_options={"cache": True})
+def _sigmoid_typed(x):
+    if x == types.float32:
+        return lambda x: sigmoid32(x)
+    return lambda x: _sigmoid64(x)
+
+
+@overload(_tanh, jit_options={"cache": True})
+def _tanh_typed(x):
+    if x == types.float32:
+        return lambda x: tanh32(x)
+    return lambda x: _tanh64(x)
+
+
+@_jit
+def apply_activations(x, sig, tanh):
+    """sig[k] = sigma(x[k]), tanh[k] = tanh(x[k]) with the kernels' functions (for tests and
+    measurements)."""
+    for k in range(x.shape[0]):
+        sig[k] = _sigmoid(x[k])
+        tanh[k] = _tanh(x[k])
 
 
 # ----------------------------------------------------------------------------------------- LSTM
+# The gate loops below work on one batch row at a time through 1-D views (``a = gates[t, b]``,
+# its blocks ``a[:H]``, ...), in several short loops over the hidden units: each loop is
+# contiguous, branch-free and touches few arrays, which is what LLVM's loop vectoriser needs
+# (one loop over all gates of ``gates[t, b, k * H + j]`` did not vectorise: the computed indices
+# and the number of arrays it would have to check for overlap at run time stop it).
 @_jit
 def _lstm_forward(gates, W_hh, hs, cs, tanh_cs, rec, batch_sizes, reverse, hand_max, one):
     T, B, G = gates.shape
@@ -115,24 +244,28 @@ def _lstm_forward(gates, W_hh, hs, cs, tanh_cs, rec, batch_sizes, reverse, hand_
         n = batch_sizes[t]
         _product_t(hs[p, :n], W_hh, rec[:n], hand_max, one - one)  # h_prev W_hh^T
         for b in range(n):
+            a, r = gates[t, b], rec[b]
+            for k in range(G):
+                a[k] += r[k]  # a = x W_ih^T + b + h_prev W_hh^T
+            i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
             for j in range(H):
-                i = _sigmoid(gates[t, b, j] + rec[b, j], one)
-                f = _sigmoid(gates[t, b, H + j] + rec[b, H + j], one)
-                g = math.tanh(gates[t, b, 2 * H + j] + rec[b, 2 * H + j])
-                o = _sigmoid(gates[t, b, 3 * H + j] + rec[b, 3 * H + j], one)
-                c = f * cs[p, b, j] + i * g
-                tanh_c = math.tanh(c)
-                gates[t, b, j] = i
-                gates[t, b, H + j] = f
-                gates[t, b, 2 * H + j] = g
-                gates[t, b, 3 * H + j] = o
-                cs[q, b, j] = c
-                tanh_cs[t, b, j] = tanh_c
-                hs[q, b, j] = o * tanh_c
+                i[j] = _sigmoid(i[j])
+            for j in range(H):
+                f[j] = _sigmoid(f[j])
+            for j in range(H):
+                g[j] = _tanh(g[j])
+            for j in range(H):
+                o[j] = _sigmoid(o[j])
+            c_prev, c, tanh_c, h = cs[p, b], cs[q, b], tanh_cs[t, b], hs[q, b]
+            for j in range(H):
+                c[j] = f[j] * c_prev[j] + i[j] * g[j]
+            for j in range(H):
+                tanh_c[j] = _tanh(c[j])
+            for j in range(H):
+                h[j] = o[j] * tanh_c[j]
         for b in range(n, B):  # finished (or not yet started) sequences keep their state
-            for j in range(H):
-                hs[q, b, j] = hs[p, b, j]
-                cs[q, b, j] = cs[p, b, j]
+            hs[q, b] = hs[p, b]
+            cs[q, b] = cs[p, b]
 
 
 @_jit
@@ -144,17 +277,19 @@ def _lstm_backward(gates, cs, tanh_cs, W_hh, dH, dh, dc, dA, batch_sizes, revers
         p = t + 1 if reverse else t
         n = batch_sizes[t]
         for b in range(n):
+            a, da = gates[t, b], dA[t, b]
+            i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+            da_i, da_f, da_g, da_o = da[:H], da[H:2 * H], da[2 * H:3 * H], da[3 * H:]
+            tanh_c, c_prev, dH_, dh_, dc_ = tanh_cs[t, b], cs[p, b], dH[t, b], dh[b], dc[b]
             for j in range(H):
-                i, f = gates[t, b, j], gates[t, b, H + j]
-                g, o = gates[t, b, 2 * H + j], gates[t, b, 3 * H + j]
-                tanh_c = tanh_cs[t, b, j]
-                dh_ = dh[b, j] + dH[t, b, j]
-                dc_ = dc[b, j] + dh_ * o * (one - tanh_c * tanh_c)
-                dA[t, b, j] = dc_ * g * i * (one - i)
-                dA[t, b, H + j] = dc_ * cs[p, b, j] * f * (one - f)
-                dA[t, b, 2 * H + j] = dc_ * i * (one - g * g)
-                dA[t, b, 3 * H + j] = dh_ * tanh_c * o * (one - o)
-                dc[b, j] = dc_ * f
+                dh_[j] += dH_[j]  # dh = dh_next + dH[t]
+                dc_[j] += dh_[j] * o[j] * (one - tanh_c[j] * tanh_c[j])
+                da_o[j] = dh_[j] * tanh_c[j] * o[j] * (one - o[j])
+            for j in range(H):
+                da_i[j] = dc_[j] * g[j] * i[j] * (one - i[j])
+                da_f[j] = dc_[j] * c_prev[j] * f[j] * (one - f[j])
+                da_g[j] = dc_[j] * i[j] * (one - g[j] * g[j])
+                dc_[j] *= f[j]  # dc_prev = dc f
         _product(dA[t, :n], W_hh, dh[:n], hand_max)  # dh_prev = da W_hh
         dA[t, n:] = 0
 
@@ -164,25 +299,29 @@ def _lstm_backward(gates, cs, tanh_cs, W_hh, dH, dh, dc, dA, batch_sizes, revers
 def _gru_forward(gates, W_hh, b_hh, hs, gh_ns, rec, batch_sizes, reverse, hand_max, one):
     T, B, G = gates.shape
     H = G // 3
+    b_r, b_z, b_n = b_hh[:H], b_hh[H:2 * H], b_hh[2 * H:]
     for s in range(T):
         t = T - 1 - s if reverse else s  # forward order
         p, q = (t + 1, t) if reverse else (t, t + 1)  # rows of h_prev and h in hs
         n = batch_sizes[t]
         _product_t(hs[p, :n], W_hh, rec[:n], hand_max, one - one)  # h_prev W_hh^T
         for b in range(n):
+            a, gh = gates[t, b], rec[b]
+            r, z, cand = a[:H], a[H:2 * H], a[2 * H:]
+            gh_r, gh_z, gh_hn, gh_n = gh[:H], gh[H:2 * H], gh[2 * H:], gh_ns[t, b]
+            h_prev, h = hs[p, b], hs[q, b]
             for j in range(H):
-                r = _sigmoid(gates[t, b, j] + (rec[b, j] + b_hh[j]), one)
-                z = _sigmoid(gates[t, b, H + j] + (rec[b, H + j] + b_hh[H + j]), one)
-                gh_n = rec[b, 2 * H + j] + b_hh[2 * H + j]
-                cand = math.tanh(gates[t, b, 2 * H + j] + r * gh_n)
-                gates[t, b, j] = r
-                gates[t, b, H + j] = z
-                gates[t, b, 2 * H + j] = cand
-                gh_ns[t, b, j] = gh_n
-                hs[q, b, j] = cand + z * (hs[p, b, j] - cand)
+                r[j] = _sigmoid(r[j] + (gh_r[j] + b_r[j]))
+            for j in range(H):
+                z[j] = _sigmoid(z[j] + (gh_z[j] + b_z[j]))
+            for j in range(H):
+                gh_n[j] = gh_hn[j] + b_n[j]
+            for j in range(H):
+                cand[j] = _tanh(cand[j] + r[j] * gh_n[j])
+            for j in range(H):
+                h[j] = cand[j] + z[j] * (h_prev[j] - cand[j])
         for b in range(n, B):
-            for j in range(H):
-                hs[q, b, j] = hs[p, b, j]
+            hs[q, b] = hs[p, b]
 
 
 @_jit
@@ -195,23 +334,26 @@ def _gru_backward(gates, hs, gh_ns, W_hh, dH, dh, dAx, dAh, rec, batch_sizes, re
         p = t + 1 if reverse else t
         n = batch_sizes[t]
         for b in range(n):
+            a, dx, dg = gates[t, b], dAx[t, b], dAh[t, b]
+            r, z, cand = a[:H], a[H:2 * H], a[2 * H:]
+            da_r, da_z, da_n = dx[:H], dx[H:2 * H], dx[2 * H:]
+            h_prev, gh_n, dH_, dh_ = hs[p, b], gh_ns[t, b], dH[t, b], dh[b]
             for j in range(H):
-                r, z, cand = gates[t, b, j], gates[t, b, H + j], gates[t, b, 2 * H + j]
-                dh_ = dh[b, j] + dH[t, b, j]
-                da_n = dh_ * (one - z) * (one - cand * cand)
-                da_z = dh_ * (hs[p, b, j] - cand) * z * (one - z)
-                da_r = da_n * gh_ns[t, b, j] * r * (one - r)
-                dAx[t, b, j] = da_r
-                dAx[t, b, H + j] = da_z
-                dAx[t, b, 2 * H + j] = da_n
-                dAh[t, b, j] = da_r
-                dAh[t, b, H + j] = da_z
-                dAh[t, b, 2 * H + j] = da_n * r  # d(gh_n)
-                dh[b, j] = dh_ * z
+                dh_[j] += dH_[j]  # dh = dh_next + dH[t]
+                da_n[j] = dh_[j] * (one - z[j]) * (one - cand[j] * cand[j])
+                da_z[j] = dh_[j] * (h_prev[j] - cand[j]) * z[j] * (one - z[j])
+                da_r[j] = da_n[j] * gh_n[j] * r[j] * (one - r[j])
+                dh_[j] *= z[j]  # the dh z part of dh_prev
+            for k in range(2 * H):
+                dg[k] = dx[k]  # da_r, da_z: the same for the h W_hh^T + b_hh side
+            dg_n = dg[2 * H:]
+            for j in range(H):
+                dg_n[j] = da_n[j] * r[j]  # d(gh_n)
         _product(dAh[t, :n], W_hh, rec[:n], hand_max)
         for b in range(n):
+            dh_, back = dh[b], rec[b]
             for j in range(H):
-                dh[b, j] += rec[b, j]  # dh_prev = dh z + dA_h W_hh
+                dh_[j] += back[j]  # dh_prev = dh z + dA_h W_hh
         dAx[t, n:] = 0
         dAh[t, n:] = 0
 
@@ -227,15 +369,16 @@ def _rnn_forward(XW, W_hh, hs, batch_sizes, reverse, relu, hand_max, one):
         n = batch_sizes[t]
         _product_t(hs[p, :n], W_hh, hs[q, :n], hand_max, zero)  # h_prev W_hh^T, in h's place
         for b in range(n):
-            for j in range(H):
-                a = hs[q, b, j] + XW[t, b, j]
-                if relu:
-                    hs[q, b, j] = zero if a < zero else a  # NaN stays NaN, as np.maximum
-                else:
-                    hs[q, b, j] = math.tanh(a)
+            h, xw = hs[q, b], XW[t, b]
+            if relu:
+                for j in range(H):
+                    a = h[j] + xw[j]
+                    h[j] = zero if a < zero else a  # NaN stays NaN, as np.maximum
+            else:
+                for j in range(H):
+                    h[j] = _tanh(h[j] + xw[j])
         for b in range(n, B):
-            for j in range(H):
-                hs[q, b, j] = hs[p, b, j]
+            hs[q, b] = hs[p, b]
 
 
 @_jit
@@ -247,10 +390,13 @@ def _rnn_backward(hs, W_hh, dH, dh, dA, batch_sizes, reverse, relu, hand_max, on
         q = t if reverse else t + 1
         n = batch_sizes[t]
         for b in range(n):
-            for j in range(H):
-                h = hs[q, b, j]
-                slope = (one if h > zero else zero) if relu else one - h * h
-                dA[t, b, j] = (dh[b, j] + dH[t, b, j]) * slope
+            h, da, dh_, dH_ = hs[q, b], dA[t, b], dh[b], dH[t, b]
+            if relu:
+                for j in range(H):
+                    da[j] = (dh_[j] + dH_[j]) * (one if h[j] > zero else zero)
+            else:
+                for j in range(H):
+                    da[j] = (dh_[j] + dH_[j]) * (one - h[j] * h[j])  # da = dh act'
         _product(dA[t, :n], W_hh, dh[:n], hand_max)  # dh_prev = da W_hh
         dA[t, n:] = 0
 
