@@ -174,8 +174,7 @@ class SequenceClassifier(Module):
                 p[:, c.hidden:] = h[0, :, c.hidden:]
             return p
         query = np.broadcast_to(self._params["query"], (1, B, h.shape[2])).copy()
-        context, weights = self.attention(query, h, lengths=lengths)
-        self._weights = weights[0].T  # (U, B)
+        context, _ = self.attention(query, h, lengths=lengths)
         return context[0]
 
     def _unpool(self, dp: np.ndarray, shape: tuple, lengths: np.ndarray) -> np.ndarray:

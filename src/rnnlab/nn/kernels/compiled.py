@@ -228,6 +228,14 @@ def apply_activations(x, sig, tanh):
         tanh[k] = _tanh(x[k])
 
 
+@_jit
+def _forward_step(s, T, reverse):
+    """The s-th step of a forward pass: (t, p, q) = its time, and the rows of h_prev and of the
+    new h in ``hs`` (the layout of :mod:`rnnlab.nn.kernels.numpy`)."""
+    t = T - 1 - s if reverse else s
+    return (t, t + 1, t) if reverse else (t, t, t + 1)
+
+
 # ----------------------------------------------------------------------------------------- LSTM
 # The gate loops below work on one batch row at a time through 1-D views (``a = gates[t, b]``,
 # its blocks ``a[:H]``, ...), in several short loops over the hidden units: each loop is
@@ -239,8 +247,7 @@ def _lstm_forward(gates, W_hh, hs, cs, tanh_cs, rec, batch_sizes, reverse, hand_
     T, B, G = gates.shape
     H = G // 4
     for s in range(T):
-        t = T - 1 - s if reverse else s  # forward order
-        p, q = (t + 1, t) if reverse else (t, t + 1)  # rows of h_prev and h in hs
+        t, p, q = _forward_step(s, T, reverse)
         n = batch_sizes[t]
         _product_t(hs[p, :n], W_hh, rec[:n], hand_max, one - one)  # h_prev W_hh^T
         for b in range(n):
@@ -301,8 +308,7 @@ def _gru_forward(gates, W_hh, b_hh, hs, gh_ns, rec, batch_sizes, reverse, hand_m
     H = G // 3
     b_r, b_z, b_n = b_hh[:H], b_hh[H:2 * H], b_hh[2 * H:]
     for s in range(T):
-        t = T - 1 - s if reverse else s  # forward order
-        p, q = (t + 1, t) if reverse else (t, t + 1)  # rows of h_prev and h in hs
+        t, p, q = _forward_step(s, T, reverse)
         n = batch_sizes[t]
         _product_t(hs[p, :n], W_hh, rec[:n], hand_max, one - one)  # h_prev W_hh^T
         for b in range(n):
@@ -364,8 +370,7 @@ def _rnn_forward(XW, W_hh, hs, batch_sizes, reverse, relu, hand_max, one):
     T, B, H = XW.shape
     zero = one - one
     for s in range(T):
-        t = T - 1 - s if reverse else s  # forward order
-        p, q = (t + 1, t) if reverse else (t, t + 1)  # rows of h_prev and h in hs
+        t, p, q = _forward_step(s, T, reverse)
         n = batch_sizes[t]
         _product_t(hs[p, :n], W_hh, hs[q, :n], hand_max, zero)  # h_prev W_hh^T, in h's place
         for b in range(n):

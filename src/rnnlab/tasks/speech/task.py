@@ -44,6 +44,7 @@ from rnnlab.tasks.speech.corpus import (
     valid_indices,
 )
 from rnnlab.tasks.speech.metrics import (
+    confusion_matrix,
     error_rate,
     nearest_neighbour_accuracy,
     string_accuracy,
@@ -127,10 +128,12 @@ def make_batch(feats: Sequence[np.ndarray], targets: Sequence, dtype, ctc: bool)
 
 # ----------------------------------------------------------------------------- inference
 def recognise(model: SequenceClassifier, feats: Sequence[np.ndarray], batch_size: int = 64,
-              beam: int = 0, stop: Callable[[], bool] | None = None) -> list[dict]:
+              beam: int = 0, stop: Callable[[], bool] | None = None,
+              confidence: bool = True) -> list[dict]:
     """Each utterance's result, in order: ``labels`` (a list of class ids: one for a
     classifier), ``confidence`` (the class's probability, or the decoded string's probability
-    p(labels | x) under CTC) and ``log_probs`` (the posteriors: (C,) or (U, C + 1))."""
+    p(labels | x) under CTC; with ``confidence=False`` greedy CTC decoding skips that sum over
+    alignments and gives None) and ``log_probs`` (the posteriors: (C,) or (U, C + 1))."""
     ctc = model.config.output == "ctc"
     out: list = [None] * len(feats)
     for idx in length_batches([len(f) for f in feats], batch_size):
@@ -150,8 +153,10 @@ def recognise(model: SequenceClassifier, feats: Sequence[np.ndarray], batch_size
                                                 blank=model.config.blank)
             else:
                 [labels] = greedy_decode(lp, steps[j:j + 1], blank=model.config.blank)
-                score = sequence_log_prob(lp[:, 0], labels, blank=model.config.blank)
-            out[i] = {"labels": list(labels), "confidence": float(np.exp(score)),
+                score = (sequence_log_prob(lp[:, 0], labels, blank=model.config.blank)
+                         if confidence else None)
+            out[i] = {"labels": list(labels),
+                      "confidence": None if score is None else float(np.exp(score)),
                       "log_probs": lp[:, 0]}
     return out
 
@@ -166,8 +171,7 @@ class SpeechTask(Task):
 
     def __init__(self, model: SequenceClassifier, feature_cfg: FeatureConfig,
                  recordings: Sequence[Recording], classes: Sequence[str],
-                 cfg: SpeechTrainConfig, data: str | Path, progress: bool = True,
-                 log: Callable[[str], object] = print) -> None:
+                 cfg: SpeechTrainConfig, data: str | Path, progress: bool = True) -> None:
         self.model, self.feature_cfg, self.cfg = model, feature_cfg, cfg
         self.classes, self.data = list(classes), str(Path(data).resolve())
         self.ctc = cfg.task == "connected"
@@ -185,12 +189,12 @@ class SpeechTask(Task):
         self.split = {"fit": fit, "valid": valid, "test": test}
         with Progress(len(recordings), "reading audio", progress) as bar:
             self.audio = load_audio(recordings, feature_cfg.rate, lambda: bar.update())
-        self.log = log
         self.rng = np.random.default_rng([cfg.seed, 3])
         self._epoch_rng = self.rng.bit_generator.state
         self.joining = Joining(max_len=cfg.max_len)
         self.perturbation = Perturbation() if cfg.augment else Perturbation.off()
         self.sets = self._evaluation_sets()
+        self.confusion: np.ndarray | None = None  # of the test split, once it is scored
         self._feats: list[np.ndarray] = []
         self._targets: list = []
         self._batches: list[list[int]] = []
@@ -260,9 +264,14 @@ class SpeechTask(Task):
         return loss, len(batch.lengths)
 
     def scores(self, split: str, beam: int = 0, stop=None) -> dict:
+        """The split's metrics; for a classifier's test split the confusion matrix is kept in
+        ``self.confusion`` (gold rows, recognised columns) for the report."""
         feats, targets = self.sets[split]
-        results = recognise(self.model, feats, self.cfg.eval_batch_size, beam, stop)
+        results = recognise(self.model, feats, self.cfg.eval_batch_size, beam, stop,
+                            confidence=False)
         hyps = [r["labels"] for r in results]
+        if not self.ctc and split == "test":
+            self.confusion = confusion_matrix(targets, [h[0] for h in hyps], len(self.classes))
         if not self.ctc:
             return {"acc": float(np.mean([h[0] == t for h, t in zip(hyps, targets,
                                                                     strict=True)])),
