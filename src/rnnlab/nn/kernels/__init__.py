@@ -26,8 +26,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
-import numpy as np
-
 from rnnlab.nn.kernels import numpy as _numpy_set
 
 ENV = "RNNLAB_KERNELS"
@@ -46,12 +44,14 @@ DEFAULT = "auto"
 _choice = _check_choice(os.environ.get(ENV, DEFAULT).strip().lower() or DEFAULT, ENV)
 _resolved: str | None = None  # the set `_choice` resolved to, once a kernel ran
 
-# auto's rule (:func:`auto_prefers_compiled`). float32: the compiled set, at every shape: it was
-# faster than the NumPy set on all 80 points of B in {1, 4, 20, 64} x H in {64, 128, 256, 512,
-# 650} x {LSTM, GRU} x {inference, training} (T = 20, same process, alternated; compiled/numpy
-# 0.17-0.95, benchmarks/kernels.py --grid). float64 (libm's scalar exp and tanh) only where
-# batch * hidden is at most this: measured 0.5-0.6 at 1 x 128, 0.9-1.03 from 20 x 256 up.
-AUTO_FLOAT64_COMPILED_MAX = 2560
+# auto's rule (:func:`auto_prefers_compiled`): the compiled set where batch * hidden is at most
+# this, for every dtype. At one BLAS thread the float32 compiled set was faster on all 80 points
+# of benchmarks/kernels.py --grid (0.17-0.95x), but at the default two threads
+# (benchmarks/speed.py, RESULTS section 11) its step product does not use the second core: at
+# 35 x 20 x 200 the LSTM took 8.0 ms (inference) and 23.9 ms (training) against the NumPy set's
+# 6.5 and 14.5, while at 200 x 1 x 128 it took 1.1 and 2.1 against 3.6 and 6.3. float64 (libm's
+# scalar exp and tanh): 0.5-0.6x at 1 x 128, 0.9-1.03x from 20 x 256 up, one thread.
+AUTO_COMPILED_MAX = 2560
 
 
 def _load(name: str) -> ModuleType:
@@ -94,9 +94,10 @@ def active() -> str:
 
 def auto_prefers_compiled(batch: int, hidden: int, dtype) -> bool:
     """The rule ``auto`` follows for a forward of ``batch`` rows and ``hidden`` units per
-    direction: the compiled set for float32, and for other dtypes when
-    ``batch * hidden <= AUTO_FLOAT64_COMPILED_MAX``; else the NumPy set."""
-    return np.dtype(dtype) == np.float32 or batch * hidden <= AUTO_FLOAT64_COMPILED_MAX
+    direction: the compiled set when ``batch * hidden <= AUTO_COMPILED_MAX`` (small batches,
+    where per-step call overhead dominates), else the NumPy set. ``dtype`` is part of the
+    signature because the measurements are per dtype; today both follow the same limit."""
+    return batch * hidden <= AUTO_COMPILED_MAX
 
 
 def for_shape(batch: int, hidden: int, dtype) -> str:
@@ -179,6 +180,6 @@ def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, r
     return owner.rnn_backward(cache, W_hh, dH, dh_n, nonlinearity, batch_sizes, reverse)
 
 
-__all__ = ["AUTO_FLOAT64_COMPILED_MAX", "CHOICES", "ENV", "active", "auto_prefers_compiled",
+__all__ = ["AUTO_COMPILED_MAX", "CHOICES", "ENV", "active", "auto_prefers_compiled",
            "for_shape", "gru_backward", "gru_forward", "lstm_backward", "lstm_forward",
            "rnn_backward", "rnn_forward", "select", "use_kernels"]
