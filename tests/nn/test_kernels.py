@@ -192,6 +192,9 @@ def test_environment_variable_chooses_the_set():
     (1, 128, np.float64, "compiled"),
     (20, 128, np.float32, "compiled"),  # 2560, the limit
     (20, 128, np.float64, "compiled"),
+    (1, 256, np.float32, "compiled"),  # 256 hidden units, the other limit
+    (1, 257, np.float32, "numpy"),
+    (1, 650, np.float64, "numpy"),
     (20, 129, np.float32, "numpy"),
     (20, 129, np.float64, "numpy"),
     (64, 650, np.float32, "numpy"),  # at two BLAS threads the NumPy set is faster here

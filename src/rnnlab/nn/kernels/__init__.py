@@ -52,6 +52,11 @@ _resolved: str | None = None  # the set `_choice` resolved to, once a kernel ran
 # 6.5 and 14.5, while at 200 x 1 x 128 it took 1.1 and 2.1 against 3.6 and 6.3. float64 (libm's
 # scalar exp and tanh): 0.5-0.6x at 1 x 128, 0.9-1.03x from 20 x 256 up, one thread.
 AUTO_COMPILED_MAX = 2560
+# ... and only up to this many hidden units: above it the compiled step product calls SciPy's
+# OpenBLAS (numba's np.dot), a second thread pool beside NumPy's, and with two threads the pools
+# stall each other: a 1 x 400 LSTM step took 8 ms instead of 0.1 (measured at H = 128, 256: no
+# stall; 400, 650: 8 ms per call). One BLAS pool for both sets is the real fix (issue 15).
+AUTO_COMPILED_MAX_HIDDEN = 256
 
 
 def _load(name: str) -> ModuleType:
@@ -95,9 +100,10 @@ def active() -> str:
 def auto_prefers_compiled(batch: int, hidden: int, dtype) -> bool:
     """The rule ``auto`` follows for a forward of ``batch`` rows and ``hidden`` units per
     direction: the compiled set when ``batch * hidden <= AUTO_COMPILED_MAX`` (small batches,
-    where per-step call overhead dominates), else the NumPy set. ``dtype`` is part of the
+    where per-step call overhead dominates) and ``hidden <= AUTO_COMPILED_MAX_HIDDEN``, else the
+    NumPy set. ``dtype`` is part of the
     signature because the measurements are per dtype; today both follow the same limit."""
-    return batch * hidden <= AUTO_COMPILED_MAX
+    return batch * hidden <= AUTO_COMPILED_MAX and hidden <= AUTO_COMPILED_MAX_HIDDEN
 
 
 def for_shape(batch: int, hidden: int, dtype) -> str:
@@ -180,6 +186,6 @@ def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, r
     return owner.rnn_backward(cache, W_hh, dH, dh_n, nonlinearity, batch_sizes, reverse)
 
 
-__all__ = ["AUTO_COMPILED_MAX", "CHOICES", "ENV", "active", "auto_prefers_compiled",
-           "for_shape", "gru_backward", "gru_forward", "lstm_backward", "lstm_forward",
-           "rnn_backward", "rnn_forward", "select", "use_kernels"]
+__all__ = ["AUTO_COMPILED_MAX", "AUTO_COMPILED_MAX_HIDDEN", "CHOICES", "ENV", "active",
+           "auto_prefers_compiled", "for_shape", "gru_backward", "gru_forward", "lstm_backward",
+           "lstm_forward", "rnn_backward", "rnn_forward", "select", "use_kernels"]
