@@ -255,6 +255,12 @@ class Optimizer:
                     gb = np.multiply(gb, gb.dtype.type(grad_scale), out=scaled[:n])
                 self._update(pf[s:e], gb, work[:n], {k: v[s:e] for k, v in flat.items()})
 
+    def buffers(self) -> dict[str, np.ndarray]:
+        """The live state buffers keyed ``"<buffer>/<name>"`` (writing into them changes the
+        optimizer: data-parallel training broadcasts them from rank 0)."""
+        return {f"{buf}/{name}": value for name, bufs in self._state.items()
+                for buf, value in bufs.items()}
+
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
         """``(arrays, meta)``: copies of the state buffers keyed ``"<buffer>/<name>"``, and
         JSON-able ``{"class", "lr", "step", "hyperparameters"}``."""

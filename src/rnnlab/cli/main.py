@@ -85,19 +85,66 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from rnnlab.training.distributed import launched_size
+
+    if launched_size() > 1:  # mpiexec -n K: data-parallel
+        return _main_parallel(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace, ranks=None) -> int:
+    """Run the command; errors become one line and an exit status. With ``ranks`` (one rank of
+    a data-parallel job) an error that this rank may have met alone ends every rank."""
     from rnnlab.io.checkpoint import CheckpointError
     from rnnlab.nn.memory import NotEnoughMemory
     from rnnlab.plots import PlotsUnavailable
-    from rnnlab.training import TrainingDiverged
+    from rnnlab.training import DistributedError, Interrupted, TrainingDiverged
+
+    def fail(err: BaseException, code: int) -> int:
+        where = f"rank {ranks.rank}: " if ranks is not None else ""
+        print(f"rnnlab: error: {where}{err}", file=sys.stderr)
+        if ranks is not None:
+            ranks.abort(code)  # the others may be waiting for this rank in a collective
+        return code
 
     try:
         return args.func(args)
-    except (UserError, ValueError, TypeError, OSError, CheckpointError, PlotsUnavailable,
-            NotEnoughMemory) as err:  # NotEnoughMemory: a configuration too big, one line
+    except DistributedError as err:  # raised on every rank alike: each exits, none waits
         print(f"rnnlab: error: {err}", file=sys.stderr)
         return 2
+    except (UserError, ValueError, TypeError, OSError, CheckpointError, PlotsUnavailable,
+            NotEnoughMemory) as err:  # NotEnoughMemory: a configuration too big, one line
+        return fail(err, 2)
     except TrainingDiverged as err:
-        print(f"rnnlab: error: {err}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt as err:  # a training command has saved and said where
+        return fail(err, 3)
+    except Interrupted as err:  # agreed by every rank and saved once, unless a second signal
+        if err.at_once and ranks is not None:
+            return fail(err, interrupted_exit_code(err))
         return interrupted_exit_code(err)
+    except KeyboardInterrupt as err:  # a training command has saved and said where
+        return fail(err, interrupted_exit_code(err)) if ranks is not None else \
+            interrupted_exit_code(err)
+
+
+def _main_parallel(args: argparse.Namespace) -> int:
+    """One rank of ``mpiexec -n K rnnlab ...``: rank 0 prints, the others only their errors.
+    An error on one rank ends the whole job (MPI_Abort), never leaving the other ranks waiting
+    in a collective; only the errors every rank raises alike (DistributedError: configurations
+    that differ, another rank count) and an agreed stop (a signal: saved once, by rank 0) end
+    each rank on its own."""
+    import os
+    import traceback
+
+    from rnnlab.training import world
+
+    ranks = world()  # imports mpi4py
+    if not ranks.is_root:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
+    try:
+        return _run(args, ranks)
+    except BaseException:  # a bug: its traceback, then every rank ends
+        print(f"rnnlab: rank {ranks.rank} of {ranks.size} failed; ending every rank",
+              file=sys.stderr)
+        traceback.print_exc()
+        ranks.abort(1)
+        raise

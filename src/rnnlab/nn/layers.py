@@ -57,6 +57,8 @@ class Embedding(Module):
         self._ids: np.ndarray | None = None
         self._rows: np.ndarray | None = np.empty(0, np.int64)  # may be non-zero; None: any
 
+    _sparse_grads = ("weight",)
+
     def _clear_stale(self) -> None:
         if "weight" in self._stale:
             if self._rows is not None:

@@ -73,12 +73,19 @@ class Module:
             rows.update({prefix + k: v for k, v in module._grad_rows().items()})
         return self._named("_grads"), rows
 
+    def sparse_grad_names(self) -> tuple[str, ...]:
+        """The gradients that :meth:`grads_and_rows` may give with rows (an embedding's)."""
+        return tuple(prefix + k for prefix, module in self._prefixed_modules("")
+                     for k in module._sparse_grads)
+
     def _prefixed_modules(self, prefix: str):
         yield prefix, self
         for name, child in self._children.items():
             yield from child._prefixed_modules(f"{prefix}{name}.")
 
     # -- hooks for layers whose gradients are sparse (Embedding)
+    _sparse_grads: tuple[str, ...] = ()  # the gradients _grad_rows may name
+
     def _clear_stale(self) -> None:
         """Zero the gradients still marked by a lazy zero_grad."""
         for name in self._stale:

@@ -31,7 +31,7 @@ from rnnlab.data.text import DataError, Vocabulary
 from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.tagger import Tagger, TaggerBatch, TaggerConfig
 from rnnlab.optim import Adam
-from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict, kept_weights
+from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict, kept_weights, part
 from rnnlab.validate import check_positive_int
 
 KIND = "tagger"
@@ -254,6 +254,10 @@ class TaggingTask(Task):
         self.rng = np.random.default_rng([cfg.seed, 1])
         self._epoch_rng = self.rng.bit_generator.state
         self._batches: list[list[int]] = []
+        self._rank, self._ranks = 0, 1  # data-parallel: this rank's part of every batch
+
+    def shard(self, rank: int, size: int) -> None:
+        self._rank, self._ranks = rank, size
 
     def make_optimizer(self):
         return Adam(self.model.parameters(), lr=self.cfg.lr), None
@@ -261,12 +265,15 @@ class TaggingTask(Task):
     def epoch_batches(self, epoch: int, position: int) -> int:
         self._epoch_rng = self.rng.bit_generator.state
         train = self.data["train"]
-        self._batches = length_batches([len(e.words) for e in train], self.cfg.batch_size,
-                                       self.rng)
+        self._batches = length_batches([len(e.words) for e in train],
+                                       self.cfg.batch_size * self._ranks, self.rng)
         return len(self._batches)
 
-    def batch(self, index: int) -> TaggerBatch:
-        return make_batch([self.data["train"][i] for i in self._batches[index]], self.vocabs)
+    def batch(self, index: int) -> TaggerBatch | None:
+        idx = part(self._batches[index], self._rank, self._ranks)
+        if len(idx) == 0:
+            return None
+        return make_batch([self.data["train"][i] for i in idx], self.vocabs)
 
     def step(self, batch: TaggerBatch) -> tuple[float, int]:
         n = int(batch.lengths.sum())

@@ -17,6 +17,12 @@ class Interrupted(KeyboardInterrupt):
         self.signum, self.at_once = signum, at_once
 
 
+def signal_number(signum: int | None) -> int:
+    """The signal that stops a run: this process's, or SIGTERM when another rank of a
+    data-parallel run received it."""
+    return signum if signum is not None else int(signal.SIGTERM)
+
+
 class DeferredSignals:
     """While active (in the main thread), SIGINT and SIGTERM only set :attr:`signum`, and the
     loop that owns this object stops where its state is whole: before a step, or instead of an

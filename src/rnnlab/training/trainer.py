@@ -22,6 +22,7 @@ adds, e.g. ``vocab.json``). Without a directory (``out=None``) nothing is writte
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -35,10 +36,11 @@ from rnnlab import optim
 from rnnlab.io.atomic import atomic_write_json
 from rnnlab.io.checkpoint import save_checkpoint
 from rnnlab.nn.module import Module
+from rnnlab.training import distributed
 from rnnlab.training.config import LoopConfig
 from rnnlab.training.progress import Progress
-from rnnlab.training.records import append_record, keep_records
-from rnnlab.training.signals import DeferredSignals, Interrupted
+from rnnlab.training.records import append_record, keep_records, read_records
+from rnnlab.training.signals import DeferredSignals, Interrupted, signal_number
 
 TRAIN_KEYS = ("epoch", "step", "loss", "lr", "grad_norm")  # + "<items>_per_s"
 BEST = "best/"  # the checkpoint arrays of the kept weights (Task.keep_best)
@@ -132,6 +134,14 @@ class Task:
     def write_files(self, out: Path) -> None:
         """Files the run directory holds beside the checkpoint (written at each save)."""
 
+    def shard(self, rank: int, size: int) -> None:
+        """Data-parallel training: from now on train on rank ``rank``'s part of every batch of
+        ``size`` times the configured batch size (:func:`rnnlab.training.distributed.part`),
+        the same global batches on every rank; ``batch`` may then return None (an empty part).
+        """
+        raise distributed.DistributedError(
+            f"the {self.kind} task does not support data-parallel training (mpiexec -n {size})")
+
 
 def _new_interval() -> dict:
     """Sums over the steps of one metrics interval (between two records)."""
@@ -142,10 +152,21 @@ class Trainer:
     """Trains ``task.model`` on ``task``'s batches; see the module docstring."""
 
     def __init__(self, task: Task, out_dir: str | Path | None,
-                 log: Callable[[str], object] = print, progress: bool = True) -> None:
+                 log: Callable[[str], object] = print, progress: bool = True,
+                 comm: distributed.Solo | distributed.MPIWorld | None = None) -> None:
         self.task, self.model, self.cfg = task, task.model, task.cfg
         self.out = Path(out_dir) if out_dir is not None else None
+        # data-parallel (mpiexec -n K): each rank its part of every batch; rank 0 logs, writes
+        self.comm = comm if comm is not None else distributed.world()
+        self.parallel = self.comm.size > 1
+        self.writes = self.out is not None and self.comm.is_root
+        if not self.comm.is_root:
+            log, progress = (lambda *_: None), False
         self.log, self.progress = log, progress
+        if self.parallel:
+            task.shard(self.comm.rank, self.comm.size)
+            self._seed_rank()
+            self._sparse = self.model.sparse_grad_names()
         self.optimizer, self.schedule = task.make_optimizer()
         self.epoch, self.position, self.step = 1, 0, 0
         self.best_score = math.inf
@@ -166,10 +187,13 @@ class Trainer:
         model = self.model
         model.zero_grad(lazy=True)  # marks them; backward writes its first part
         try:
-            loss, items = self.task.step(batch)
+            # None: data-parallel, and this rank's part of the batch is empty
+            loss, items = self.task.step(batch) if batch is not None else (0.0, 0)
         except ValueError:  # the layers refuse non-finite inputs: were the weights the cause?
             self._check_weights()
             raise
+        if self.parallel:
+            return self._parallel_step(loss, items)
         if not math.isfinite(loss):
             self._diverged(f"loss {loss}")
         grads, rows = model.grads_and_rows()  # rows: the embedding's, the ids it saw
@@ -178,6 +202,41 @@ class Trainer:
             self._diverged(f"gradient norm {norm}")
         self.sums["items"] += items
         return loss, norm
+
+    def _parallel_step(self, loss: float, items: int) -> tuple[float, float]:
+        """The step of every rank at once: the gradients averaged over the ranks, each rank's
+        weighted by its share of the items (see :mod:`rnnlab.training.distributed`)."""
+        grads, rows = self.model.grads_and_rows()
+        loss, count, grads, rows = self.comm.reduce_step(loss, items, grads, rows, self._sparse)
+        if count == 0:
+            raise distributed.DistributedError(f"step {self.step + 1}: no rank had any "
+                                               "example in its part of the batch")
+        if not math.isfinite(loss):
+            self._diverged(f"loss {loss}")
+        norm = optim.clipped_step(self.optimizer, grads, self.cfg.clip, rows)
+        if not math.isfinite(norm):
+            self._diverged(f"gradient norm {norm}")
+        self.sums["items"] += int(count)
+        return loss, norm
+
+    def _seed_rank(self) -> None:
+        """Each rank's own generator (dropout masks), seeded from the run's seed and its rank;
+        rank 0 keeps the one a single process would have."""
+        states = self.model.rng_states()
+        if self.comm.rank == 0 or not states:
+            return
+        seed = getattr(self.cfg, "seed", 0)
+        self.model.set_rng_states({k: np.random.default_rng([seed, self.comm.rank, i])
+                                   .bit_generator.state for i, k in enumerate(states)})
+
+    def _start_parallel(self) -> None:
+        """Every rank the same run (configuration, data, position, rank count), then rank 0's
+        weights and optimizer state on every rank."""
+        self.comm.check_same("configuration or data", {
+            "run": self.task.run_config(), "ranks": self.comm.size,
+            "at": [self.epoch, self.position, self.step]})
+        self.comm.broadcast(self.model.parameters())
+        self.comm.broadcast(self.optimizer.buffers())
 
     def _diverged(self, what: str, where: str | None = None):
         if self.out is None:
@@ -201,7 +260,15 @@ class Trainer:
                            f"by step {self.step} (epoch {self.epoch})")
 
     def _stop_requested(self) -> bool:
+        """A signal asked to stop; with several ranks, one rank's signal stops them all, at the
+        same point (every rank asks the same number of times: evaluations are the same)."""
+        if self.parallel:
+            return self.comm.any(self.signals.pending)
         return self.signals.pending
+
+    def _raise_if_stopping(self) -> None:
+        if self._stop_requested():
+            raise Interrupted(signal_number(self.signals.signum))
 
     def _guarded(self, evaluation: Callable[[Callable[[], bool]], Any]):
         """An evaluation that a signal abandons (the loop then stops, its state unchanged);
@@ -219,7 +286,9 @@ class Trainer:
         """Train until ``epochs`` (or ``max_steps``, or an early stop); returns the last
         metrics record (the closing one when the task has one)."""
         cfg = self.cfg
-        if self.out is not None:
+        if self.parallel:
+            self._start_parallel()
+        if self.writes:
             self.out.mkdir(parents=True, exist_ok=True)
             metrics = self.out / "metrics.jsonl"
             if self.step == 0 and metrics.exists():  # left by a run that saved no checkpoint
@@ -235,7 +304,7 @@ class Trainer:
                     if isinstance(self.schedule, optim.StepDecay):
                         self.schedule.set_epoch(self.epoch)
                     record = self._run_epoch() or record
-                self.signals.raise_if_pending()  # it came in the last epoch's bookkeeping
+                self._raise_if_stopping()  # it came in the last epoch's bookkeeping
                 record = self._final_record(record)
         except Interrupted as err:
             if err.at_once:  # wherever it landed: the checkpoint on disk stays as it was
@@ -243,7 +312,7 @@ class Trainer:
                          "state")
                 raise
             self.save()
-            if self.out is not None:
+            if self.writes:
                 self.log(f"interrupted: checkpoint saved in {self.out / 'checkpoint'} "
                          f"(epoch {self.epoch}, step {self.step}); continue with --resume")
             raise
@@ -252,6 +321,24 @@ class Trainer:
                      "holds the last saved state")
             raise
         return record
+
+    def _restore_ranks(self, state: dict, arrays: dict) -> dict:
+        """Refuse a checkpoint of another rank count; take the ``rank<r>/`` arrays out of
+        ``arrays`` and return this rank's (under the task's own names)."""
+        saved = (state.get("ranks") or {}).get("size", 1)
+        if saved != self.comm.size:
+            how = "one process" if saved == 1 else f"mpiexec -n {saved}"
+            raise distributed.DistributedError(
+                f"{state.get('source_checkpoint', 'the checkpoint')}: this run trained with "
+                f"{saved} rank(s) and is resumed with {self.comm.size}: the data shards, "
+                f"carried states and generators are per rank; resume it with {how}")
+        mine = {}
+        for key in [k for k in arrays if k.startswith("rank")]:
+            head, _, rest = key.partition("/")
+            value = arrays.pop(key)
+            if head == f"rank{self.comm.rank}":
+                mine[rest] = value
+        return mine
 
     def _where(self) -> str:
         return str(self.out / "checkpoint") if self.out is not None else "nothing"
@@ -266,7 +353,7 @@ class Trainer:
         tick = epoch_tick = time.perf_counter()
         with bar:
             while self.position < n:
-                self.signals.raise_if_pending()
+                self._raise_if_stopping()
                 if cfg.max_steps and self.step >= cfg.max_steps:  # resumed at or past the limit
                     self.finished, self.stop_reason = True, "max_steps"
                     break
@@ -367,7 +454,7 @@ class Trainer:
     def _write(self, record: dict) -> None:
         self.last_record = record
         self.history.append(record)
-        if self.out is not None:
+        if self.writes:
             append_record(self.out / "metrics.jsonl", record)
 
     # ------------------------------------------------------------------ checkpoints
@@ -378,6 +465,9 @@ class Trainer:
             return
         self._check_weights()
         task_arrays, task_state = self.task.state_dict(self._in_epoch)
+        ranks = self._gather_ranks(task_arrays) if self.parallel else {}
+        if not self.writes:
+            return
         arrays, meta = self.optimizer.state_dict()
         state = {
             "kind": self.task.kind,
@@ -391,21 +481,46 @@ class Trainer:
             "stop_reason": self.stop_reason, "last_record": self.last_record,
             "interval": {k: self.sums[k] for k in ("loss", "norm", "n")},
             "records": len(self.history),
+            **ranks.pop("state", {}),
         }
         best = {f"{BEST}{k}": v for k, v in (self.best_weights or {}).items()}
         save_checkpoint(self.out / "checkpoint", self.model.state_dict(), state,
-                        {**arrays, **task_arrays, **best})
+                        {**arrays, **task_arrays, **best, **ranks})
         self.task.write_files(self.out)
         self._last_save = time.monotonic()
+
+    def _gather_ranks(self, task_arrays: dict) -> dict:
+        """What differs between ranks, for rank 0's checkpoint: each rank's generator states
+        and task arrays (a language model's carried state), as ``state["ranks"]`` and arrays
+        ``rank<r>/<key>``; and a check that every rank's weights are still rank 0's."""
+        digest = hashlib.sha256()
+        for value in self.model.parameters().values():
+            digest.update(np.ascontiguousarray(value).tobytes())
+        states = self.comm.allgather_json({"rng": self.model.rng_states(),
+                                           "weights": digest.hexdigest()})
+        if len({s["weights"] for s in states}) != 1:
+            raise distributed.DistributedError(
+                f"by step {self.step} the ranks' weights differ (the reduction gave the ranks "
+                "different sums); nothing was saved")
+        per_rank = self.comm.allgather_arrays(task_arrays)
+        out = {f"rank{r}/{k}": v for r, got in enumerate(per_rank) for k, v in got.items()}
+        return {"state": {"ranks": {"size": self.comm.size,
+                                    "rng": [s["rng"] for s in states]}}, **out}
 
     def restore(self, state: dict, weights: dict, arrays: dict) -> None:
         """Continue exactly where a saved run stopped (the task checks that its data is the
         run's). ``metrics.jsonl`` loses the records written after the checkpoint (a crash
         between the two), so it then reads as if the run had never stopped."""
         arrays = dict(arrays)
+        mine = self._restore_ranks(state, arrays)  # this rank's own task arrays
         best = {k[len(BEST):]: arrays.pop(k) for k in list(arrays) if k.startswith(BEST)}
         self.best_weights = best or None
-        self.task.load_state_dict(arrays, state)  # takes its own arrays out of the dict
+        merged = {**arrays, **mine}
+        self.task.load_state_dict(merged, state)  # takes its own arrays out of the dict
+        for key in [k for k in arrays if k not in merged]:
+            del arrays[key]
+        if self.parallel:
+            self.model.set_rng_states(state["ranks"]["rng"][self.comm.rank])
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(arrays, state["optimizer"])
         if self.schedule and state.get("schedule"):
@@ -423,6 +538,10 @@ class Trainer:
         if self.out is None:
             return
         n = state.get("records")
+        if not self.writes:  # rank 0 keeps the file; the others only count its records
+            records = read_records(self.out / "metrics.jsonl", lambda *_: None)
+            self.history = [r for _, r in records[:n if n is not None else len(records)]]
+            return
         if n is not None:
             keep = lambda i, r: i < n  # noqa: E731
         else:  # written before checkpoints counted their records

@@ -150,6 +150,15 @@ class LMTask(Task):
             return opt, optim.ReduceOnPlateau(opt, factor=self.cfg.lr_decay)
         return opt, None
 
+    def shard(self, rank: int, size: int) -> None:
+        """Rank ``rank`` of ``size`` trains on its contiguous block of the ``size`` x B parallel
+        streams a single process with batch ``size`` x B would cut: the hidden state stays on
+        its rank, only gradients travel."""
+        B = self.cfg.batch_size
+        streams = batchify(self.corpus.train, B * size)
+        self.train_data = np.ascontiguousarray(streams[:, rank * B:(rank + 1) * B])
+        self.windows = list(bptt_windows(self.train_data, self.cfg.bptt))
+
     def epoch_batches(self, epoch: int, position: int) -> int:
         if position == 0:  # each epoch starts from a zero state
             self.state = self.model.initial_state(self.cfg.batch_size)

@@ -35,7 +35,7 @@ from rnnlab.data.text import Vocabulary
 from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnlab.tasks.seq2seq.translate import greedy_decode
-from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict
+from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict, part
 from rnnlab.validate import check_positive_int
 
 GENERATED = {"addition": P.addition_pairs, "date": P.date_pairs}
@@ -144,6 +144,7 @@ class Seq2SeqTask(Task):
         self.rng = np.random.default_rng(cfg.seed)
         self._epoch_rng = self.rng.bit_generator.state  # before this epoch's shuffle
         self._batches: list[list[P.Pair]] = []
+        self._rank, self._ranks = 0, 1  # data-parallel: this rank's part of every batch
 
     def make_optimizer(self):
         opt = optim.Adam(self.model.parameters(), lr=self.cfg.lr)
@@ -151,11 +152,15 @@ class Seq2SeqTask(Task):
 
     def epoch_batches(self, epoch: int, position: int) -> int:
         self._epoch_rng = self.rng.bit_generator.state
-        self._batches = list(P.minibatches(self.train, self.cfg.batch_size, self.rng))
+        self._batches = list(P.minibatches(self.train, self.cfg.batch_size * self._ranks,
+                                           self.rng))
         return len(self._batches)
 
-    def batch(self, index: int) -> list[P.Pair]:
-        return self._batches[index]
+    def shard(self, rank: int, size: int) -> None:
+        self._rank, self._ranks = rank, size
+
+    def batch(self, index: int) -> list[P.Pair] | None:
+        return part(self._batches[index], self._rank, self._ranks) or None
 
     def step(self, batch: list[P.Pair]) -> tuple[float, int]:
         """One minibatch: (mean loss per target token, target tokens)."""

@@ -49,7 +49,7 @@ from rnnlab.tasks.speech.metrics import (
     nearest_neighbour_accuracy,
     string_accuracy,
 )
-from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict, kept_weights
+from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict, kept_weights, part
 from rnnlab.training.progress import Progress
 from rnnlab.validate import check_non_negative_int, check_positive_int
 
@@ -198,6 +198,7 @@ class SpeechTask(Task):
         self._feats: list[np.ndarray] = []
         self._targets: list = []
         self._batches: list[list[int]] = []
+        self._rank, self._ranks = 0, 1  # data-parallel: this rank's part of every batch
 
     def featurize(self, x: np.ndarray) -> np.ndarray:
         return features(x, self.feature_cfg).astype(self.model.dtype, copy=False)
@@ -247,12 +248,17 @@ class SpeechTask(Task):
             self._feats = [self._masked(self.featurize(perturb(self.audio[i], rate, rng, how)))
                            for i in fit]
             self._targets = [self.labels[i] for i in fit]
-        self._batches = length_batches([len(f) for f in self._feats], self.cfg.batch_size,
-                                       self.rng)
+        self._batches = length_batches([len(f) for f in self._feats],
+                                       self.cfg.batch_size * self._ranks, self.rng)
         return len(self._batches)
 
-    def batch(self, index: int) -> SpeechBatch:
-        idx = self._batches[index]
+    def shard(self, rank: int, size: int) -> None:
+        self._rank, self._ranks = rank, size
+
+    def batch(self, index: int) -> SpeechBatch | None:
+        idx = part(self._batches[index], self._rank, self._ranks)
+        if len(idx) == 0:
+            return None
         return make_batch([self._feats[i] for i in idx], [self._targets[i] for i in idx],
                           self.model.dtype, self.ctc)
 
