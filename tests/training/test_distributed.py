@@ -333,3 +333,18 @@ def test_sigterm_on_the_launcher_saves_once_on_rank_0_and_the_run_resumes(tmp_pa
     assert state["ranks"]["size"] == 2 and len(state["ranks"]["rng"]) == 2
     _ok(_rnnlab(*LM[:2], "--out", str(run_dir), "--resume", "--max-steps", str(step + 2),
                 "--no-progress", "--samples", "0", ranks=2))
+
+
+def test_two_ranks_train_the_forecaster_one_process_with_twice_the_batch_trains(tmp_path):
+    t = np.arange(150)
+    y = 10 + np.sin(2 * np.pi * t / 12) * 3 + 0.05 * t
+    y += np.random.default_rng(0).normal(0, 0.3, t.size)
+    csv = tmp_path / "series.csv"
+    csv.write_text("month,value\n" + "".join(
+        f"{2000 + i // 12}-{i % 12 + 1:02d},{v:.4f}\n" for i, v in enumerate(y)))
+    opts = ("train", "forecast", "--data", str(csv), "--window", "12", "--horizon", "3",
+            "--hidden", "6", "--dtype", "float64", "--max-steps", "6", "--no-progress",
+            "--save-minutes", "0", "--valid", "12", "--holdout", "12", "--no-calibrate")
+    _ok(_rnnlab(*opts, "--out", str(tmp_path / "one"), "--batch-size", "14"))
+    _ok(_rnnlab(*opts, "--out", str(tmp_path / "two"), "--batch-size", "7", ranks=2))
+    _assert_same(_weights(tmp_path / "one"), _weights(tmp_path / "two"), 1e-10)

@@ -80,7 +80,8 @@ def _train_lm(args: argparse.Namespace) -> int:
                           lr_decay=r["lr_decay"], patience=r["patience"],
                           eval_batch_size=r["eval_batch_size"], seed=r["seed"],
                           log_every=r["log_every"], max_steps=r["max_steps"],
-                          save_every=r["save_every"], save_minutes=r["save_minutes"])
+                          save_every=r["save_every"], save_minutes=r["save_minutes"],
+                          warmup_steps=r["warmup_steps"])
         refuse_existing_run(out)
         model = LanguageModel(model_cfg, seed=cfg.seed)
         trainer = Trainer(LMTask(model, corpus, cfg), out, progress=not args.no_progress)
@@ -275,10 +276,15 @@ def _add_lm_options(p: argparse.ArgumentParser) -> None:
                    help=f"step: epochs at the initial lr (default {d['lr_decay_start']})")
     g.add_argument("--lr-decay", type=positive_float, dest="lr_decay",
                    help=f"the lr's factor at each decay (default {d['lr_decay']})")
+    g.add_argument("--warmup-steps", type=non_negative_int, dest="warmup_steps", metavar="N",
+                   help="raise the lr linearly over the first N steps (default 0: off); with "
+                   "mpiexec -n K and the lr scaled by K, a few hundred steps keep the start "
+                   "stable")
     g.add_argument("--patience", type=non_negative_int,
                    help="early stop after N epochs without improvement (0: off)")
     g.add_argument("--batch-size", type=positive_int, dest="batch_size",
-                   help=f"parallel streams (default {d['batch_size']})")
+                   help=f"parallel streams per process (default {d['batch_size']}; under "
+                   "mpiexec -n K each rank takes its own, K times as many in all)")
     g.add_argument("--bptt", type=positive_int, help="steps per truncated-BPTT window "
                    f"(default {d['bptt']})")
     g.add_argument("--epochs", type=positive_int, help=f"default {d['epochs']}")

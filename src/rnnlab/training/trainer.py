@@ -197,7 +197,7 @@ class Trainer:
         if not math.isfinite(loss):
             self._diverged(f"loss {loss}")
         grads, rows = model.grads_and_rows()  # rows: the embedding's, the ids it saw
-        norm = optim.clipped_step(self.optimizer, grads, self.cfg.clip, rows)
+        norm = self._update(grads, rows)
         if not math.isfinite(norm):
             self._diverged(f"gradient norm {norm}")
         self.sums["items"] += items
@@ -213,11 +213,23 @@ class Trainer:
                                                "example in its part of the batch")
         if not math.isfinite(loss):
             self._diverged(f"loss {loss}")
-        norm = optim.clipped_step(self.optimizer, grads, self.cfg.clip, rows)
+        norm = self._update(grads, rows)
         if not math.isfinite(norm):
             self._diverged(f"gradient norm {norm}")
         self.sums["items"] += int(count)
         return loss, norm
+
+    def _update(self, grads: dict, rows: dict) -> float:
+        """Clip and step; during warm-up at (s + 1) / W of the scheduled learning rate."""
+        warmup = getattr(self.cfg, "warmup_steps", 0)
+        if not warmup or self.step >= warmup:
+            return optim.clipped_step(self.optimizer, grads, self.cfg.clip, rows)
+        lr = self.optimizer.lr
+        self.optimizer.lr = lr * (self.step + 1) / warmup
+        try:
+            return optim.clipped_step(self.optimizer, grads, self.cfg.clip, rows)
+        finally:
+            self.optimizer.lr = lr  # the schedule's, as saved
 
     def _seed_rank(self) -> None:
         """Each rank's own generator (dropout masks), seeded from the run's seed and its rank;

@@ -16,6 +16,7 @@ DEFAULT_LM = {
     "lr_decay_start": 4, "lr_decay": 0.5, "patience": 0, "batch_size": 32, "bptt": 64,
     "epochs": 2, "eval_batch_size": 16, "seed": 0, "log_every": 50, "max_steps": 0,
     "dtype": "float32", "save_every": 0, "save_minutes": SAVE_MINUTES,
+    "warmup_steps": 0,
 }
 
 PRESETS: dict[str, dict] = {
