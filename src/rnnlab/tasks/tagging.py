@@ -32,6 +32,7 @@ from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.tagger import Tagger, TaggerBatch, TaggerConfig
 from rnnlab.optim import Adam
 from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict, kept_weights, part
+from rnnlab.training.distributed import digest
 from rnnlab.validate import check_positive_int
 
 KIND = "tagger"
@@ -255,6 +256,10 @@ class TaggingTask(Task):
         self._epoch_rng = self.rng.bit_generator.state
         self._batches: list[list[int]] = []
         self._rank, self._ranks = 0, 1  # data-parallel: this rank's part of every batch
+
+    def data_fingerprint(self) -> str:
+        return digest(*(x for e in self.data["train"]
+                        for x in ("\n".join(e.forms), e.words, *e.tags.values())))
 
     def shard(self, rank: int, size: int) -> None:
         self._rank, self._ranks = rank, size

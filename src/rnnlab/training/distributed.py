@@ -63,6 +63,19 @@ def fingerprint(config: Mapping) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def digest(*parts) -> str:
+    """sha256 (hex) of arrays (their dtype, shape and bytes) and strings, in order."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, str):
+            h.update(p.encode())
+        else:
+            a = np.ascontiguousarray(p)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def _differences(mine: Mapping, theirs: Mapping, prefix: str = "") -> list[str]:
     """The dotted keys where two nested configurations differ, with both values."""
     out = []

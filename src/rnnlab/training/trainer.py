@@ -134,6 +134,10 @@ class Task:
     def write_files(self, out: Path) -> None:
         """Files the run directory holds beside the checkpoint (written at each save)."""
 
+    def data_fingerprint(self) -> str:
+        """What identifies the training data (a hash): data-parallel ranks must agree on it."""
+        return ""
+
     def shard(self, rank: int, size: int) -> None:
         """Data-parallel training: from now on train on rank ``rank``'s part of every batch of
         ``size`` times the configured batch size (:func:`rnnlab.training.distributed.part`),
@@ -245,7 +249,8 @@ class Trainer:
         """Every rank the same run (configuration, data, position, rank count), then rank 0's
         weights and optimizer state on every rank."""
         self.comm.check_same("configuration or data", {
-            "run": self.task.run_config(), "ranks": self.comm.size,
+            "run": self.task.run_config(), "data": self.task.data_fingerprint(),
+            "ranks": self.comm.size,
             "at": [self.epoch, self.position, self.step]})
         self.comm.broadcast(self.model.parameters())
         self.comm.broadcast(self.optimizer.buffers())

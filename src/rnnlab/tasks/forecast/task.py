@@ -43,6 +43,7 @@ from rnnlab.tasks.forecast.windows import (
 )
 from rnnlab.tasks.forecast.windows import windows as make_windows
 from rnnlab.training import LoopConfig, Task, dataclass_from_dict, kept_weights, part
+from rnnlab.training.distributed import digest
 from rnnlab.validate import check_non_negative_int, check_positive_int
 
 KIND = "forecaster"
@@ -189,6 +190,9 @@ class ForecastTask(Task):
         self._epoch_rng = self.rng.bit_generator.state
         self._order = self.rng.permutation(self.windows)
         return math.ceil(self.windows / (self.cfg.batch_size * self._ranks))
+
+    def data_fingerprint(self) -> str:
+        return digest(self.x, self.y, self.mask)
 
     def shard(self, rank: int, size: int) -> None:
         self._rank, self._ranks = rank, size

@@ -150,6 +150,9 @@ class LMTask(Task):
             return opt, optim.ReduceOnPlateau(opt, factor=self.cfg.lr_decay)
         return opt, None
 
+    def data_fingerprint(self) -> str:
+        return self.train_sha256
+
     def shard(self, rank: int, size: int) -> None:
         """Rank ``rank`` of ``size`` trains on its contiguous block of the ``size`` x B parallel
         streams a single process with batch ``size`` x B would cut: the hidden state stays on

@@ -36,6 +36,7 @@ from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnlab.tasks.seq2seq.translate import greedy_decode
 from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict, part
+from rnnlab.training.distributed import digest
 from rnnlab.validate import check_positive_int
 
 GENERATED = {"addition": P.addition_pairs, "date": P.date_pairs}
@@ -155,6 +156,9 @@ class Seq2SeqTask(Task):
         self._batches = list(P.minibatches(self.train, self.cfg.batch_size * self._ranks,
                                            self.rng))
         return len(self._batches)
+
+    def data_fingerprint(self) -> str:
+        return digest("\n".join(f"{source}\t{target}" for source, target in self.train))
 
     def shard(self, rank: int, size: int) -> None:
         self._rank, self._ranks = rank, size

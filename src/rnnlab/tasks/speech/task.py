@@ -50,6 +50,7 @@ from rnnlab.tasks.speech.metrics import (
     string_accuracy,
 )
 from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict, kept_weights, part
+from rnnlab.training.distributed import digest
 from rnnlab.training.progress import Progress
 from rnnlab.validate import check_non_negative_int, check_positive_int
 
@@ -251,6 +252,9 @@ class SpeechTask(Task):
         self._batches = length_batches([len(f) for f in self._feats],
                                        self.cfg.batch_size * self._ranks, self.rng)
         return len(self._batches)
+
+    def data_fingerprint(self) -> str:
+        return digest(*self.audio, np.asarray(self.labels, np.int64))
 
     def shard(self, rank: int, size: int) -> None:
         self._rank, self._ranks = rank, size
