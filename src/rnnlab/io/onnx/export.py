@@ -11,9 +11,10 @@ named ``time`` and ``batch``):
 
 Without ``lengths`` every sequence runs the full T steps; without ``h0`` the states start at
 zero. With ``lengths`` the output is masked in the graph (opset 11 or newer: Range). The graph
-computes in float32 (ONNX Runtime has no float64 RNN kernel). ``batch_first`` is a Transpose
-on either side of the time-major operators (ONNX Runtime refuses ``layout=1`` for RNN, LSTM
-and GRU alike).
+computes in float32 (ONNX Runtime has no float64 RNN kernel) and is the layer's evaluation:
+no dropout between layers, whether the layer is in training mode or not. ``batch_first`` is a
+Transpose on either side of the time-major operators (ONNX Runtime refuses ``layout=1`` for
+RNN, LSTM and GRU alike).
 """
 
 from __future__ import annotations
