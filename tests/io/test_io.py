@@ -15,6 +15,7 @@ from rnnlab.io import (
     CheckpointError,
     atomic_open,
     atomic_write_bytes,
+    atomic_write_files,
     atomic_write_json,
     atomic_write_text,
     load_checkpoint,
@@ -90,6 +91,49 @@ def test_atomic_write_failure_keeps_old_file_and_no_temp(tmp_path, monkeypatch, 
     monkeypatch.undo()
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["f.bin"]
+
+
+def test_atomic_write_files_lands_the_set(tmp_path):
+    a, b = tmp_path / "a.bin", tmp_path / "b.json"
+    a.write_bytes(b"old a")
+    atomic_write_files({a: b"new a", b: b"new b"})
+    assert (a.read_bytes(), b.read_bytes()) == (b"new a", b"new b")
+    assert sorted(os.listdir(tmp_path)) == ["a.bin", "b.json"]
+    with pytest.raises(ValueError, match="expected distinct paths"):
+        atomic_write_files({a: b"1", str(a): b"2"})
+    assert a.read_bytes() == b"new a"
+
+
+@pytest.mark.parametrize("fail", [("fsync", 2), ("fsync", 3), ("replace", 2), ("replace", 3)])
+def test_atomic_write_files_failure_part_way_changes_nothing(tmp_path, monkeypatch, fail):
+    """A failure while writing the second or the last file, or after one or two renames: every
+    old file is as it was, the new one absent, and no temporary file left."""
+    a, b, c = tmp_path / "a.onnx", tmp_path / "b.onnx", tmp_path / "m.json"
+    a.write_bytes(b"old a")
+    c.write_bytes(b"old json")  # b.onnx is new
+    _fail_on_call(monkeypatch, os, *fail)
+    with pytest.raises(OSError, match="injected"):
+        atomic_write_files({a: b"new a", b: b"new b", c: b"new json"})
+    monkeypatch.undo()
+    assert (a.read_bytes(), c.read_bytes()) == (b"old a", b"old json")
+    assert sorted(os.listdir(tmp_path)) == ["a.onnx", "m.json"]
+
+
+def test_atomic_write_files_copies_where_links_are_refused(tmp_path, monkeypatch):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"old a")
+    b.write_bytes(b"old b")
+
+    def no_links(*args):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    _fail_on_call(monkeypatch, os, "replace", 2)
+    with pytest.raises(OSError, match="injected"):
+        atomic_write_files({a: b"new a", b: b"new b"})
+    monkeypatch.undo()
+    assert (a.read_bytes(), b.read_bytes()) == (b"old a", b"old b")
+    assert sorted(os.listdir(tmp_path)) == ["a", "b"]
 
 
 def test_atomic_write_json_rejects_non_json_before_touching_disk(tmp_path):

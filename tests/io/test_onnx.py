@@ -249,6 +249,20 @@ def test_float64_layer_exports_in_float32(ort, tmp_path):
     np.testing.assert_allclose(got[0], layer(x)[0], rtol=1e-5, atol=1e-5)
 
 
+def test_a_layer_with_dropout_exports_its_evaluation(ort, tmp_path):
+    """Dropout between layers is training's: the graph is the eval-mode forward, and exporting
+    leaves the layer's mode alone."""
+    layer = rnnlab.GRU(2, 3, num_layers=3, dropout=0.5, seed=4)
+    path = tmp_path / "m.onnx"
+    export_onnx(layer, path)
+    assert layer.training
+    x = np.random.default_rng(0).standard_normal((4, 2, 2)).astype(np.float32)
+    got = _session(ort, path).run(None, {"input": x})
+    layer.eval()
+    for a, b in zip(got, layer(x), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

@@ -124,3 +124,59 @@ def test_export_of_a_trained_run(tmp_path, capsys):
     tokens, _ = _greedy(*(_session(os.fspath(p)) for p in paths), src, lengths, meta["bos"],
                         meta["eos"], 8)
     assert tokens == [d.ids for d in decoded]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from rnnlab.cli.main import main
+
+    run = tmp_path_factory.mktemp("s2s") / "run"
+    assert main(["train", "seq2seq", "--data", "addition", "--size", "50", "--epochs", "1",
+                 "--hidden", "4", "--embed", "3", "--out", str(run), "--no-progress"]) == 0
+    return run
+
+
+def test_export_writes_its_three_files_together_or_none(tiny_run, tmp_path, capsys,
+                                                        monkeypatch):
+    """The encoder, the decoder and the JSON land as one set: a failure part way (here the
+    third rename) leaves the files of an earlier export as they were, and nothing new."""
+    from rnnlab.cli.main import main
+
+    run = tiny_run
+    out = tmp_path / "export" / "add.onnx"
+    out.parent.mkdir()
+    names = ["add.decoder.onnx", "add.encoder.onnx", "add.json"]
+    for name in names[1:]:  # an earlier export's files; no decoder among them
+        (out.parent / name).write_bytes(b"old " + name.encode())
+    real_replace, calls = os.replace, []
+
+    def replace(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real_replace(*args)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "expected a writable file path" in err and "No space left" in err, err
+    monkeypatch.undo()
+    assert sorted(os.listdir(out.parent)) == names[1:]  # no temporary or kept-old file either
+    for name in names[1:]:
+        assert (out.parent / name).read_bytes() == b"old " + name.encode()
+
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
+    assert sorted(os.listdir(out.parent)) == names
+    meta = json.loads((out.parent / "add.json").read_text(encoding="utf-8"))
+    assert (meta["encoder"]["model"], meta["decoder"]["model"]) == tuple(names[1::-1])
+
+
+def test_export_at_an_opset_too_old_names_the_one_needed(tiny_run, tmp_path, capsys):
+    from rnnlab.cli.main import main
+
+    out = tmp_path / "add.onnx"
+    assert main(["export", "--checkpoint", str(tiny_run), "--out", str(out),
+                 "--opset", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "Range needs opset 11 or newer, got opset 10" in err and err.count("\n") == 1, err
+    assert os.listdir(tmp_path) == []

@@ -182,6 +182,22 @@ def test_cli_resume_equals_an_unbroken_run(reverse_tsv, tmp_path, capsys):
     assert "checkpoint" in capsys.readouterr().err
 
 
+def test_cli_max_steps_inside_an_epoch_scores_the_last_weights(reverse_tsv, tmp_path, capsys):
+    """A run that --max-steps ends inside an epoch had no epoch record to report (KeyError):
+    a closing record scores the weights it stopped with."""
+    out = tmp_path / "run"
+    assert main(["train", "seq2seq", "--data", str(reverse_tsv), "--epochs", "2",
+                 "--max-steps", "3", "--out", str(out), *SMALL]) == 0
+    printed = capsys.readouterr().out
+    assert "final (step 3): test exact match" in printed and "trained in" in printed, printed
+    records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    assert len(records) == 1 and records[0]["final"] is True and records[0]["step"] == 3
+    model, sv, tv, state, _ = load_seq2seq(out)
+    test = load_pairs(Seq2SeqTrainConfig(data=str(reverse_tsv)))[1]
+    assert state["step"] == 3
+    assert records[0]["test_exact_match"] == score(model, test, sv, tv)["exact_match"]
+
+
 def test_config_rejects_bad_lr_decay():
     with pytest.raises(ValueError, match=r"lr_decay: expected a factor in \(0, 1\], got 2"):
         Seq2SeqTrainConfig(lr_decay=2)

@@ -2,9 +2,9 @@
 
     rnnlab export --checkpoint RUN --out model.onnx [--opset 17]
 
-Writes ``model.onnx`` and ``model.json`` (vocabulary, settings, input and output names). The
-tasks that export, and the library function that does it, are in :func:`exporters`; a
-checkpoint of another kind is refused by name.
+Writes ``model.onnx`` and ``model.json`` (vocabulary, settings, input and output names), all
+the files of the export or none of them. The tasks that export, and the library function
+that does it, are in :func:`exporters`; a checkpoint of another kind is refused by name.
 """
 
 from __future__ import annotations

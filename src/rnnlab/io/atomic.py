@@ -4,6 +4,10 @@ The data goes to a fresh temporary file in the target's directory (same filesyst
 rename is atomic), is flushed and fsynced, then ``os.replace`` puts it in place and the
 directory is fsynced so the rename itself survives a power cut. On any failure the temporary
 file is removed and the old file is left untouched.
+
+:func:`atomic_write_files` does the same for a set of files that belong together (a model and
+the JSON that describes it): all are written to temporary files before the first is renamed
+into place, and a failure at any point leaves every target as it was.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import errno
 import json
 import os
 import secrets
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -80,6 +85,79 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise TypeError(f"atomic_write_bytes: expected bytes, got {type(data).__name__}")
     with atomic_open(path) as f:
         f.write(data)
+
+
+def _keep_old(path: Path) -> Path | None:
+    """A hard link ``.<name>.old-<random>`` to ``path``'s current file (None: no file there),
+    to put it back with if a later rename of the set fails; a copy where links are refused."""
+    if not path.is_file():  # nothing to keep (a directory there fails its rename later)
+        return None
+    while True:
+        old = path.with_name(f".{path.name}.old-{secrets.token_hex(4)}")
+        try:
+            os.link(path, old)
+            return old
+        except FileExistsError:
+            continue
+        except OSError:  # a filesystem without hard links
+            break
+    fd, old = _create_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as f, open(path, "rb") as src:
+            shutil.copyfileobj(src, f)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(old)
+        raise
+    return old
+
+
+def atomic_write_files(files: Mapping[str | os.PathLike, bytes]) -> None:
+    """Write each ``path: data`` of ``files`` so that the set lands together or not at all.
+
+    Every file is written and fsynced to a temporary file beside its target first; only then
+    are they renamed into place, one after another (a reader may see some new and some old
+    files during those renames, never a torn one). If a write, a rename or anything else fails,
+    the targets already renamed get their old file back (or are removed where there was none),
+    every temporary file is removed and the exception propagates.
+    """
+    items = [(Path(p), data) for p, data in files.items()]
+    if len({path.resolve() for path, _ in items}) < len(items):
+        raise ValueError(f"atomic_write_files: expected distinct paths, got "
+                         f"{[os.fspath(path) for path, _ in items]}")
+    temps: list[Path] = []
+    olds: dict[Path, Path | None] = {}
+    renamed: list[Path] = []
+    try:
+        for path, data in items:
+            fd, tmp = _create_temp(path)
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for path, _ in items:
+            olds[path] = _keep_old(path)
+        for (path, _), tmp in zip(items, temps, strict=True):
+            os.replace(tmp, path)
+            renamed.append(path)
+    except BaseException:
+        for path in reversed(renamed):
+            old = olds[path]
+            with contextlib.suppress(OSError):
+                if old is None:
+                    os.unlink(path)
+                else:
+                    os.replace(old, path)
+        for leftover in [*temps, *(o for o in olds.values() if o is not None)]:
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+        raise
+    for old in olds.values():
+        if old is not None:
+            os.unlink(old)
+    for directory in {path.parent for path, _ in items}:
+        fsync_directory(directory)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:

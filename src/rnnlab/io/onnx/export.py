@@ -11,18 +11,20 @@ named ``time`` and ``batch``):
 
 Without ``lengths`` every sequence runs the full T steps; without ``h0`` the states start at
 zero. With ``lengths`` the output is masked in the graph (opset 11 or newer: Range). The graph
-computes in float32 (ONNX Runtime has no float64 RNN kernel). ``batch_first`` is a Transpose
-on either side of the time-major operators (ONNX Runtime refuses ``layout=1`` for RNN, LSTM
-and GRU alike).
+computes in float32 (ONNX Runtime has no float64 RNN kernel) and is the layer's evaluation:
+no dropout between layers, whether the layer is in training mode or not. ``batch_first`` is a
+Transpose on either side of the time-major operators (ONNX Runtime refuses ``layout=1`` for
+RNN, LSTM and GRU alike).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from rnnlab.io.atomic import atomic_write_bytes, atomic_write_text
+from rnnlab.io.atomic import atomic_write_files
 from rnnlab.io.onnx import proto
 from rnnlab.io.onnx.graph import Graph, check_opset
 from rnnlab.io.onnx.recurrent import OP_TYPE, add_recurrent
@@ -62,30 +64,42 @@ def layer_graph(module, opset: int, with_lengths: bool, with_state: bool) -> Gra
     return g
 
 
+def model_bytes(g: Graph, doc_string: str = "", metadata: dict[str, str] | None = None) -> bytes:
+    """``g`` encoded as an ONNX model file."""
+    from rnnlab import __version__
+
+    return g.to_bytes(producer_version=__version__, doc_string=doc_string, metadata=metadata)
+
+
+def write_files(files: Mapping[Path, bytes]) -> None:
+    """Write ``files`` together, all or none (:func:`~rnnlab.io.atomic.atomic_write_files`);
+    OSError in one line, naming the first path, if they cannot be written."""
+    try:
+        atomic_write_files(files)
+    except OSError as e:
+        raise OSError(f"export_onnx: expected a writable file path, got "
+                      f"{os.fspath(next(iter(files)))!r} ({e.strerror or e})") from None
+
+
 def write_model(g: Graph, path: str | os.PathLike, doc_string: str = "",
                 metadata: dict[str, str] | None = None) -> None:
     """Encode ``g`` and write it to ``path`` atomically; OSError in one line if it cannot."""
-    from rnnlab import __version__
-
-    data = g.to_bytes(producer_version=__version__, doc_string=doc_string, metadata=metadata)
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as e:
-        raise OSError(f"export_onnx: expected a writable file path, got {os.fspath(path)!r} "
-                      f"({e.strerror or e})") from None
+    write_files({Path(path): model_bytes(g, doc_string, metadata)})
 
 
 def write_model_and_json(g: Graph, out: str | os.PathLike, meta: dict, doc_string: str = "",
-                         json_path: str | os.PathLike | None = None) -> Path:
-    """Write the model to ``out`` and ``meta`` (with the model's file name and opset) to
-    ``json_path`` (default: ``out`` with the suffix ``.json``), each atomically; returns the
-    JSON's path."""
+                         json_path: str | os.PathLike | None = None,
+                         also: Mapping[Path, bytes] | None = None) -> Path:
+    """Write the model to ``out``, ``meta`` (with the model's file name and opset) to
+    ``json_path`` (default: ``out`` with the suffix ``.json``) and the files of ``also`` (other
+    models of the export) as one set: all of them land, or none and the old files stay.
+    Returns the JSON's path."""
     out = Path(out)
     meta = {"format": "rnnlab-onnx", "model": out.name, "opset": g.opset, **meta}
-    text = json.dumps(meta, ensure_ascii=False, indent=1) + "\n"  # before anything is written
-    write_model(g, out, doc_string=doc_string, metadata={"rnnlab.task": str(meta.get("task"))})
+    text = json.dumps(meta, ensure_ascii=False, indent=1) + "\n"
     json_path = out.with_suffix(".json") if json_path is None else Path(json_path)
-    atomic_write_text(json_path, text)
+    model = model_bytes(g, doc_string, metadata={"rnnlab.task": str(meta.get("task"))})
+    write_files({**(also or {}), out: model, json_path: text.encode("utf-8")})
     return json_path
 
 

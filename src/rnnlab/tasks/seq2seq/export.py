@@ -31,7 +31,7 @@ import numpy as np
 
 from rnnlab.data.pairs import BOS, EOS, PAD, special_id
 from rnnlab.io.onnx import proto
-from rnnlab.io.onnx.export import write_model, write_model_and_json
+from rnnlab.io.onnx.export import model_bytes, write_model_and_json
 from rnnlab.io.onnx.graph import Graph, check_opset
 from rnnlab.io.onnx.layers import add_embedding, add_linear
 from rnnlab.io.onnx.recurrent import add_recurrent
@@ -128,7 +128,8 @@ def decoder_graph(model: Seq2Seq, opset: int) -> Graph:
 
 def export_seq2seq(run: str | os.PathLike, out: str | os.PathLike, opset: int = 17) -> list[Path]:
     """Write ``<stem>.encoder.onnx``, ``<stem>.decoder.onnx`` beside ``out`` and ``out`` with
-    the suffix ``.json`` (vocabularies, special ids, both graphs' inputs and outputs)."""
+    the suffix ``.json`` (vocabularies, special ids, both graphs' inputs and outputs), the
+    three together or none."""
     model, src_vocab, tgt_vocab, _, _ = load_seq2seq(Path(run))
     out = Path(out)
     enc, dec = encoder_graph(model, opset), decoder_graph(model, opset)
@@ -142,7 +143,7 @@ def export_seq2seq(run: str | os.PathLike, out: str | os.PathLike, opset: int = 
             "bos": special_id(tgt_vocab, BOS), "eos": special_id(tgt_vocab, EOS),
             "src_pad": special_id(src_vocab, PAD),
             "src_vocab": src_vocab.to_dict(), "tgt_vocab": tgt_vocab.to_dict()}
-    write_model(enc, enc_path, doc_string="rnnlab seq2seq encoder")
+    encoder = {enc_path: model_bytes(enc, "rnnlab seq2seq encoder")}
     json_path = write_model_and_json(dec, dec_path, meta, "rnnlab seq2seq decoder step",
-                                     json_path=out.with_suffix(".json"))
+                                     json_path=out.with_suffix(".json"), also=encoder)
     return [enc_path, dec_path, json_path]

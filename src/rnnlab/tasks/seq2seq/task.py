@@ -9,9 +9,11 @@ One step (a minibatch of (source, target) pairs):
 
 After every epoch the whole test set is decoded greedily and scored: ``test_exact_match`` (the
 fraction of answers decoded exactly) and ``test_char_acc`` (the fraction of target characters
-right at their position). The Trainer (:mod:`rnnlab.training`) appends the epoch's record to
-``metrics.jsonl`` and replaces ``checkpoint/`` atomically, at each epoch's end and periodically
-inside one (weights, optimizer state, both vocabularies, configs, the position in the epoch).
+right at their position); a run that stops inside an epoch (``max_steps``) scores its last
+weights in a closing record (``"final": true``). The Trainer (:mod:`rnnlab.training`) appends
+the epoch's record to ``metrics.jsonl`` and replaces ``checkpoint/`` atomically, at each epoch's
+end and periodically inside one (weights, optimizer state, both vocabularies, configs, the
+position in the epoch).
 
 Data (``data``): "addition" and "date" are generated (:mod:`rnnlab.data.pairs`, ``size`` pairs);
 any other value is a file in the book's format (``16+75  _91``) or a TSV of source<TAB>target.
@@ -186,13 +188,17 @@ class Seq2SeqTask(Task):
     def score(self, metrics: dict) -> float:
         return -metrics["test_exact_match"]
 
-
+    def final(self, last: dict, step: int, stop: Callable[[], bool]) -> dict | None:
+        if "test_exact_match" in last and last.get("step") == step:
+            return None  # the last epoch's record scored these weights
+        return self.evaluate(stop)  # stopped inside an epoch (max_steps): score them once
 
     def describe(self, record: dict, seconds: float) -> str:
-        return (f"epoch {record['epoch']}: loss {record['loss']:.4f}, test exact match "
-                f"{record['test_exact_match']:.2%}, char accuracy {record['test_char_acc']:.2%}"
-                f" ({seconds:.1f} s)")
-
+        scores = (f"test exact match {record['test_exact_match']:.2%}, char accuracy "
+                  f"{record['test_char_acc']:.2%}")
+        if record.get("final"):
+            return f"final (step {record['step']}): {scores}"
+        return f"epoch {record['epoch']}: loss {record['loss']:.4f}, {scores} ({seconds:.1f} s)"
 
     def state_dict(self, in_epoch: bool):
         rng = self._epoch_rng if in_epoch else self.rng.bit_generator.state
@@ -209,7 +215,6 @@ class Seq2SeqTask(Task):
 
     def run_config(self) -> dict:
         return {"model": self.model.config.to_dict(), "train": asdict(self.cfg)}
-
 
 
 def upgrade_state(state: dict, train_pairs: int) -> dict:
