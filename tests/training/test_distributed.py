@@ -348,3 +348,28 @@ def test_two_ranks_train_the_forecaster_one_process_with_twice_the_batch_trains(
     _ok(_rnnlab(*opts, "--out", str(tmp_path / "one"), "--batch-size", "14"))
     _ok(_rnnlab(*opts, "--out", str(tmp_path / "two"), "--batch-size", "7", ranks=2))
     _assert_same(_weights(tmp_path / "one"), _weights(tmp_path / "two"), 1e-10)
+
+
+def test_two_ranks_train_seq2seq_one_process_with_twice_the_batch_trains(tmp_path):
+    opts = ("train", "seq2seq", "--data", "addition", "--size", "400", "--hidden", "8",
+            "--embed", "4", "--attention", "dot", "--dtype", "float64", "--max-steps", "4",
+            "--no-progress", "--save-minutes", "0")
+    _ok(_rnnlab(*opts, "--out", str(tmp_path / "one"), "--batch-size", "16"))
+    _ok(_rnnlab(*opts, "--out", str(tmp_path / "two"), "--batch-size", "8", ranks=2))
+    _assert_same(_weights(tmp_path / "one"), _weights(tmp_path / "two"), 1e-10)
+
+
+@pytest.mark.parametrize("task", ["digits", "connected"])
+def test_two_ranks_train_speech_one_process_with_twice_the_batch_trains(tmp_path, task):
+    from audio_helpers import write_corpus
+
+    corpus = write_corpus(tmp_path / "tones")
+    opts = ("train", "speech", "--data", str(corpus), "--task", task, "--hidden", "8",
+            "--layers", "1", "--no-progress", "--valid", "0.34", "--max-steps", "3",
+            "--dropout", "0", "--dtype", "float64", "--save-minutes", "0", "--utterances",
+            "32", "--eval-utterances", "8", "--max-len", "3")
+    if task == "digits":
+        opts = opts[:-6]
+    _ok(_rnnlab(*opts, "--out", str(tmp_path / "one"), "--batch-size", "8"))
+    _ok(_rnnlab(*opts, "--out", str(tmp_path / "two"), "--batch-size", "4", ranks=2))
+    _assert_same(_weights(tmp_path / "one"), _weights(tmp_path / "two"), 1e-10)
