@@ -72,6 +72,28 @@ def require_module(name: str) -> ModuleType:
     _unavailable(f"{name} not installed ({reason}): pip install -e '.[test]'")
 
 
+def require_cuda() -> ModuleType:
+    """CuPy with a usable GPU, or a skip. The one skip CI allows: it has no GPU (issue 16), so
+    the GPU tests run where one is (benchmarks/gpu_check.sh) and skip everywhere else."""
+    from rnnlab.nn.backend import array_module
+
+    try:
+        return array_module("cuda")
+    except RuntimeError as err:
+        pytest.skip(f"no GPU here: {err}")
+
+
+def require_tool(name: str) -> str:
+    """The path of the executable ``name`` (a compiler), or a skip, also in CI: the CUDA
+    sources are compile-checked where nvcc (or a host C++ compiler) is installed."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed: the CUDA kernel sources are checked where it is")
+    return path
+
+
 @pytest.fixture
 def torch():
     """The torch module, or a skip when it is absent outside CI."""

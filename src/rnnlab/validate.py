@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,8 +50,14 @@ def check_non_negative_int(name: str, value: object) -> int:
     return int(value)
 
 
+def is_array(x: object) -> bool:
+    """A NumPy array, or a CuPy one (CuPy is not imported for this: unloaded, nothing is one)."""
+    cupy = sys.modules.get("cupy")
+    return isinstance(x, np.ndarray) or (cupy is not None and isinstance(x, cupy.ndarray))
+
+
 def _check_dtype(name: str, x: object, dtype: np.dtype) -> np.ndarray:
-    if not isinstance(x, np.ndarray):
+    if not is_array(x):
         raise TypeError(f"{name}: expected a numpy array of {dtype}, got {type(x).__name__}")
     if x.dtype != dtype:
         raise TypeError(

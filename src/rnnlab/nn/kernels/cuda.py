@@ -1,0 +1,271 @@
+"""The CUDA kernel set (CuPy): the equations of :mod:`rnnlab.nn.cells` over a sequence on a GPU.
+
+Same arguments, caches and layout as :mod:`rnnlab.nn.kernels.numpy` (read its docstring for the
+time indexing and variable lengths), for CuPy arrays. Per time step there are two launches each
+way: the recurrent product (cuBLAS, into a preallocated buffer) and ONE fused elementwise kernel
+for the whole gate arithmetic; the input projection of every step is one GEMM before the loop
+(the caller's). GRU's backward adds a third (``dh += da_h W_hh``).
+
+Each fused kernel is a CuPy ``ElementwiseKernel`` over the n * H (row, unit) pairs of a step,
+templated on the float type ``T`` (float32 and float64 from one source). Their bodies live in
+:data:`SOURCES` as plain CUDA C, one line per equation of the cell; the tests compile each of
+them with nvcc, and also compile them for the host and run this module's loops with them on
+NumPy arrays, so the arithmetic is checked on a machine without a GPU. Every array a body
+indexes is C-contiguous (the step slices ``x[t, :n]`` of (T, B, .) arrays are).
+
+CuPy is imported only when a kernel is first built, which happens only for CuPy arrays.
+"""
+
+from __future__ import annotations
+
+from rnnlab.nn.backend import xp_of
+
+# Helpers every body may use. ``T`` is the float type of the arrays.
+PREAMBLE = """
+template <typename U> __device__ U sigm(U x) { return U(1) / (U(1) + exp(-x)); }
+"""
+
+# name -> (input parameters, output parameters, body); every array parameter is ``raw`` (indexed
+# by hand: a body writes several gate blocks of one row), so a call passes ``size=n * H``.
+# Index: i = b * H + j (row b, unit j); r = b * G * H + j is unit j of the row's first gate.
+SOURCES: dict[str, tuple[str, str, str]] = {
+    "lstm_forward": (
+        "raw T rec, raw T c_prev, int32 H",
+        "raw T gates, raw T c, raw T h, raw T tanh_c",
+        """
+        const ptrdiff_t b = i / H, j = i % H, r = b * 4 * H + j;
+        const T ig = sigm(gates[r] + rec[r]);                  // i = sigma(a_i)
+        const T fg = sigm(gates[r + H] + rec[r + H]);          // f = sigma(a_f)
+        const T gg = tanh(gates[r + 2 * H] + rec[r + 2 * H]);  // g = tanh(a_g)
+        const T og = sigm(gates[r + 3 * H] + rec[r + 3 * H]);  // o = sigma(a_o)
+        const T cv = fg * c_prev[i] + ig * gg;                 // c = f * c_prev + i * g
+        const T tc = tanh(cv);
+        gates[r] = ig; gates[r + H] = fg; gates[r + 2 * H] = gg; gates[r + 3 * H] = og;
+        c[i] = cv;
+        tanh_c[i] = tc;
+        h[i] = og * tc;                                        // h = o * tanh(c)
+        """,
+    ),
+    "lstm_backward": (
+        "raw T gates, raw T c_prev, raw T tanh_c, raw T dH, int32 H",
+        "raw T dA, raw T dh, raw T dc",  # dh: read here, overwritten by da W_hh after
+        """
+        const ptrdiff_t b = i / H, j = i % H, r = b * 4 * H + j;
+        const T ig = gates[r], fg = gates[r + H], gg = gates[r + 2 * H], og = gates[r + 3 * H];
+        const T tc = tanh_c[i];
+        const T dh_ = dh[i] + dH[i];                           // dh = dh_next + dH[t]
+        const T dc_ = dc[i] + dh_ * og * (T(1) - tc * tc);     // dc += dh * o * tanh'(c)
+        dA[r] = dc_ * gg * ig * (T(1) - ig);                   // da_i = dc * g * sigma'(a_i)
+        dA[r + H] = dc_ * c_prev[i] * fg * (T(1) - fg);        // da_f = dc * c_prev * sigma'
+        dA[r + 2 * H] = dc_ * ig * (T(1) - gg * gg);           // da_g = dc * i * tanh'(a_g)
+        dA[r + 3 * H] = dh_ * tc * og * (T(1) - og);           // da_o = dh * tanh(c) * sigma'
+        dc[i] = dc_ * fg;                                      // dc_prev = dc * f
+        """,
+    ),
+    "gru_forward": (
+        "raw T rec, raw T b_hh, raw T h_prev, int32 H",
+        "raw T gates, raw T gh_n, raw T h",
+        """
+        const ptrdiff_t b = i / H, j = i % H, r = b * 3 * H + j;
+        const T gh_r = rec[r] + b_hh[j];                       // gh = h_prev W_hh^T + b_hh
+        const T gh_z = rec[r + H] + b_hh[j + H];
+        const T ghn = rec[r + 2 * H] + b_hh[j + 2 * H];
+        const T rg = sigm(gates[r] + gh_r);                    // r = sigma(xw_r + gh_r)
+        const T zg = sigm(gates[r + H] + gh_z);                // z = sigma(xw_z + gh_z)
+        const T ng = tanh(gates[r + 2 * H] + rg * ghn);        // n = tanh(xw_n + r * gh_n)
+        gates[r] = rg; gates[r + H] = zg; gates[r + 2 * H] = ng;
+        gh_n[i] = ghn;
+        h[i] = ng + zg * (h_prev[i] - ng);                     // h = (1 - z) * n + z * h_prev
+        """,
+    ),
+    "gru_backward": (
+        "raw T gates, raw T h_prev, raw T gh_n, raw T dH, int32 H",
+        "raw T dAx, raw T dAh, raw T dh",
+        """
+        const ptrdiff_t b = i / H, j = i % H, r = b * 3 * H + j;
+        const T rg = gates[r], zg = gates[r + H], ng = gates[r + 2 * H];
+        const T dh_ = dh[i] + dH[i];                           // dh = dh_next + dH[t]
+        const T da_n = dh_ * (T(1) - zg) * (T(1) - ng * ng);   // dn = dh (1 - z); tanh'
+        const T da_z = dh_ * (h_prev[i] - ng) * zg * (T(1) - zg);  // dz = dh (h_prev - n)
+        const T da_r = da_n * gh_n[i] * rg * (T(1) - rg);      // dr = da_n gh_n; sigma'
+        dAx[r] = da_r; dAx[r + H] = da_z; dAx[r + 2 * H] = da_n;
+        dAh[r] = da_r; dAh[r + H] = da_z; dAh[r + 2 * H] = da_n * rg;  // d(gh_n) = da_n r
+        dh[i] = dh_ * zg;                                      // dh_prev = dh z (+ da_h W_hh)
+        """,
+    ),
+    "rnn_forward": (
+        "raw T xw, int32 relu",
+        "raw T h",
+        """
+        const T a = h[i] + xw[i];                              // a = h_prev W_hh^T + xw
+        h[i] = relu ? (a > T(0) ? a : T(0)) : tanh(a);         // h = act(a)
+        """,
+    ),
+    "rnn_backward": (
+        "raw T h, raw T dH, int32 relu",
+        "raw T dA, raw T dh",
+        """
+        const T dh_ = dh[i] + dH[i];                           // dh = dh_next + dH[t]
+        const T hv = h[i];
+        dA[i] = relu ? (hv > T(0) ? dh_ : T(0)) : dh_ * (T(1) - hv * hv);  // da = dh act'(a)
+        """,
+    ),
+}
+
+_built: dict[str, object] = {}
+
+
+def _kernel(name: str):
+    """The fused kernel ``name``, built on first use: ``f(*inputs, *outputs, size=n)``."""
+    if name not in _built:
+        import cupy
+
+        inputs, outputs, body = SOURCES[name]
+        _built[name] = cupy.ElementwiseKernel(inputs, outputs, body, f"rnnlab_{name}",
+                                              preamble=PREAMBLE)
+    return _built[name]
+
+
+def _order(T: int, reverse: bool):
+    """(t, prev, cur) per step, as in the NumPy set."""
+    if reverse:
+        return [(t, t + 1, t) for t in range(T - 1, -1, -1)]
+    return [(t, t, t + 1) for t in range(T)]
+
+
+def _live(batch_sizes, t: int, B: int) -> int:
+    return B if batch_sizes is None else int(batch_sizes[t])
+
+
+def _new_states(xp, T: int, h0, reverse: bool):
+    hs = xp.empty((T + 1, *h0.shape), h0.dtype)
+    hs[T if reverse else 0] = h0
+    return hs
+
+
+def _step_grads(xp, dH, T: int, B: int, H: int, dtype):
+    """dL/d(output) as a C-contiguous (T, B, H) array (zeros for None): the bodies index it."""
+    return xp.zeros((T, B, H), dtype) if dH is None else xp.ascontiguousarray(dH)
+
+
+# ----------------------------------------------------------------------------------------- LSTM
+def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False):
+    """XW (T, B, 4H) (input projection and both biases) -> (hs, cs, gates, tanh_cs), as the
+    NumPy set; XW becomes the gate activations i, f, g, o in place."""
+    xp = xp_of(XW)
+    T, B, G = XW.shape
+    H = G // 4
+    hs, cs = _new_states(xp, T, h0, reverse), _new_states(xp, T, c0, reverse)
+    tanh_cs = xp.empty((T, B, H), XW.dtype)
+    rec = xp.empty((B, G), XW.dtype)
+    W = W_hh.T
+    fused = _kernel("lstm_forward")
+    for t, p, q in _order(T, reverse):
+        n = _live(batch_sizes, t, B)
+        xp.matmul(hs[p, :n], W, out=rec[:n])  # h_prev W_hh^T
+        fused(rec[:n], cs[p, :n], H, XW[t, :n], cs[q, :n], hs[q, :n], tanh_cs[t, :n],
+              size=n * H)
+        if n < B:  # finished (forward) or not yet started (reverse) rows keep their state
+            hs[q, n:] = hs[p, n:]
+            cs[q, n:] = cs[p, n:]
+    return hs, cs, XW, tanh_cs
+
+
+def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
+    """Returns dA (T, B, 4H) and (dh0, dc0), as the NumPy set."""
+    hs, cs, gates, tanh_cs = cache
+    xp = xp_of(gates)
+    T, B, G = gates.shape
+    H = G // 4
+    dH = _step_grads(xp, dH, T, B, H, gates.dtype)
+    dA = xp.empty_like(gates)
+    dh, dc = dh_n.copy(), dc_n.copy()
+    fused = _kernel("lstm_backward")
+    for t, p, _ in reversed(_order(T, reverse)):
+        n = _live(batch_sizes, t, B)
+        fused(gates[t, :n], cs[p, :n], tanh_cs[t, :n], dH[t, :n], H, dA[t, :n], dh[:n], dc[:n],
+              size=n * H)
+        xp.matmul(dA[t, :n], W_hh, out=dh[:n])  # dh_prev = da W_hh
+        if n < B:
+            dA[t, n:] = 0
+    return dA, (dh, dc)
+
+
+# ------------------------------------------------------------------------------------------ GRU
+def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False):
+    """XW (T, B, 3H) = x W_ih^T + b_ih -> (hs, gates, gh_ns), as the NumPy set."""
+    xp = xp_of(XW)
+    T, B, G = XW.shape
+    H = G // 3
+    hs = _new_states(xp, T, h0, reverse)
+    gh_ns = xp.empty((T, B, H), XW.dtype)
+    rec = xp.empty((B, G), XW.dtype)
+    bias = xp.zeros(G, XW.dtype) if b_hh is None else xp.ascontiguousarray(b_hh)
+    W = W_hh.T
+    fused = _kernel("gru_forward")
+    for t, p, q in _order(T, reverse):
+        n = _live(batch_sizes, t, B)
+        xp.matmul(hs[p, :n], W, out=rec[:n])
+        fused(rec[:n], bias, hs[p, :n], H, XW[t, :n], gh_ns[t, :n], hs[q, :n], size=n * H)
+        if n < B:
+            hs[q, n:] = hs[p, n:]
+    return hs, XW, gh_ns
+
+
+def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
+    """Returns dA_x, dA_h (T, B, 3H) and dh0, as the NumPy set."""
+    hs, gates, gh_ns = cache
+    xp = xp_of(gates)
+    T, B, G = gates.shape
+    H = G // 3
+    dH = _step_grads(xp, dH, T, B, H, gates.dtype)
+    dAx, dAh = xp.empty_like(gates), xp.empty_like(gates)
+    dh = dh_n.copy()
+    rec = xp.empty((B, H), gates.dtype)
+    fused = _kernel("gru_backward")
+    for t, p, _ in reversed(_order(T, reverse)):
+        n = _live(batch_sizes, t, B)
+        fused(gates[t, :n], hs[p, :n], gh_ns[t, :n], dH[t, :n], H, dAx[t, :n], dAh[t, :n],
+              dh[:n], size=n * H)
+        dh[:n] += xp.matmul(dAh[t, :n], W_hh, out=rec[:n])  # dh_prev = dh z + da_h W_hh
+        if n < B:
+            dAx[t, n:] = 0
+            dAh[t, n:] = 0
+    return dAx, dAh, dh
+
+
+# ------------------------------------------------------------------------------------------ RNN
+def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=False):
+    """XW (T, B, H) = x W_ih^T + b_ih + b_hh -> (hs,), as the NumPy set."""
+    xp = xp_of(XW)
+    T, B, H = XW.shape
+    hs = _new_states(xp, T, h0, reverse)
+    relu = int(nonlinearity == "relu")
+    W = W_hh.T
+    fused = _kernel("rnn_forward")
+    for t, p, q in _order(T, reverse):
+        n = _live(batch_sizes, t, B)
+        xp.matmul(hs[p, :n], W, out=hs[q, :n])  # h_prev W_hh^T, activated in place
+        fused(XW[t, :n], relu, hs[q, :n], size=n * H)
+        if n < B:
+            hs[q, n:] = hs[p, n:]
+    return (hs,)
+
+
+def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, reverse=False):
+    """Returns dA (T, B, H) and dh0, as the NumPy set."""
+    (hs,) = cache
+    xp = xp_of(hs)
+    T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    dH = _step_grads(xp, dH, T, B, H, hs.dtype)
+    dA = xp.empty((T, B, H), hs.dtype)
+    dh = dh_n.copy()
+    relu = int(nonlinearity == "relu")
+    fused = _kernel("rnn_backward")
+    for t, _, q in reversed(_order(T, reverse)):
+        n = _live(batch_sizes, t, B)
+        fused(hs[q, :n], dH[t, :n], relu, dA[t, :n], dh[:n], size=n * H)
+        xp.matmul(dA[t, :n], W_hh, out=dh[:n])  # dh_prev = da W_hh
+        if n < B:
+            dA[t, n:] = 0
+    return dA, dh
