@@ -1,7 +1,8 @@
 """The CUDA kernel set checked without a GPU.
 
 1. Every fused kernel body in ``rnnlab.nn.kernels.cuda.SOURCES`` compiles with nvcc, for float32
-   and float64, wrapped in a ``__global__`` function the way CuPy's ElementwiseKernel wraps it.
+   and float64, wrapped in a ``__global__`` function the way CuPy's ElementwiseKernel wraps it,
+   and so does the softmax cross-entropy kernel (compiled only: it needs a GPU to run).
 2. The same bodies compiled for the host (g++) and run over NumPy arrays in place of the CuPy
    kernels: the CUDA set's loops then equal the NumPy set's, with lengths, in both directions,
    and the layers built on them equal the layers on the NumPy set, gradients included.
@@ -72,10 +73,15 @@ def _host_source() -> str:
     return "\n".join(lines)
 
 
+XENT_INSTANCES = "\n".join(
+    f"template __global__ void softmax_xent<{T}>({T}*, const {T}*, const long long*, "
+    f"const bool*, double*, long long, int, {T}, int, int);" for T in ("float", "double"))
+
+
 def test_sources_compile_with_nvcc(tmp_path):
     nvcc = require_tool("nvcc")
     src = tmp_path / "kernels.cu"
-    src.write_text(_device_source())
+    src.write_text(_device_source() + cuda_set.XENT_SOURCE + XENT_INSTANCES)
     result = subprocess.run([nvcc, "-c", "-o", str(tmp_path / "kernels.o"), str(src)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -269,3 +269,89 @@ def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, r
         if n < B:
             dA[t, n:] = 0
     return dA, dh
+
+
+# ------------------------------------------------------------------------ softmax cross-entropy
+XENT_THREADS = 256  # threads per row (one block per row of logits)
+
+XENT_SOURCE = r"""
+template <typename T> __device__ T neg_inf();
+template <> __device__ float neg_inf<float>() { return __int_as_float(0xff800000); }
+template <> __device__ double neg_inf<double>() {
+    return __longlong_as_double(0xfff0000000000000ULL);
+}
+
+template <typename T>
+__device__ T block_reduce(T v, T* red, bool is_max) {
+    red[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) {
+            T o = red[threadIdx.x + s];
+            red[threadIdx.x] = is_max ? (o > red[threadIdx.x] ? o : red[threadIdx.x])
+                                      : red[threadIdx.x] + o;
+        }
+        __syncthreads();
+    }
+    T out = red[0];
+    __syncthreads();  // red is reused by the next reduction
+    return out;
+}
+
+// One block per row n of z (N, V): z += bias; nll[n] = -log softmax(z)[t[n]] (0 where keep[n]
+// is 0); with grad, z becomes scale * (softmax(z) - onehot(t)) (0 where keep[n] is 0), else
+// exp(z - max) (the loss only).
+template <typename T>
+__global__ void softmax_xent(T* z, const T* bias, const long long* t, const bool* keep,
+                             double* nll, long long N, int V, T scale, int has_bias, int grad) {
+    __shared__ T red[256];
+    const long long n = blockIdx.x;
+    if (n >= N) return;
+    T* zr = z + n * V;
+    T m = neg_inf<T>();
+    for (int k = threadIdx.x; k < V; k += blockDim.x) {
+        T v = has_bias ? zr[k] + bias[k] : zr[k];
+        zr[k] = v;
+        m = v > m ? v : m;
+    }
+    m = block_reduce(m, red, true);                  // max: shift for stability
+    const T target = zr[t[n]] - m;                   // the shifted target logit
+    T s = T(0);
+    for (int k = threadIdx.x; k < V; k += blockDim.x) {
+        T e = exp(zr[k] - m);
+        zr[k] = e;
+        s += e;
+    }
+    s = block_reduce(s, red, false);                 // sum of exp
+    const bool counted = keep[n];
+    if (threadIdx.x == 0) nll[n] = counted ? log((double)s) - (double)target : 0.0;
+    if (!grad) return;
+    const T c = counted ? scale / s : T(0);
+    const T tk = counted ? scale : T(0);
+    for (int k = threadIdx.x; k < V; k += blockDim.x)
+        zr[k] = zr[k] * c - (k == t[n] ? tk : T(0));  // scale * (softmax - onehot)
+}
+"""
+
+_xent: dict = {}
+
+
+def softmax_xent(z, bias, t, keep, nll, scale) -> None:
+    """Fused softmax cross-entropy over the rows of the C-contiguous CuPy logits ``z`` (N, V),
+    in place (the kernel's comment says what it writes). ``bias`` (V,) or None; ``t`` (N,)
+    int64; ``keep`` (N,) bool; ``nll`` (N,) float64; ``scale`` None: the loss only."""
+    import cupy
+
+    if "module" not in _xent:
+        _xent["module"] = cupy.RawModule(
+            code=XENT_SOURCE, name_expressions=["softmax_xent<float>", "softmax_xent<double>"])
+    T = "float" if z.dtype == cupy.float32 else "double"
+    kernel = _xent["module"].get_function(f"softmax_xent<{T}>")
+    N, V = z.shape
+    if N == 0:
+        return
+    b = z[0] if bias is None else bias  # any pointer of the right type when unused
+    kernel((N,), (XENT_THREADS,),
+           (z, b, t, keep, nll, cupy.int64(N), cupy.int32(V),
+            z.dtype.type(0.0 if scale is None else scale), cupy.int32(bias is not None),
+            cupy.int32(scale is not None)))
