@@ -63,3 +63,19 @@ def test_host_helpers_on_numpy_arrays():
     assert backend.to_host(a) is a and backend.to_device(a, "cpu") is a
     assert backend.device_of(a) == "cpu" and backend.xp_of(a) is np
     assert backend.array_module("cpu") is np
+
+
+def test_cli_device_cuda_without_cupy_and_cpu_only_commands(tmp_path, monkeypatch, capsys):
+    from rnnlab.cli.main import main
+
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    text = tmp_path / "lm.txt"
+    text.write_text("abc def ghi\n" * 50, encoding="utf-8")
+    argv = ["train", "lm", "--data", str(text), "--out", str(tmp_path / "run"), "--max-steps",
+            "1", "--hidden", "4", "--embed", "4", "--layers", "1", "--batch-size", "2",
+            "--bptt", "4", "--samples", "0", "--no-progress", "--device", "cuda"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "device 'cuda': expected CuPy" in err and err.count("\n") == 1
+    assert main(["train", "seq2seq", "--out", str(tmp_path / "s"), "--device", "cuda"]) == 2
+    assert "rnnlab train seq2seq runs on cpu only so far" in capsys.readouterr().err

@@ -17,6 +17,10 @@ import numpy as np
 
 DEVICES = ("cpu", "cuda")
 
+
+class DeviceUnavailable(RuntimeError):
+    """"cuda" was asked for where CuPy or a GPU is missing (a one-line message)."""
+
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 Seed = int | np.random.Generator | None
@@ -71,15 +75,16 @@ def _cupy() -> ModuleType:
     try:
         import cupy
     except ImportError as err:
-        raise RuntimeError(f"device 'cuda': expected CuPy to be importable (pip install "
-                           f"cupy-cuda13x, or use device='cpu'), got {err}") from None
+        raise DeviceUnavailable(f"device 'cuda': expected CuPy to be importable (pip install "
+                                f"cupy-cuda13x, or use device='cpu'), got {err}") from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as err:  # noqa: BLE001 - no driver, no device: CuPy raises its own types
-        raise RuntimeError(f"device 'cuda': expected a CUDA GPU, got {type(err).__name__}: "
-                           f"{err}") from None
+        raise DeviceUnavailable(f"device 'cuda': expected a CUDA GPU, got "
+                                f"{type(err).__name__}: {err}") from None
     if count < 1:
-        raise RuntimeError("device 'cuda': expected a CUDA GPU, got none (use device='cpu')")
+        raise DeviceUnavailable("device 'cuda': expected a CUDA GPU, got none (use "
+                                "device='cpu')")
     return cupy
 
 
