@@ -70,8 +70,13 @@ def resolve_device(device: object) -> str:
     return str(device)
 
 
+_checked: list[ModuleType] = []  # CuPy, once a GPU was found (the check is not repeated)
+
+
 def _cupy() -> ModuleType:
     """CuPy, imported now; a one-line error when it or a usable GPU is missing."""
+    if _checked:
+        return _checked[0]
     try:
         import cupy
     except ImportError as err:
@@ -85,6 +90,7 @@ def _cupy() -> ModuleType:
     if count < 1:
         raise DeviceUnavailable("device 'cuda': expected a CUDA GPU, got none (use "
                                 "device='cpu')")
+    _checked.append(cupy)
     return cupy
 
 

@@ -158,7 +158,7 @@ def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False):
     hs, cs = _new_states(xp, T, h0, reverse), _new_states(xp, T, c0, reverse)
     tanh_cs = xp.empty((T, B, H), XW.dtype)
     rec = xp.empty((B, G), XW.dtype)
-    W = W_hh.T
+    W = xp.ascontiguousarray(W_hh.T)  # (H, G), once per sequence, for a plain GEMM per step
     fused = _kernel("lstm_forward")
     for t, p, q in _order(T, reverse):
         n = _live(batch_sizes, t, B)
@@ -201,7 +201,7 @@ def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False):
     gh_ns = xp.empty((T, B, H), XW.dtype)
     rec = xp.empty((B, G), XW.dtype)
     bias = xp.zeros(G, XW.dtype) if b_hh is None else xp.ascontiguousarray(b_hh)
-    W = W_hh.T
+    W = xp.ascontiguousarray(W_hh.T)  # (H, G), once per sequence, for a plain GEMM per step
     fused = _kernel("gru_forward")
     for t, p, q in _order(T, reverse):
         n = _live(batch_sizes, t, B)
@@ -241,7 +241,7 @@ def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=Fal
     T, B, H = XW.shape
     hs = _new_states(xp, T, h0, reverse)
     relu = int(nonlinearity == "relu")
-    W = W_hh.T
+    W = xp.ascontiguousarray(W_hh.T)  # (H, G), once per sequence, for a plain GEMM per step
     fused = _kernel("rnn_forward")
     for t, p, q in _order(T, reverse):
         n = _live(batch_sizes, t, B)
