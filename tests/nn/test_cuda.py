@@ -199,6 +199,7 @@ def test_lm_float32_loss_and_evaluation_on_cuda(cp):
 
 
 def test_checkpoint_saved_on_cuda_loads_on_cpu(cp, tmp_path, capsys):
+    pytest.importorskip("scipy", reason="the CLI's parser imports it")
     from rnnlab.cli.main import main
     from rnnlab.tasks.lm.task import load_run
 

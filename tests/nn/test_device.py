@@ -15,6 +15,7 @@ from rnnlab.nn import backend
 
 
 def test_import_and_cpu_training_never_import_cupy(tmp_path):
+    pytest.importorskip("scipy", reason="the CLI's parser imports it")
     script = textwrap.dedent(f"""
         import sys
         import rnnlab
@@ -66,6 +67,7 @@ def test_host_helpers_on_numpy_arrays():
 
 
 def test_cli_device_cuda_without_cupy_and_cpu_only_commands(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("scipy", reason="the CLI's parser imports it")
     from rnnlab.cli.main import main
 
     monkeypatch.setitem(sys.modules, "cupy", None)
