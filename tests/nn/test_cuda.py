@@ -1,23 +1,30 @@
-"""rnnlab on a GPU (device="cuda", CuPy) against the NumPy result and torch's cuDNN on the same
-GPU: every layer with lengths, both directions and two layers, gradients included; the
-language model's training step; checkpoints across devices.
+"""rnnlab on device="cuda" against the NumPy result (and, on a GPU, torch's cuDNN on the same
+GPU): every layer with lengths, both directions and two layers, gradients included; the
+language model's training steps; checkpoints across devices.
 
-Runs only where CuPy and a GPU are present (``require_cuda``: skipped elsewhere, CI included,
-which has no GPU). benchmarks/gpu_check.sh runs this file on a GPU machine.
+Each test runs twice (the ``cp`` fixture):
+* ``stand-in``: on the CPU, with tests/cuda_standin.py in place of CuPy (the real CUDA C bodies
+  compiled for the host; arrays that refuse to mix with host arrays). It needs a C++ compiler.
+* ``gpu``: with CuPy on a GPU, where there is one (``require_cuda``: skipped elsewhere, CI
+  included, which has no GPU). benchmarks/gpu_check.sh runs this file on a GPU machine.
 """
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
-from conftest import TORCH, require_cuda
+from conftest import TORCH, require_cuda, require_tool
+from cuda_standin import host_kernels, make_standin, softmax_xent_reference
 from numerics import assert_close
 
 import rnnlab
 from rnnlab import optim
 from rnnlab.models.language_model import LanguageModel, LMConfig
-from rnnlab.nn import kernels
+from rnnlab.nn import backend, kernels
 from rnnlab.nn.backend import to_host
+from rnnlab.nn.kernels import cuda as cuda_set
 
 TOL = {np.float64: (1e-10, 1e-12), np.float32: (1e-5, 1e-5)}
 CLASSES = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn_tanh": rnnlab.RNN,
@@ -25,8 +32,25 @@ CLASSES = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn_tanh": rnnlab.RNN,
 
 
 @pytest.fixture(scope="module")
-def cp():
-    return require_cuda()
+def compiled_bodies(tmp_path_factory):
+    return host_kernels(require_tool("g++"), tmp_path_factory.mktemp("cuda_host"))
+
+
+@pytest.fixture(params=["stand-in", "gpu"])
+def cp(request, monkeypatch):
+    """CuPy on a GPU, or the CPU stand-in for it."""
+    if request.param == "gpu":
+        return require_cuda()
+    bodies = request.getfixturevalue("compiled_bodies")
+    monkeypatch.setitem(sys.modules, "cupy", make_standin(bodies))
+    monkeypatch.setattr(backend, "_checked", [])
+    monkeypatch.setattr(cuda_set, "_kernel", bodies.__getitem__)
+    monkeypatch.setattr(cuda_set, "softmax_xent", softmax_xent_reference)
+    return sys.modules["cupy"]
+
+
+def _on_gpu(cp) -> bool:
+    return cp.__version__ != "stand-in"
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +133,16 @@ def _same(got, ref, dtype):
 @pytest.mark.parametrize("kind", list(CLASSES))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("lengths", [False, True])
-def test_layer_on_cuda_equals_numpy_and_cudnn(cp, torch_cuda, kind, dtype, lengths):
+def test_layer_on_cuda_equals_numpy_and_cudnn(cp, request, kind, dtype, lengths):
     x, state, dstate, dout, lens = _data(kind, dtype, lengths)
     with kernels.use_kernels("numpy"):
         ref = _run(_layer(kind, dtype, "cpu"), kind, x, state, dstate, dout, lens, lambda a: a)
     m = _layer(kind, dtype, "cuda")
     got = _run(m, kind, x, state, dstate, dout, lens, cp.asarray)
     _same(got, ref, dtype)
-    _same(got, _torch_run(torch_cuda, m, kind, x, state, dstate, dout, lens), dtype)
+    if _on_gpu(cp):
+        torch = request.getfixturevalue("torch_cuda")
+        _same(got, _torch_run(torch, m, kind, x, state, dstate, dout, lens), dtype)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])

@@ -7,119 +7,38 @@
    kernels: the CUDA set's loops then equal the NumPy set's, with lengths, in both directions,
    and the layers built on them equal the layers on the NumPy set, gradients included.
 
-So the arithmetic and the loops are tested here; only CuPy's calls themselves (cuBLAS, the
-kernel launches) are left to tests/nn/test_cuda.py on a GPU.
+So the arithmetic and the loops are tested here; tests/nn/test_cuda.py runs the whole device
+path on a CuPy stand-in (tests/cuda_standin.py), and on a GPU where there is one.
 """
 
 from __future__ import annotations
 
-import ctypes
 import subprocess
 
 import numpy as np
 import pytest
 from conftest import require_tool
+from cuda_standin import device_source
+from cuda_standin import host_kernels as build_host_kernels
 
 from rnnlab import GRU, LSTM, RNN
 from rnnlab.nn import kernels
 from rnnlab.nn.kernels import cuda as cuda_set
 from rnnlab.nn.kernels import numpy as numpy_set
 
-C_TYPES = {"int32": "int"}
-
-
-def _params(spec: str) -> list[tuple[str, str]]:
-    """'raw T a, int32 H' -> [('T*', 'a'), ('int', 'H')]."""
-    out = []
-    for part in spec.split(","):
-        words = part.split()
-        if words[0] == "raw":
-            out.append(("T*", words[-1]))
-        else:
-            out.append((C_TYPES[words[0]], words[1]))
-    return out
-
-
-def _signature(name: str) -> list[tuple[str, str]]:
-    inputs, outputs, _ = cuda_set.SOURCES[name]
-    return _params(inputs) + _params(outputs)
-
-
-def _device_source() -> str:
-    lines = ["#include <cstddef>", cuda_set.PREAMBLE]
-    for name, (_, _, body) in cuda_set.SOURCES.items():
-        args = ", ".join(f"{t} {n}" for t, n in _signature(name))
-        lines.append(f"template <typename T> __global__ void {name}(ptrdiff_t size, {args}) {{\n"
-                     "  ptrdiff_t i = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x;\n"
-                     f"  if (i >= size) return;\n{body}\n}}")
-        for T in ("float", "double"):
-            inst = ", ".join(f"{t.replace('T', T)} {n}" for t, n in _signature(name))
-            lines.append(f"template __global__ void {name}<{T}>(ptrdiff_t, {inst});")
-    return "\n".join(lines)
-
-
-def _host_source() -> str:
-    lines = ["#include <cstddef>", "#include <math.h>", "#define __device__",
-             cuda_set.PREAMBLE]
-    for name, (_, _, body) in cuda_set.SOURCES.items():
-        args = ", ".join(f"{t} {n}" for t, n in _signature(name))
-        lines.append(f"template <typename T> static void {name}(ptrdiff_t size, {args}) {{\n"
-                     f"  for (ptrdiff_t i = 0; i < size; ++i) {{\n{body}\n  }}\n}}")
-        names = ", ".join(n for _, n in _signature(name))
-        for T, tag in (("float", "f32"), ("double", "f64")):
-            inst = ", ".join(f"{t.replace('T', T)} {n}" for t, n in _signature(name))
-            lines.append(f'extern "C" void {name}_{tag}(ptrdiff_t size, {inst}) '
-                         f"{{ {name}<{T}>(size, {names}); }}")
-    return "\n".join(lines)
-
-
-XENT_INSTANCES = "\n".join(
-    f"template __global__ void softmax_xent<{T}>({T}*, const {T}*, const long long*, "
-    f"const bool*, double*, long long, int, {T}, int, int);" for T in ("float", "double"))
-
 
 def test_sources_compile_with_nvcc(tmp_path):
     nvcc = require_tool("nvcc")
     src = tmp_path / "kernels.cu"
-    src.write_text(_device_source() + cuda_set.XENT_SOURCE + XENT_INSTANCES)
+    src.write_text(device_source())
     result = subprocess.run([nvcc, "-c", "-o", str(tmp_path / "kernels.o"), str(src)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
-class _HostKernel:
-    """A body compiled for the host, called as CuPy calls an ElementwiseKernel; it checks that
-    every array it is given is C-contiguous (the bodies index them by hand)."""
-
-    def __init__(self, lib, name):
-        self.name = name
-        self.fns = {np.dtype(np.float32): getattr(lib, f"{name}_f32"),
-                    np.dtype(np.float64): getattr(lib, f"{name}_f64")}
-        self.kinds = [t for t, _ in _signature(name)]
-
-    def __call__(self, *args, size):
-        assert len(args) == len(self.kinds), self.name
-        dtype = next(a.dtype for a in args if isinstance(a, np.ndarray))
-        c_args = [ctypes.c_ssize_t(size)]
-        for kind, a in zip(self.kinds, args, strict=True):
-            if kind == "T*":
-                assert a.dtype == dtype and a.flags.c_contiguous, self.name
-                c_args.append(ctypes.c_void_p(a.ctypes.data))
-            else:
-                c_args.append(ctypes.c_int(int(a)))
-        self.fns[dtype](*c_args)
-
-
 @pytest.fixture(scope="module")
 def host_kernels(tmp_path_factory):
-    cxx = require_tool("g++")
-    d = tmp_path_factory.mktemp("cuda_host")
-    (d / "k.cpp").write_text(_host_source())
-    result = subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-o", str(d / "k.so"),
-                             str(d / "k.cpp")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    lib = ctypes.CDLL(str(d / "k.so"))
-    return {name: _HostKernel(lib, name) for name in cuda_set.SOURCES}
+    return build_host_kernels(require_tool("g++"), tmp_path_factory.mktemp("cuda_host"))
 
 
 @pytest.fixture

@@ -1,0 +1,226 @@
+"""A CPU stand-in for CuPy, so the device="cuda" code paths run (and are tested) without a GPU.
+
+* The fused kernels of :mod:`rnnlab.nn.kernels.cuda` are the real CUDA C bodies compiled for the
+  host (g++) and called as CuPy calls an ElementwiseKernel (:func:`host_kernels`); the same
+  source generator produces the nvcc compile check.
+* ``StandInCupy`` is a module with CuPy's names over NumPy whose arrays (``DeviceArray``, a
+  NumPy subclass) refuse to mix with host arrays: an operation, an index or an assignment that
+  takes a plain NumPy array beside a "device" array raises, as a CuPy array on a GPU would (or
+  would copy silently). So a forgotten ``np.empty`` on the cuda path shows up here.
+* The softmax cross-entropy kernel needs a GPU (shared memory, block reductions): its stand-in is
+  a NumPy transcription of the kernel's contract (:func:`softmax_xent_reference`).
+
+Imported by the tests as ``from cuda_standin import ...`` (pytest puts this directory on sys.path).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import types
+from pathlib import Path
+
+import numpy as np
+
+from rnnlab.nn.kernels import cuda as cuda_set
+
+C_TYPES = {"int32": "int"}
+
+
+# ------------------------------------------------------------------------ sources of the bodies
+def _params(spec: str) -> list[tuple[str, str]]:
+    """'raw T a, int32 H' -> [('T*', 'a'), ('int', 'H')]."""
+    out = []
+    for part in spec.split(","):
+        words = part.split()
+        out.append(("T*", words[-1]) if words[0] == "raw" else (C_TYPES[words[0]], words[1]))
+    return out
+
+
+def signature(name: str) -> list[tuple[str, str]]:
+    inputs, outputs, _ = cuda_set.SOURCES[name]
+    return _params(inputs) + _params(outputs)
+
+
+def device_source() -> str:
+    """Every body as a templated __global__ function (one thread per element, as CuPy's
+    ElementwiseKernel), instantiated for float and double."""
+    lines = ["#include <cstddef>", cuda_set.PREAMBLE]
+    for name, (_, _, body) in cuda_set.SOURCES.items():
+        args = ", ".join(f"{t} {n}" for t, n in signature(name))
+        lines.append(f"template <typename T> __global__ void {name}(ptrdiff_t size, {args}) {{\n"
+                     "  ptrdiff_t i = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x;\n"
+                     f"  if (i >= size) return;\n{body}\n}}")
+        for T in ("float", "double"):
+            inst = ", ".join(f"{t.replace('T', T)} {n}" for t, n in signature(name))
+            lines.append(f"template __global__ void {name}<{T}>(ptrdiff_t, {inst});")
+    lines.append(cuda_set.XENT_SOURCE)
+    lines += [f"template __global__ void softmax_xent<{T}>({T}*, const {T}*, const long long*, "
+              f"const bool*, double*, long long, int, {T}, int, int);" for T in ("float", "double")]
+    return "\n".join(lines)
+
+
+def host_source() -> str:
+    """Every body inside a plain loop over its elements, with C entry points name_f32/_f64."""
+    lines = ["#include <cstddef>", "#include <math.h>", "#define __device__", cuda_set.PREAMBLE]
+    for name, (_, _, body) in cuda_set.SOURCES.items():
+        args = ", ".join(f"{t} {n}" for t, n in signature(name))
+        lines.append(f"template <typename T> static void {name}(ptrdiff_t size, {args}) {{\n"
+                     f"  for (ptrdiff_t i = 0; i < size; ++i) {{\n{body}\n  }}\n}}")
+        names = ", ".join(n for _, n in signature(name))
+        for T, tag in (("float", "f32"), ("double", "f64")):
+            inst = ", ".join(f"{t.replace('T', T)} {n}" for t, n in signature(name))
+            lines.append(f'extern "C" void {name}_{tag}(ptrdiff_t size, {inst}) '
+                         f"{{ {name}<{T}>(size, {names}); }}")
+    return "\n".join(lines)
+
+
+class HostKernel:
+    """A body compiled for the host, called as CuPy calls an ElementwiseKernel; it checks that
+    every array it is given is C-contiguous and of one float dtype (the bodies index by hand)."""
+
+    def __init__(self, lib, name: str) -> None:
+        self.name = name
+        self.fns = {np.dtype(np.float32): getattr(lib, f"{name}_f32"),
+                    np.dtype(np.float64): getattr(lib, f"{name}_f64")}
+        self.kinds = [t for t, _ in signature(name)]
+
+    def __call__(self, *args, size: int) -> None:
+        assert len(args) == len(self.kinds), self.name
+        dtype = next(a.dtype for a in args if isinstance(a, np.ndarray))
+        c_args = [ctypes.c_ssize_t(size)]
+        for kind, a in zip(self.kinds, args, strict=True):
+            if kind == "T*":
+                assert a.dtype == dtype and a.flags.c_contiguous, self.name
+                c_args.append(ctypes.c_void_p(a.ctypes.data))
+            else:
+                c_args.append(ctypes.c_int(int(a)))
+        self.fns[dtype](*c_args)
+
+
+def host_kernels(cxx: str, directory: Path) -> dict[str, HostKernel]:
+    """Compile every body for the host with ``cxx`` in ``directory``: name -> HostKernel."""
+    (directory / "k.cpp").write_text(host_source())
+    result = subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-o", str(directory / "k.so"),
+                             str(directory / "k.cpp")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lib = ctypes.CDLL(str(directory / "k.so"))
+    return {name: HostKernel(lib, name) for name in cuda_set.SOURCES}
+
+
+# ---------------------------------------------------------------------------- the CuPy stand-in
+class MixedDevices(TypeError):
+    """A host array met a device array."""
+
+
+def _plain(a):
+    if isinstance(a, DeviceArray):
+        return a.view(np.ndarray)
+    if isinstance(a, np.ndarray):
+        raise MixedDevices(f"a host array {a.dtype}{a.shape} used with device arrays")
+    if isinstance(a, tuple | list):
+        return type(a)(_plain(x) for x in a)
+    return a
+
+
+def _wrap(r):
+    if isinstance(r, np.ndarray) and not isinstance(r, DeviceArray):
+        return r.view(DeviceArray)
+    if isinstance(r, tuple):
+        return tuple(_wrap(x) for x in r)
+    return r
+
+
+class DeviceArray(np.ndarray):
+    """A NumPy array standing for a CuPy one: computes on the host, mixes with nothing."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        args = [_plain(a) for a in inputs]
+        if out is not None:
+            kwargs["out"] = tuple(_plain(o) for o in out)
+        result = getattr(ufunc, method)(*args, **kwargs)
+        if method == "at":
+            return None
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return _wrap(result)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _wrap(func(*_plain(list(args)), **{k: _plain(v) for k, v in kwargs.items()}))
+
+    def __getitem__(self, index):
+        return super().__getitem__(_plain_index(index))
+
+    def __setitem__(self, index, value):
+        super().__setitem__(_plain_index(index), _plain(value))
+
+    def get(self) -> np.ndarray:
+        """The host copy, as ``cupy.ndarray.get``."""
+        return np.array(self.view(np.ndarray))
+
+
+def _plain_index(index):
+    if isinstance(index, tuple):
+        return tuple(_plain_index(i) for i in index)
+    if isinstance(index, DeviceArray):
+        return index.view(np.ndarray)
+    if isinstance(index, np.ndarray):
+        raise MixedDevices(f"a host index array {index.dtype}{index.shape} on a device array")
+    return index
+
+
+def _device_fn(name):
+    f = getattr(np, name)
+
+    def run(*args, **kwargs):
+        return _wrap(f(*_plain(list(args)), **{k: _plain(v) for k, v in kwargs.items()}))
+
+    run.__name__ = name
+    return run
+
+
+def _asarray(x, dtype=None):
+    if isinstance(x, DeviceArray):
+        return x if dtype is None or x.dtype == dtype else x.astype(dtype)
+    return np.array(x, dtype=dtype).view(DeviceArray)  # the host-to-device copy
+
+
+def make_standin(kernels: dict[str, HostKernel]) -> types.ModuleType:
+    """A module named ``cupy`` with the names rnnlab uses."""
+    cp = types.ModuleType("cupy")
+    cp.__version__ = "stand-in"
+    cp.ndarray = DeviceArray
+    cp.asarray = _asarray
+    for name in ("empty", "zeros", "empty_like", "zeros_like", "ascontiguousarray", "where",
+                 "stack", "matmul", "copyto"):
+        setattr(cp, name, _device_fn(name))
+    for name in ("add", "multiply", "subtract", "divide", "sqrt", "square", "exp", "isfinite"):
+        setattr(cp, name, getattr(np, name))  # ufuncs: they dispatch to DeviceArray
+    for name in ("float32", "float64", "int32", "int64"):
+        setattr(cp, name, getattr(np, name))
+    cp.cuda = types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+        Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None))
+    cp.ElementwiseKernel = None  # the kernels come from ``kernels`` (patched in by the caller)
+    cp.standin_kernels = kernels
+    return cp
+
+
+def softmax_xent_reference(z, bias, t, keep, nll, scale) -> None:
+    """What the CUDA softmax cross-entropy kernel writes, in NumPy (see its comment)."""
+    for a in (z, t, keep, nll) + (() if bias is None else (bias,)):
+        assert isinstance(a, DeviceArray) and a.flags.c_contiguous
+    assert t.dtype == np.int64 and keep.dtype == bool and nll.dtype == np.float64
+    zz, tt, kk = z.view(np.ndarray), t.view(np.ndarray), keep.view(np.ndarray)
+    rows = np.arange(zz.shape[0])
+    if bias is not None:
+        zz += bias.view(np.ndarray)
+    m = zz.max(axis=1, keepdims=True)
+    target = zz[rows, tt] - m[:, 0]
+    np.exp(zz - m, out=zz)
+    s = zz.sum(axis=1)
+    nll.view(np.ndarray)[...] = np.where(kk, np.log(s.astype(np.float64)) - target, 0.0)
+    if scale is None:
+        return
+    zz *= np.where(kk, zz.dtype.type(scale) / s, 0).astype(zz.dtype)[:, None]
+    zz[rows, tt] -= np.where(kk, zz.dtype.type(scale), 0).astype(zz.dtype)
