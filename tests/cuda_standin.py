@@ -7,8 +7,10 @@
   NumPy subclass) refuse to mix with host arrays: an operation, an index or an assignment that
   takes a plain NumPy array beside a "device" array raises, as a CuPy array on a GPU would (or
   would copy silently). So a forgotten ``np.empty`` on the cuda path shows up here.
-* The softmax cross-entropy kernel needs a GPU (shared memory, block reductions): its stand-in is
-  a NumPy transcription of the kernel's contract (:func:`softmax_xent_reference`).
+* The softmax cross-entropy kernel (a RawModule) is compiled for the host too, run with one
+  thread per block (its loops and reductions then cover a row alone; the multi-thread reduction
+  itself runs only on a GPU), and called through a RawModule stand-in, so the wrapper's
+  arguments are checked against the kernel's signature.
 
 Imported by the tests as ``from cuda_standin import ...`` (pytest puts this directory on sys.path).
 """
@@ -108,6 +110,83 @@ def host_kernels(cxx: str, directory: Path) -> dict[str, HostKernel]:
     return {name: HostKernel(lib, name) for name in cuda_set.SOURCES}
 
 
+XENT_HOST_PRELUDE = """
+#include <math.h>
+#include <string.h>
+#define __global__
+#define __device__
+#define __shared__ static
+#define __syncthreads()
+struct Dim3 { unsigned x; };
+static Dim3 threadIdx = {0}, blockIdx = {0}, blockDim = {1};
+static inline float __int_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
+static inline double __longlong_as_double(unsigned long long i) {
+    double d; memcpy(&d, &i, 8); return d;
+}
+"""
+
+
+def xent_host_source() -> str:
+    """The softmax cross-entropy kernel for the host: one thread per block, blocks in a loop."""
+    lines = [XENT_HOST_PRELUDE, cuda_set.XENT_SOURCE]
+    for T, tag in (("float", "f32"), ("double", "f64")):
+        lines.append(f'extern "C" void softmax_xent_{tag}({T}* z, const {T}* bias, '
+                     "const long long* t, const bool* keep, double* nll, long long N, int V, "
+                     f"{T} scale, int has_bias, int grad) {{\n"
+                     "  for (long long n = 0; n < N; ++n) {\n"
+                     "    blockIdx.x = (unsigned)n;\n"
+                     f"    softmax_xent<{T}>(z, bias, t, keep, nll, N, V, scale, has_bias, grad);"
+                     "\n  }\n}")
+    return "\n".join(lines)
+
+
+class HostRawKernel:
+    """``softmax_xent<T>`` compiled for the host, called as a CuPy RawKernel:
+    ``kernel(grid, block, args)``; the argument types are checked as the GPU would need them."""
+
+    def __init__(self, fn, dtype) -> None:
+        self.fn, self.dtype = fn, np.dtype(dtype)
+
+    def __call__(self, grid, block, args) -> None:
+        z, b, t, keep, nll, N, V, scale, has_bias, grad = args
+        assert grid == (int(N),) and block == (cuda_set.XENT_THREADS,)
+        for a, dt in ((z, self.dtype), (b, self.dtype), (t, np.int64), (keep, np.bool_),
+                      (nll, np.float64)):
+            assert isinstance(a, DeviceArray) and a.dtype == dt and a.flags.c_contiguous
+        assert z.shape == (int(N), int(V)) and t.shape == keep.shape == nll.shape == (int(N),)
+        assert isinstance(N, np.int64) and isinstance(V, np.int32)
+        assert isinstance(scale, self.dtype.type)
+        assert isinstance(has_bias, np.int32) and isinstance(grad, np.int32)
+        c_float = ctypes.c_float if self.dtype == np.float32 else ctypes.c_double
+        self.fn(*(ctypes.c_void_p(a.ctypes.data) for a in (z, b, t, keep, nll)),
+                ctypes.c_longlong(int(N)), ctypes.c_int(int(V)), c_float(float(scale)),
+                ctypes.c_int(int(has_bias)), ctypes.c_int(int(grad)))
+
+
+class HostRawModule:
+    """``cupy.RawModule`` for the softmax cross-entropy source only."""
+
+    def __init__(self, lib, code: str, name_expressions) -> None:
+        assert code == cuda_set.XENT_SOURCE
+        assert sorted(name_expressions) == ["softmax_xent<double>", "softmax_xent<float>"]
+        self.lib = lib
+
+    def get_function(self, name: str) -> HostRawKernel:
+        if name == "softmax_xent<float>":
+            return HostRawKernel(self.lib.softmax_xent_f32, np.float32)
+        assert name == "softmax_xent<double>", name
+        return HostRawKernel(self.lib.softmax_xent_f64, np.float64)
+
+
+def host_xent(cxx: str, directory: Path):
+    """Compile the softmax cross-entropy kernel for the host: the loaded library."""
+    (directory / "xent.cpp").write_text(xent_host_source())
+    result = subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-o", str(directory / "xent.so"),
+                             str(directory / "xent.cpp")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return ctypes.CDLL(str(directory / "xent.so"))
+
+
 # ---------------------------------------------------------------------------- the CuPy stand-in
 class MixedDevices(TypeError):
     """A host array met a device array."""
@@ -185,8 +264,9 @@ def _asarray(x, dtype=None):
     return np.array(x, dtype=dtype).view(DeviceArray)  # the host-to-device copy
 
 
-def make_standin(kernels: dict[str, HostKernel]) -> types.ModuleType:
-    """A module named ``cupy`` with the names rnnlab uses."""
+def make_standin(kernels: dict[str, HostKernel], xent_lib) -> types.ModuleType:
+    """A module named ``cupy`` with the names rnnlab uses; ``xent_lib`` from :func:`host_xent`
+    backs its RawModule."""
     cp = types.ModuleType("cupy")
     cp.__version__ = "stand-in"
     cp.ndarray = DeviceArray
@@ -202,25 +282,6 @@ def make_standin(kernels: dict[str, HostKernel]) -> types.ModuleType:
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
         Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None))
     cp.ElementwiseKernel = None  # the kernels come from ``kernels`` (patched in by the caller)
+    cp.RawModule = lambda code, name_expressions: HostRawModule(xent_lib, code, name_expressions)
     cp.standin_kernels = kernels
     return cp
-
-
-def softmax_xent_reference(z, bias, t, keep, nll, scale) -> None:
-    """What the CUDA softmax cross-entropy kernel writes, in NumPy (see its comment)."""
-    for a in (z, t, keep, nll) + (() if bias is None else (bias,)):
-        assert isinstance(a, DeviceArray) and a.flags.c_contiguous
-    assert t.dtype == np.int64 and keep.dtype == bool and nll.dtype == np.float64
-    zz, tt, kk = z.view(np.ndarray), t.view(np.ndarray), keep.view(np.ndarray)
-    rows = np.arange(zz.shape[0])
-    if bias is not None:
-        zz += bias.view(np.ndarray)
-    m = zz.max(axis=1, keepdims=True)
-    target = zz[rows, tt] - m[:, 0]
-    np.exp(zz - m, out=zz)
-    s = zz.sum(axis=1)
-    nll.view(np.ndarray)[...] = np.where(kk, np.log(s.astype(np.float64)) - target, 0.0)
-    if scale is None:
-        return
-    zz *= np.where(kk, zz.dtype.type(scale) / s, 0).astype(zz.dtype)[:, None]
-    zz[rows, tt] -= np.where(kk, zz.dtype.type(scale), 0).astype(zz.dtype)

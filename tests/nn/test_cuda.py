@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import TORCH, require_cuda, require_tool
-from cuda_standin import host_kernels, make_standin, softmax_xent_reference
+from cuda_standin import host_kernels, host_xent, make_standin
 from numerics import assert_close
 
 import rnnlab
@@ -33,7 +33,9 @@ CLASSES = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn_tanh": rnnlab.RNN,
 
 @pytest.fixture(scope="module")
 def compiled_bodies(tmp_path_factory):
-    return host_kernels(require_tool("g++"), tmp_path_factory.mktemp("cuda_host"))
+    """The CUDA sources compiled for the host: (elementwise bodies, softmax cross-entropy)."""
+    cxx, d = require_tool("g++"), tmp_path_factory.mktemp("cuda_host")
+    return host_kernels(cxx, d), host_xent(cxx, d)
 
 
 @pytest.fixture(params=["stand-in", "gpu"])
@@ -41,11 +43,11 @@ def cp(request, monkeypatch):
     """CuPy on a GPU, or the CPU stand-in for it."""
     if request.param == "gpu":
         return require_cuda()
-    bodies = request.getfixturevalue("compiled_bodies")
-    monkeypatch.setitem(sys.modules, "cupy", make_standin(bodies))
+    bodies, xent = request.getfixturevalue("compiled_bodies")
+    monkeypatch.setitem(sys.modules, "cupy", make_standin(bodies, xent))
     monkeypatch.setattr(backend, "_checked", [])
     monkeypatch.setattr(cuda_set, "_kernel", bodies.__getitem__)
-    monkeypatch.setattr(cuda_set, "softmax_xent", softmax_xent_reference)
+    monkeypatch.setattr(cuda_set, "_xent", {})  # built from the stand-in's RawModule
     return sys.modules["cupy"]
 
 
