@@ -26,12 +26,12 @@ import numpy as np
 
 from rnnlab.nn.kernels import cuda as cuda_set
 
-C_TYPES = {"int32": "int"}
+C_TYPES = {"int32": "int", "uint64": "unsigned long long", "float32": "float", "T": "T"}
 
 
 # ------------------------------------------------------------------------ sources of the bodies
 def _params(spec: str) -> list[tuple[str, str]]:
-    """'raw T a, int32 H' -> [('T*', 'a'), ('int', 'H')]."""
+    """'raw T a, int32 H, T s' -> [('T*', 'a'), ('int', 'H'), ('T', 's')]."""
     out = []
     for part in spec.split(","):
         words = part.split()
@@ -95,6 +95,12 @@ class HostKernel:
             if kind == "T*":
                 assert a.dtype == dtype and a.flags.c_contiguous, self.name
                 c_args.append(ctypes.c_void_p(a.ctypes.data))
+            elif kind == "T":
+                c_args.append((ctypes.c_float if dtype == np.float32 else ctypes.c_double)(a))
+            elif kind == "float":
+                c_args.append(ctypes.c_float(a))
+            elif kind == "unsigned long long":
+                c_args.append(ctypes.c_ulonglong(a))
             else:
                 c_args.append(ctypes.c_int(int(a)))
         self.fns[dtype](*c_args)

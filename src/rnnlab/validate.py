@@ -70,6 +70,8 @@ def _check_dtype(name: str, x: object, dtype: np.dtype) -> np.ndarray:
 
 
 def _check_finite(name: str, x: np.ndarray) -> None:
+    if not isinstance(x, np.ndarray):  # a GPU array: the check would stall the GPU's queue on
+        return                         # every call; the trainers check the loss instead
     if not np.isfinite(x).all():
         bad = tuple(int(b) for b in np.argwhere(~np.isfinite(x))[0])
         raise ValueError(f"{name}: expected finite values, got {x[bad]} at index {bad}")

@@ -147,10 +147,22 @@ def test_layer_on_cuda_equals_numpy_and_cudnn(cp, request, kind, dtype, lengths)
         _same(got, _torch_run(torch, m, kind, x, state, dstate, dout, lens), dtype)
 
 
+@pytest.fixture
+def host_masks(monkeypatch):
+    """Dropout masks drawn on the host (as on the CPU) and copied over, so that a model with
+    dropout gives the CPU's numbers on cuda too."""
+    from rnnlab.nn import layers, recurrent
+
+    def host_mask(rng, shape, p, dtype, device="cpu"):
+        return backend.to_device(backend.dropout_mask(rng, shape, p, dtype), device)
+
+    monkeypatch.setattr(recurrent, "dropout_mask", host_mask)
+    monkeypatch.setattr(layers, "dropout_mask", host_mask)
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_batch_first_unbatched_and_dropout_on_cuda(cp, kind):
-    """batch_first, an unbatched input and dropout between layers (masks drawn on the host
-    from the same seed) give the NumPy result."""
+def test_batch_first_unbatched_and_dropout_on_cuda(cp, host_masks, kind):
+    """batch_first, an unbatched input and dropout between layers give the NumPy result."""
     g = np.random.default_rng(0)
     x = g.standard_normal((3, 4, 5))
     for shape_x in (x, x[0]):
@@ -161,6 +173,23 @@ def test_batch_first_unbatched_and_dropout_on_cuda(cp, kind):
         out_b, _ = b(cp.asarray(shape_x))
         assert isinstance(out_b, cp.ndarray)
         assert_close(to_host(out_b), out_a, 1e-10, 1e-12, "out")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_masks_made_on_the_gpu(cp, dtype):
+    """0 or 1 / (1 - p), kept with probability 1 - p, the same for the same seed."""
+    p, shape = 0.3, (50, 40, 50)
+    masks = [to_host(backend.dropout_mask(np.random.default_rng(s), shape, p, np.dtype(dtype),
+                                          "cuda")) for s in (1, 1, 2)]
+    assert masks[0].dtype == dtype
+    assert set(np.unique(masks[0])) == {0.0, dtype(1 / (1 - p))}
+    assert abs((masks[0] > 0).mean() - (1 - p)) < 0.01
+    np.testing.assert_array_equal(masks[0], masks[1])
+    assert (masks[0] != masks[2]).mean() > 0.3
+    lm = [_lm("cuda") for _ in range(2)]
+    ids = np.random.default_rng(0).integers(0, 40, size=(5, 3))
+    losses = [m.forward_loss(ids, ids, scale=None)[0] for m in lm]  # training mode: dropout
+    assert losses[0] == losses[1]
 
 
 def test_to_moves_and_back(cp):
@@ -187,7 +216,7 @@ def _lm(device, dtype="float64", tie=False):
 
 @pytest.mark.parametrize("tie", [False, True])
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_lm_train_steps_equal_on_cpu_and_cuda(cp, tie, opt):
+def test_lm_train_steps_equal_on_cpu_and_cuda(cp, host_masks, tie, opt):
     g = np.random.default_rng(3)
     ids = g.integers(0, 40, size=(6, 4, 3))  # three windows of (T=6, B=4)
     results = []

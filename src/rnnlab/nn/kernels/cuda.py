@@ -110,6 +110,21 @@ SOURCES: dict[str, tuple[str, str, str]] = {
         dA[i] = relu ? (hv > T(0) ? dh_ : T(0)) : dh_ * (T(1) - hv * hv);  // da = dh act'(a)
         """,
     ),
+    # Inverted dropout's mask from a counter-based generator: element i's uniform is a hash
+    # (splitmix64) of seed + i, so a mask costs one launch, no state and no transfer, and a
+    # seed drawn from the host's generator makes it reproducible (and resumable).
+    "dropout_mask": (
+        "uint64 seed, float32 keep, T scale",
+        "raw T mask",
+        """
+        unsigned long long z = seed + (unsigned long long)i * 0x9E3779B97F4A7C15ULL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        z ^= z >> 31;
+        const float u = (float)(z >> 40) * (1.0f / 16777216.0f);  // 24 bits: u in [0, 1)
+        mask[i] = u < keep ? scale : T(0);                     // 1 / keep with prob. keep
+        """,
+    ),
 }
 
 _built: dict[str, object] = {}
@@ -124,6 +139,15 @@ def _kernel(name: str):
         _built[name] = cupy.ElementwiseKernel(inputs, outputs, body, f"rnnlab_{name}",
                                               preamble=PREAMBLE)
     return _built[name]
+
+
+def dropout_mask(seed: int, shape: tuple, p: float, dtype, xp):
+    """A (shape) mask on the GPU: 0 with probability ``p``, else 1 / (1 - p), in ``dtype``; the
+    same ``seed`` gives the same mask."""
+    mask = xp.empty(shape, dtype)
+    keep = 1.0 - p
+    _kernel("dropout_mask")(seed, keep, mask.dtype.type(1.0 / keep), mask, size=mask.size)
+    return mask
 
 
 def _order(T: int, reverse: bool):
