@@ -21,7 +21,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from rnnlab.nn.backend import is_device_array, resolve_device, to_device, to_host, xp_of
+from rnnlab.nn.backend import (
+    device_of,
+    is_device_array,
+    resolve_device,
+    to_device,
+    to_host,
+    xp_of,
+)
 from rnnlab.nn.memory import human_count, require_memory
 from rnnlab.validate import check_number, is_array
 
@@ -237,8 +244,7 @@ class Optimizer:
             name: {
                 buf: (xp_of(p).zeros_like(p) if arrays is None
                       else to_device(np.array(to_host(arrays[f"{buf}/{name}"]), dtype=p.dtype,
-                                              order="C"), "cuda" if is_device_array(p)
-                                     else "cpu"))
+                                              order="C"), device_of(p)))
                 for buf in self._buffer_names(hp)
             }
             for name, p in self.params.items()

@@ -4,8 +4,8 @@ A module's arrays live on one device: ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy, imp
 time ``"cuda"`` is asked for and never before, so rnnlab installs and runs without it). The same
 module code runs on both through :func:`array_module`. Every module takes a ``dtype`` (float32 by
 default, float64 for gradient checks) and draws its randomness from an explicit
-:class:`numpy.random.Generator` on the host (masks are drawn there and copied over, so a seed
-gives the same numbers on either device).
+:class:`numpy.random.Generator` on the host (weights are drawn there, so a seed gives the same
+model on either device; dropout masks on a GPU are made there from seeds drawn from it).
 """
 
 from __future__ import annotations

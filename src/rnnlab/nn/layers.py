@@ -80,6 +80,10 @@ class Embedding(Module):
     def _handed_out(self) -> None:
         self._rows = None
 
+    def _moved(self, device: str) -> None:
+        super()._moved(device)
+        self._rows = None  # after a move any row may be non-zero
+
     def _grad(self, name: str) -> np.ndarray:  # another layer adds to it (weight tying)
         g = super()._grad(name)
         self._rows = None

@@ -151,9 +151,11 @@ class Module:
         return self
 
     def _moved(self, device: str) -> None:
-        """Hook: move what else a layer holds (buffers, caches) to ``device``."""
-        if hasattr(self, "_cache"):
-            self._cache = None
+        """Hook: move (or forget) what else a layer holds to ``device``; by default the caches
+        of a forward (``_cache``, ``_x``, ``_ids``) are forgotten."""
+        for cache in ("_cache", "_x", "_ids"):
+            if hasattr(self, cache):
+                setattr(self, cache, None)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """A copy of every parameter, by name, in ``torch.nn``'s order: NumPy arrays on the
