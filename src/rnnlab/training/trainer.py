@@ -34,6 +34,7 @@ import numpy as np
 from rnnlab import optim
 from rnnlab.io.atomic import atomic_write_json
 from rnnlab.io.checkpoint import save_checkpoint
+from rnnlab.nn.backend import xp_of
 from rnnlab.nn.module import Module
 from rnnlab.training.config import LoopConfig
 from rnnlab.training.progress import Progress
@@ -195,7 +196,7 @@ class Trainer:
         """Diverged if a weight is NaN/Inf (a step can overflow them while the loss and the
         gradient norm it saw were finite). One pass over the weights: run before every save
         and evaluation, not every step."""
-        bad = [k for k, p in self.model.parameters().items() if not np.isfinite(p).all()]
+        bad = [k for k, p in self.model.parameters().items() if not xp_of(p).isfinite(p).all()]
         if bad:
             self._diverged(f"non-finite weights in {', '.join(bad[:3])}",
                            f"by step {self.step} (epoch {self.epoch})")
