@@ -4,7 +4,8 @@ Same arguments, caches and layout as :mod:`rnnlab.nn.kernels.numpy` (read its do
 time indexing and variable lengths), for CuPy arrays. Per time step there are two launches each
 way: the recurrent product (cuBLAS, into a preallocated buffer) and ONE fused elementwise kernel
 for the whole gate arithmetic; the input projection of every step is one GEMM before the loop
-(the caller's). GRU's backward adds a third (``dh += da_h W_hh``).
+(the caller's). (GRU's backward keeps dh_prev = dh z + da_h W_hh as its two terms, which the
+next step's kernel adds, so that it too needs no third launch.)
 
 Each fused kernel is a CuPy ``ElementwiseKernel`` over the n * H (row, unit) pairs of a step,
 templated on the float type ``T`` (float32 and float64 from one source). Their bodies live in
@@ -79,18 +80,19 @@ SOURCES: dict[str, tuple[str, str, str]] = {
         """,
     ),
     "gru_backward": (
-        "raw T gates, raw T h_prev, raw T gh_n, raw T dH, int32 H",
+        "raw T gates, raw T h_prev, raw T gh_n, raw T dH, raw T rec, int32 H",
         "raw T dAx, raw T dAh, raw T dh",
         """
         const ptrdiff_t b = i / H, j = i % H, r = b * 3 * H + j;
         const T rg = gates[r], zg = gates[r + H], ng = gates[r + 2 * H];
-        const T dh_ = dh[i] + dH[i];                           // dh = dh_next + dH[t]
+        const T dh_ = dh[i] + rec[i] + dH[i];                  // dh = dh_next + dH[t]
         const T da_n = dh_ * (T(1) - zg) * (T(1) - ng * ng);   // dn = dh (1 - z); tanh'
         const T da_z = dh_ * (h_prev[i] - ng) * zg * (T(1) - zg);  // dz = dh (h_prev - n)
         const T da_r = da_n * gh_n[i] * rg * (T(1) - rg);      // dr = da_n gh_n; sigma'
         dAx[r] = da_r; dAx[r + H] = da_z; dAx[r + 2 * H] = da_n;
         dAh[r] = da_r; dAh[r + H] = da_z; dAh[r + 2 * H] = da_n * rg;  // d(gh_n) = da_n r
-        dh[i] = dh_ * zg;                                      // dh_prev = dh z (+ da_h W_hh)
+        dh[i] = dh_ * zg;                                      // dh_prev = dh z + rec, and
+                                                               // rec = da_h W_hh after
         """,
     ),
     "rnn_forward": (
@@ -244,17 +246,18 @@ def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
     H = G // 3
     dH = _step_grads(xp, dH, T, B, H, gates.dtype)
     dAx, dAh = xp.empty_like(gates), xp.empty_like(gates)
-    dh = dh_n.copy()
-    rec = xp.empty((B, H), gates.dtype)
+    dh = dh_n.copy()  # dL/dh_prev is dh + rec: rows past a sequence's end keep both parts
+    rec = xp.zeros((B, H), gates.dtype)
     fused = _kernel("gru_backward")
     for t, p, _ in reversed(_order(T, reverse)):
         n = _live(batch_sizes, t, B)
-        fused(gates[t, :n], hs[p, :n], gh_ns[t, :n], dH[t, :n], H, dAx[t, :n], dAh[t, :n],
-              dh[:n], size=n * H)
-        dh[:n] += xp.matmul(dAh[t, :n], W_hh, out=rec[:n])  # dh_prev = dh z + da_h W_hh
+        fused(gates[t, :n], hs[p, :n], gh_ns[t, :n], dH[t, :n], rec[:n], H, dAx[t, :n],
+              dAh[t, :n], dh[:n], size=n * H)
+        xp.matmul(dAh[t, :n], W_hh, out=rec[:n])  # dh_prev = dh z + da_h W_hh
         if n < B:
             dAx[t, n:] = 0
             dAh[t, n:] = 0
+    dh += rec
     return dAx, dAh, dh
 
 
