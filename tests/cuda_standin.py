@@ -7,6 +7,9 @@
   NumPy subclass) refuse to mix with host arrays: an operation, an index or an assignment that
   takes a plain NumPy array beside a "device" array raises, as a CuPy array on a GPU would (or
   would copy silently). So a forgotten ``np.empty`` on the cuda path shows up here.
+* cuBLAS, which the kernel set calls directly by pointers, is emulated from its column-major
+  definition (:func:`make_cublas`): C = alpha op(A) op(B) + beta C over the raw buffers, so
+  the GEMMs' shapes, transposes and leading dimensions are checked.
 * The softmax cross-entropy kernel (a RawModule) is compiled for the host too, run with one
   thread per block (its loops and reductions then cover a row alone; the multi-thread reduction
   itself runs only on a GPU), and called through a RawModule stand-in, so the wrapper's
@@ -243,6 +246,11 @@ class DeviceArray(np.ndarray):
         """The host copy, as ``cupy.ndarray.get``."""
         return np.array(self.view(np.ndarray))
 
+    @property
+    def data(self):
+        """CuPy's memory pointer (``.data.ptr``: the address of the first element)."""
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
 
 def _plain_index(index):
     if isinstance(index, tuple):
@@ -286,8 +294,44 @@ def make_standin(kernels: dict[str, HostKernel], xent_lib) -> types.ModuleType:
         setattr(cp, name, getattr(np, name))
     cp.cuda = types.SimpleNamespace(
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
-        Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None))
+        Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None),
+        device=types.SimpleNamespace(get_cublas_handle=lambda: 7),
+        get_current_stream=lambda: types.SimpleNamespace(ptr=0))
     cp.ElementwiseKernel = None  # the kernels come from ``kernels`` (patched in by the caller)
     cp.RawModule = lambda code, name_expressions: HostRawModule(xent_lib, code, name_expressions)
     cp.standin_kernels = kernels
     return cp
+
+
+# ------------------------------------------------------------------------------ cuBLAS stand-in
+def _matrix(ptr: int, ctype, rows: int, cols: int, ld: int) -> np.ndarray:
+    """The column-major (rows, cols) matrix at ``ptr`` with leading dimension ``ld``."""
+    assert ld >= max(rows, 1)
+    count = (cols - 1) * ld + rows
+    flat = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctype)), shape=(count,))
+    size = flat.itemsize
+    return np.lib.stride_tricks.as_strided(flat, (rows, cols), (size, ld * size))
+
+
+def _gemm(ctype):
+    def gemm(handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+        """cublas<t>gemm: C (m, n) = alpha op(A) op(B) + beta C, column-major, pointer mode
+        host; op(X) = X for 0 (N), X^T for 1 (T)."""
+        assert handle == 7 and transa in (0, 1) and transb in (0, 1)
+        a = _matrix(A, ctype, *((m, k) if transa == 0 else (k, m)), lda)
+        b = _matrix(B, ctype, *((k, n) if transb == 0 else (n, k)), ldb)
+        c = _matrix(C, ctype, m, n, ldc)
+        al, be = ctype.from_address(alpha).value, ctype.from_address(beta).value
+        product = al * ((a if transa == 0 else a.T) @ (b if transb == 0 else b.T))
+        c[...] = product if be == 0 else product + be * c  # beta 0: C is not read
+    return gemm
+
+
+def make_cublas() -> types.ModuleType:
+    """The few calls of ``cupy_backends.cuda.libs.cublas`` that rnnlab makes."""
+    cublas = types.ModuleType("cublas")
+    cublas.sgemm, cublas.dgemm = _gemm(ctypes.c_float), _gemm(ctypes.c_double)
+    cublas.setPointerMode = lambda handle, mode: None
+    cublas.setStream = lambda handle, stream: None
+    return cublas
+

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import TORCH, require_cuda, require_tool
-from cuda_standin import host_kernels, host_xent, make_standin
+from cuda_standin import host_kernels, host_xent, make_cublas, make_standin
 from numerics import assert_close
 
 import rnnlab
@@ -48,6 +48,7 @@ def cp(request, monkeypatch):
     monkeypatch.setattr(backend, "_checked", [])
     monkeypatch.setattr(cuda_set, "_kernel", bodies.__getitem__)
     monkeypatch.setattr(cuda_set, "_xent", {})  # built from the stand-in's RawModule
+    monkeypatch.setattr(cuda_set, "_cublas", make_cublas)
     return sys.modules["cupy"]
 
 
@@ -281,3 +282,18 @@ def test_checkpoint_saved_on_cuda_loads_on_cpu(cp, tmp_path, capsys):
                  "--device", "cuda"]) == 0
     assert main(["train", "lm", "--out", str(run), "--resume", "--max-steps", "5",
                  "--no-progress", "--samples", "0", "--device", "cpu"]) == 0
+
+
+def test_step_product_falls_back_to_matmul(cp, monkeypatch):
+    """Where CuPy keeps no raw cuBLAS binding, the steps' product goes through cupy.matmul."""
+    def missing():
+        raise ImportError("no cuBLAS binding")
+
+    monkeypatch.setattr(cuda_set, "_cublas", missing)
+    x, state, dstate, dout, lens = _data("gru", np.float64, True)
+    with kernels.use_kernels("numpy"):
+        ref = _run(_layer("gru", np.float64, "cpu"), "gru", x, state, dstate, dout, lens,
+                   lambda a: a)
+    got = _run(_layer("gru", np.float64, "cuda"), "gru", x, state, dstate, dout, lens,
+               cp.asarray)
+    _same(got, ref, np.float64)

@@ -46,9 +46,20 @@ def emulated(host_kernels, monkeypatch):
     """The CUDA set's loops running NumPy arrays through the host-compiled bodies, and the layers
     dispatching every forward to it."""
     monkeypatch.setattr(cuda_set, "_kernel", host_kernels.__getitem__)
+    monkeypatch.setattr(cuda_set, "_step_product", NumpyStepGemm)
     monkeypatch.setitem(kernels._sets, "cuda", cuda_set)
     monkeypatch.setattr(kernels, "_set_for", lambda *args: "cuda")
     return cuda_set
+
+
+class NumpyStepGemm:
+    """The step product with NumPy (the cuBLAS call itself is checked in test_cuda.py)."""
+
+    def __init__(self, xp, W, transpose):
+        self.M = W.T if transpose else W
+
+    def __call__(self, x, out):
+        np.matmul(x, self.M, out=out)
 
 
 TOL = {np.float64: 1e-12, np.float32: 2e-5}
@@ -152,6 +163,7 @@ def test_layers_on_the_cuda_loops_equal_the_numpy_set(host_kernels, monkeypatch,
         ref = _run_layer(cls(D, H, num_layers=2, bidirectional=True, dtype=dtype, seed=3), x,
                          lengths, dout, dstate)
     monkeypatch.setattr(cuda_set, "_kernel", host_kernels.__getitem__)
+    monkeypatch.setattr(cuda_set, "_step_product", NumpyStepGemm)
     monkeypatch.setitem(kernels._sets, "cuda", cuda_set)
     monkeypatch.setattr(kernels, "_set_for", lambda *args: "cuda")
     got = _run_layer(cls(D, H, num_layers=2, bidirectional=True, dtype=dtype, seed=3), x,

@@ -2,7 +2,9 @@
 
 Same arguments, caches and layout as :mod:`rnnlab.nn.kernels.numpy` (read its docstring for the
 time indexing and variable lengths), for CuPy arrays. Per time step there are two launches each
-way: the recurrent product (cuBLAS, into a preallocated buffer) and ONE fused elementwise kernel
+way: the recurrent product (one cuBLAS GEMM called directly, into a preallocated buffer: a
+``cupy.matmul`` costs several times the Python time of the bare call, and at small batch the
+host's time per step is what bounds the loop) and ONE fused elementwise kernel
 for the whole gate arithmetic; the input projection of every step is one GEMM before the loop
 (the caller's). (GRU's backward keeps dh_prev = dh z + da_h W_hh as its two terms, which the
 next step's kernel adds, so that it too needs no third launch.)
@@ -18,6 +20,8 @@ CuPy is imported only when a kernel is first built, which happens only for CuPy 
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from rnnlab.nn.backend import xp_of
 
@@ -143,6 +147,61 @@ def _kernel(name: str):
     return _built[name]
 
 
+def _cublas():
+    """CuPy's binding of cuBLAS (the raw calls, no checks)."""
+    from cupy_backends.cuda.libs import cublas
+
+    return cublas
+
+
+class StepGemm:
+    """``y = x @ W^T`` (``transpose``) or ``y = x @ W`` for the n rows of one time step, as one
+    cuBLAS GEMM called directly. W (R, C) is C-contiguous, and so are x and y (a step's rows).
+
+    cuBLAS is column-major: a C-contiguous (r, c) array is the column-major (c, r) matrix with
+    leading dimension c, so y^T = W x^T (transpose: op(W) = T) or W^T x^T (op = N) with
+    (m, n, k) = (columns of y, rows, columns of x)."""
+
+    def __init__(self, xp, W, transpose: bool) -> None:
+        self.W = W = xp.ascontiguousarray(W)  # a parameter already is: no copy
+        R, C = W.shape
+        self.m, self.k = (R, C) if transpose else (C, R)  # y's columns, x's columns
+        self.lda = C  # W's row length, in either case
+        self.op = 1 if transpose else 0  # CUBLAS_OP_T / CUBLAS_OP_N
+        cublas = _cublas()
+        self.gemm = cublas.sgemm if W.dtype == np.float32 else cublas.dgemm
+        self.handle = xp.cuda.device.get_cublas_handle()
+        cublas.setPointerMode(self.handle, 0)  # CUBLAS_POINTER_MODE_HOST: alpha, beta below
+        cublas.setStream(self.handle, xp.cuda.get_current_stream().ptr)
+        self.scalars = np.array([1.0, 0.0], W.dtype)  # alpha, beta (kept alive: pointers)
+        self.alpha = self.scalars.ctypes.data
+        self.beta = self.alpha + self.scalars.itemsize
+        self.w = W.data.ptr
+
+    def __call__(self, x, out) -> None:
+        self.gemm(self.handle, self.op, 0, self.m, x.shape[0], self.k, self.alpha, self.w,
+                  self.lda, x.data.ptr, self.k, self.beta, out.data.ptr, self.m)
+
+
+class MatmulStep:
+    """The same product through ``cupy.matmul``: where CuPy's raw cuBLAS binding is not found."""
+
+    def __init__(self, xp, W, transpose: bool) -> None:
+        self.xp, self.M = xp, xp.ascontiguousarray(W.T) if transpose else W
+
+    def __call__(self, x, out) -> None:
+        self.xp.matmul(x, self.M, out=out)
+
+
+def _step_product(xp, W, transpose: bool):
+    """The recurrent product of every step: :class:`StepGemm`, or :class:`MatmulStep` when
+    CuPy's cuBLAS binding is not where this version of CuPy is expected to keep it."""
+    try:
+        return StepGemm(xp, W, transpose)
+    except (ImportError, AttributeError):
+        return MatmulStep(xp, W, transpose)
+
+
 def dropout_mask(seed: int, shape: tuple, p: float, dtype, xp):
     """A (shape) mask on the GPU: 0 with probability ``p``, else 1 / (1 - p), in ``dtype``; the
     same ``seed`` gives the same mask."""
@@ -184,11 +243,11 @@ def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False):
     hs, cs = _new_states(xp, T, h0, reverse), _new_states(xp, T, c0, reverse)
     tanh_cs = xp.empty((T, B, H), XW.dtype)
     rec = xp.empty((B, G), XW.dtype)
-    W = xp.ascontiguousarray(W_hh.T)  # (H, G), once per sequence, for a plain GEMM per step
+    recurrent = _step_product(xp, W_hh, transpose=True)
     fused = _kernel("lstm_forward")
     for t, p, q in _order(T, reverse):
         n = _live(batch_sizes, t, B)
-        xp.matmul(hs[p, :n], W, out=rec[:n])  # h_prev W_hh^T
+        recurrent(hs[p, :n], rec[:n])  # h_prev W_hh^T
         fused(rec[:n], cs[p, :n], H, XW[t, :n], cs[q, :n], hs[q, :n], tanh_cs[t, :n],
               size=n * H)
         if n < B:  # finished (forward) or not yet started (reverse) rows keep their state
@@ -206,12 +265,13 @@ def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
     dH = _step_grads(xp, dH, T, B, H, gates.dtype)
     dA = xp.empty_like(gates)
     dh, dc = dh_n.copy(), dc_n.copy()
+    recurrent = _step_product(xp, W_hh, transpose=False)
     fused = _kernel("lstm_backward")
     for t, p, _ in reversed(_order(T, reverse)):
         n = _live(batch_sizes, t, B)
         fused(gates[t, :n], cs[p, :n], tanh_cs[t, :n], dH[t, :n], H, dA[t, :n], dh[:n], dc[:n],
               size=n * H)
-        xp.matmul(dA[t, :n], W_hh, out=dh[:n])  # dh_prev = da W_hh
+        recurrent(dA[t, :n], dh[:n])  # dh_prev = da W_hh
         if n < B:
             dA[t, n:] = 0
     return dA, (dh, dc)
@@ -227,11 +287,11 @@ def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False):
     gh_ns = xp.empty((T, B, H), XW.dtype)
     rec = xp.empty((B, G), XW.dtype)
     bias = xp.zeros(G, XW.dtype) if b_hh is None else xp.ascontiguousarray(b_hh)
-    W = xp.ascontiguousarray(W_hh.T)  # (H, G), once per sequence, for a plain GEMM per step
+    recurrent = _step_product(xp, W_hh, transpose=True)
     fused = _kernel("gru_forward")
     for t, p, q in _order(T, reverse):
         n = _live(batch_sizes, t, B)
-        xp.matmul(hs[p, :n], W, out=rec[:n])
+        recurrent(hs[p, :n], rec[:n])  # h_prev W_hh^T
         fused(rec[:n], bias, hs[p, :n], H, XW[t, :n], gh_ns[t, :n], hs[q, :n], size=n * H)
         if n < B:
             hs[q, n:] = hs[p, n:]
@@ -248,12 +308,13 @@ def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
     dAx, dAh = xp.empty_like(gates), xp.empty_like(gates)
     dh = dh_n.copy()  # dL/dh_prev is dh + rec: rows past a sequence's end keep both parts
     rec = xp.zeros((B, H), gates.dtype)
+    recurrent = _step_product(xp, W_hh, transpose=False)
     fused = _kernel("gru_backward")
     for t, p, _ in reversed(_order(T, reverse)):
         n = _live(batch_sizes, t, B)
         fused(gates[t, :n], hs[p, :n], gh_ns[t, :n], dH[t, :n], rec[:n], H, dAx[t, :n],
               dAh[t, :n], dh[:n], size=n * H)
-        xp.matmul(dAh[t, :n], W_hh, out=rec[:n])  # dh_prev = dh z + da_h W_hh
+        recurrent(dAh[t, :n], rec[:n])  # dh_prev = dh z + da_h W_hh
         if n < B:
             dAx[t, n:] = 0
             dAh[t, n:] = 0
@@ -268,11 +329,11 @@ def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=Fal
     T, B, H = XW.shape
     hs = _new_states(xp, T, h0, reverse)
     relu = int(nonlinearity == "relu")
-    W = xp.ascontiguousarray(W_hh.T)  # (H, G), once per sequence, for a plain GEMM per step
+    recurrent = _step_product(xp, W_hh, transpose=True)
     fused = _kernel("rnn_forward")
     for t, p, q in _order(T, reverse):
         n = _live(batch_sizes, t, B)
-        xp.matmul(hs[p, :n], W, out=hs[q, :n])  # h_prev W_hh^T, activated in place
+        recurrent(hs[p, :n], hs[q, :n])  # h_prev W_hh^T, activated in place
         fused(XW[t, :n], relu, hs[q, :n], size=n * H)
         if n < B:
             hs[q, n:] = hs[p, n:]
@@ -288,11 +349,12 @@ def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, r
     dA = xp.empty((T, B, H), hs.dtype)
     dh = dh_n.copy()
     relu = int(nonlinearity == "relu")
+    recurrent = _step_product(xp, W_hh, transpose=False)
     fused = _kernel("rnn_backward")
     for t, _, q in reversed(_order(T, reverse)):
         n = _live(batch_sizes, t, B)
         fused(hs[q, :n], dH[t, :n], relu, dA[t, :n], dh[:n], size=n * H)
-        xp.matmul(dA[t, :n], W_hh, out=dh[:n])  # dh_prev = da W_hh
+        recurrent(dA[t, :n], dh[:n])  # dh_prev = da W_hh
         if n < B:
             dA[t, n:] = 0
     return dA, dh
