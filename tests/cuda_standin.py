@@ -1,20 +1,21 @@
 """A CPU stand-in for CuPy, so the device="cuda" code paths run (and are tested) without a GPU.
 
-* The fused kernels of :mod:`rnnlab.nn.kernels.cuda` are the real CUDA C bodies compiled for the
-  host (g++) and called as CuPy calls an ElementwiseKernel (:func:`host_kernels`); the same
-  source generator produces the nvcc compile check.
+* The CUDA C of the kernel set (``rnnlab.nn.kernels.cuda_sources.module_source``) is compiled
+  for the host (g++), with one thread per block: the step kernels' grid-stride loops then cover
+  every index, the softmax cross-entropy runs block (row) by block. It stands behind a
+  ``RawModule`` whose kernels check every argument's type against the kernel's C signature, as
+  the GPU would need them (:func:`host_library`, :class:`HostRawModule`); the same text with
+  explicit instantiations is what nvcc compiles (:func:`device_source`).
 * ``StandInCupy`` is a module with CuPy's names over NumPy whose arrays (``DeviceArray``, a
   NumPy subclass) refuse to mix with host arrays: an operation, an index or an assignment that
   takes a plain NumPy array beside a "device" array raises, as a CuPy array on a GPU would (or
   would copy silently). So a forgotten ``np.empty`` on the cuda path shows up here.
-* cuBLAS, which the kernel set calls directly by pointers, is emulated from its column-major
-  definition (:func:`make_cublas`): C = alpha op(A) op(B) + beta C over the raw buffers, so
-  the GEMMs' shapes, transposes and leading dimensions are checked.
-* The softmax cross-entropy kernel (a RawModule) is compiled for the host too, run with one
-  thread per block (its loops and reductions then cover a row alone; the multi-thread reduction
-  itself runs only on a GPU), and called through a RawModule stand-in, so the wrapper's
-  arguments are checked against the kernel's signature.
+* cuBLAS, which the kernel set calls directly by address, is emulated from its column-major
+  definition (:func:`make_cublas`): C = alpha op(A) op(B) + beta C over the raw buffers, so the
+  GEMMs' shapes, transposes and leading dimensions are checked.
+* :func:`install` puts all of it in place for a test.
 
+Only the multi-thread reductions of the softmax kernel and CuPy's own calls run on a GPU alone.
 Imported by the tests as ``from cuda_standin import ...`` (pytest puts this directory on sys.path).
 """
 
@@ -22,104 +23,38 @@ from __future__ import annotations
 
 import ctypes
 import subprocess
+import sys
 import types
 from pathlib import Path
 
 import numpy as np
 
+from rnnlab.nn import backend
 from rnnlab.nn.kernels import cuda as cuda_set
+from rnnlab.nn.kernels.cuda_sources import SOURCES, kernel_names, module_source, signature
 
-C_TYPES = {"int32": "int", "uint64": "unsigned long long", "float32": "float", "T": "T"}
-
-
-# ------------------------------------------------------------------------ sources of the bodies
-def _params(spec: str) -> list[tuple[str, str]]:
-    """'raw T a, int32 H, T s' -> [('T*', 'a'), ('int', 'H'), ('T', 's')]."""
-    out = []
-    for part in spec.split(","):
-        words = part.split()
-        out.append(("T*", words[-1]) if words[0] == "raw" else (C_TYPES[words[0]], words[1]))
-    return out
+FLOATS = (("float", "f32", np.float32), ("double", "f64", np.float64))
 
 
-def signature(name: str) -> list[tuple[str, str]]:
-    inputs, outputs, _ = cuda_set.SOURCES[name]
-    return _params(inputs) + _params(outputs)
+def _c_params(name: str, T: str) -> str:
+    return ", ".join(f"{t.replace('T', T)} {n}" if t.endswith("*")
+                     else f"const {t.replace('T', T)} {n}" for t, n in signature(name))
 
 
 def device_source() -> str:
-    """Every body as a templated __global__ function (one thread per element, as CuPy's
-    ElementwiseKernel), instantiated for float and double."""
-    lines = ["#include <cstddef>", cuda_set.PREAMBLE]
-    for name, (_, _, body) in cuda_set.SOURCES.items():
-        args = ", ".join(f"{t} {n}" for t, n in signature(name))
-        lines.append(f"template <typename T> __global__ void {name}(ptrdiff_t size, {args}) {{\n"
-                     "  ptrdiff_t i = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x;\n"
-                     f"  if (i >= size) return;\n{body}\n}}")
-        for T in ("float", "double"):
-            inst = ", ".join(f"{t.replace('T', T)} {n}" for t, n in signature(name))
-            lines.append(f"template __global__ void {name}<{T}>(ptrdiff_t, {inst});")
-    lines.append(cuda_set.XENT_SOURCE)
+    """The module's source with every kernel instantiated for float and double (nvcc compiles
+    nothing of a template that is not)."""
+    lines = [module_source()]
+    for name in SOURCES:
+        for T, _, _ in FLOATS:
+            lines.append(f"template __global__ void {name}<{T}>(const long long, "
+                         f"{_c_params(name, T)});")
     lines += [f"template __global__ void softmax_xent<{T}>({T}*, const {T}*, const long long*, "
-              f"const bool*, double*, long long, int, {T}, int, int);" for T in ("float", "double")]
+              f"const bool*, double*, long long, int, {T}, int, int);" for T, _, _ in FLOATS]
     return "\n".join(lines)
 
 
-def host_source() -> str:
-    """Every body inside a plain loop over its elements, with C entry points name_f32/_f64."""
-    lines = ["#include <cstddef>", "#include <math.h>", "#define __device__", cuda_set.PREAMBLE]
-    for name, (_, _, body) in cuda_set.SOURCES.items():
-        args = ", ".join(f"{t} {n}" for t, n in signature(name))
-        lines.append(f"template <typename T> static void {name}(ptrdiff_t size, {args}) {{\n"
-                     f"  for (ptrdiff_t i = 0; i < size; ++i) {{\n{body}\n  }}\n}}")
-        names = ", ".join(n for _, n in signature(name))
-        for T, tag in (("float", "f32"), ("double", "f64")):
-            inst = ", ".join(f"{t.replace('T', T)} {n}" for t, n in signature(name))
-            lines.append(f'extern "C" void {name}_{tag}(ptrdiff_t size, {inst}) '
-                         f"{{ {name}<{T}>(size, {names}); }}")
-    return "\n".join(lines)
-
-
-class HostKernel:
-    """A body compiled for the host, called as CuPy calls an ElementwiseKernel; it checks that
-    every array it is given is C-contiguous and of one float dtype (the bodies index by hand)."""
-
-    def __init__(self, lib, name: str) -> None:
-        self.name = name
-        self.fns = {np.dtype(np.float32): getattr(lib, f"{name}_f32"),
-                    np.dtype(np.float64): getattr(lib, f"{name}_f64")}
-        self.kinds = [t for t, _ in signature(name)]
-
-    def __call__(self, *args, size: int) -> None:
-        assert len(args) == len(self.kinds), self.name
-        dtype = next(a.dtype for a in args if isinstance(a, np.ndarray))
-        c_args = [ctypes.c_ssize_t(size)]
-        for kind, a in zip(self.kinds, args, strict=True):
-            if kind == "T*":
-                assert a.dtype == dtype and a.flags.c_contiguous, self.name
-                c_args.append(ctypes.c_void_p(a.ctypes.data))
-            elif kind == "T":
-                c_args.append((ctypes.c_float if dtype == np.float32 else ctypes.c_double)(a))
-            elif kind == "float":
-                c_args.append(ctypes.c_float(a))
-            elif kind == "unsigned long long":
-                c_args.append(ctypes.c_ulonglong(a))
-            else:
-                c_args.append(ctypes.c_int(int(a)))
-        self.fns[dtype](*c_args)
-
-
-def host_kernels(cxx: str, directory: Path) -> dict[str, HostKernel]:
-    """Compile every body for the host with ``cxx`` in ``directory``: name -> HostKernel."""
-    (directory / "k.cpp").write_text(host_source())
-    result = subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-o", str(directory / "k.so"),
-                             str(directory / "k.cpp")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    lib = ctypes.CDLL(str(directory / "k.so"))
-    return {name: HostKernel(lib, name) for name in cuda_set.SOURCES}
-
-
-XENT_HOST_PRELUDE = """
+HOST_PRELUDE = """
 #include <math.h>
 #include <string.h>
 #define __global__
@@ -127,7 +62,7 @@ XENT_HOST_PRELUDE = """
 #define __shared__ static
 #define __syncthreads()
 struct Dim3 { unsigned x; };
-static Dim3 threadIdx = {0}, blockIdx = {0}, blockDim = {1};
+static Dim3 threadIdx = {0}, blockIdx = {0}, blockDim = {1}, gridDim = {1};
 static inline float __int_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
 static inline double __longlong_as_double(unsigned long long i) {
     double d; memcpy(&d, &i, 8); return d;
@@ -135,23 +70,67 @@ static inline double __longlong_as_double(unsigned long long i) {
 """
 
 
-def xent_host_source() -> str:
-    """The softmax cross-entropy kernel for the host: one thread per block, blocks in a loop."""
-    lines = [XENT_HOST_PRELUDE, cuda_set.XENT_SOURCE]
-    for T, tag in (("float", "f32"), ("double", "f64")):
+def host_source() -> str:
+    """The module for the host, with C entry points ``name_f32`` / ``name_f64``."""
+    lines = [HOST_PRELUDE, module_source()]
+    for name in SOURCES:
+        names = ", ".join(n for _, n in signature(name))
+        for T, tag, _ in FLOATS:
+            lines.append(f'extern "C" void {name}_{tag}(const long long size, '
+                         f"{_c_params(name, T)}) {{\n  blockIdx.x = 0;\n"
+                         f"  {name}<{T}>(size, {names});\n}}")
+    for T, tag, _ in FLOATS:
         lines.append(f'extern "C" void softmax_xent_{tag}({T}* z, const {T}* bias, '
                      "const long long* t, const bool* keep, double* nll, long long N, int V, "
                      f"{T} scale, int has_bias, int grad) {{\n"
                      "  for (long long n = 0; n < N; ++n) {\n"
                      "    blockIdx.x = (unsigned)n;\n"
                      f"    softmax_xent<{T}>(z, bias, t, keep, nll, N, V, scale, has_bias, grad);"
-                     "\n  }\n}")
+                     "\n  }\n  blockIdx.x = 0;\n}")
     return "\n".join(lines)
 
 
-class HostRawKernel:
-    """``softmax_xent<T>`` compiled for the host, called as a CuPy RawKernel:
-    ``kernel(grid, block, args)``; the argument types are checked as the GPU would need them."""
+def host_library(cxx: str, directory: Path):
+    """Compile :func:`host_source` with ``cxx`` in ``directory``: the loaded library."""
+    (directory / "kernels.cpp").write_text(host_source())
+    result = subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-o", str(directory / "k.so"),
+                             str(directory / "kernels.cpp")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return ctypes.CDLL(str(directory / "k.so"))
+
+
+_C_ARG = {  # C parameter kind -> (numpy type the launch must pass, ctypes type)
+    "T*": (np.uint64, ctypes.c_void_p), "int": (np.int32, ctypes.c_int),
+    "unsigned long long": (np.uint64, ctypes.c_ulonglong), "float": (np.float32, ctypes.c_float),
+}
+
+
+class HostStepKernel:
+    """A step kernel compiled for the host, called as a CuPy RawKernel: ``(grid, block, args)``
+    with ``args`` = (size, then the signature's parameters); checks the launch covers ``size``
+    and every argument has the numpy type of its C parameter (addresses as uint64)."""
+
+    def __init__(self, lib, name: str, tag: str, dtype) -> None:
+        self.fn, self.name, self.dtype = getattr(lib, f"{name}_{tag}"), name, np.dtype(dtype)
+        c_float = ctypes.c_float if self.dtype == np.float32 else ctypes.c_double
+        self.kinds = [(self.dtype.type, c_float) if t == "T" else _C_ARG[t]
+                      for t, _ in signature(name)]
+
+    def __call__(self, grid, block, args) -> None:
+        size, *rest = args
+        assert isinstance(size, np.int64), self.name
+        assert block == (cuda_set.THREADS,) and grid[0] * block[0] >= size, self.name
+        assert len(rest) == len(self.kinds), self.name
+        c_args = [ctypes.c_longlong(int(size))]
+        for (np_type, c_type), a in zip(self.kinds, rest, strict=True):
+            assert type(a) is np_type, (self.name, type(a), np_type)
+            c_args.append(c_type(int(a) if c_type is ctypes.c_void_p else a.item()))
+        self.fn(*c_args)
+
+
+class HostXentKernel:
+    """``softmax_xent<T>`` compiled for the host, called as a CuPy RawKernel with arrays; the
+    argument types are checked as the GPU would need them."""
 
     def __init__(self, fn, dtype) -> None:
         self.fn, self.dtype = fn, np.dtype(dtype)
@@ -173,27 +152,18 @@ class HostRawKernel:
 
 
 class HostRawModule:
-    """``cupy.RawModule`` for the softmax cross-entropy source only."""
+    """``cupy.RawModule`` over the host library: the kernel set's module only."""
 
     def __init__(self, lib, code: str, name_expressions) -> None:
-        assert code == cuda_set.XENT_SOURCE
-        assert sorted(name_expressions) == ["softmax_xent<double>", "softmax_xent<float>"]
+        assert code == module_source() and list(name_expressions) == kernel_names()
         self.lib = lib
 
-    def get_function(self, name: str) -> HostRawKernel:
-        if name == "softmax_xent<float>":
-            return HostRawKernel(self.lib.softmax_xent_f32, np.float32)
-        assert name == "softmax_xent<double>", name
-        return HostRawKernel(self.lib.softmax_xent_f64, np.float64)
-
-
-def host_xent(cxx: str, directory: Path):
-    """Compile the softmax cross-entropy kernel for the host: the loaded library."""
-    (directory / "xent.cpp").write_text(xent_host_source())
-    result = subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-o", str(directory / "xent.so"),
-                             str(directory / "xent.cpp")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return ctypes.CDLL(str(directory / "xent.so"))
+    def get_function(self, name: str):
+        base, T = name[:-1].split("<")
+        (tag, dtype), = [(tag, dt) for t, tag, dt in FLOATS if t == T]
+        if base == "softmax_xent":
+            return HostXentKernel(getattr(self.lib, f"softmax_xent_{tag}"), dtype)
+        return HostStepKernel(self.lib, base, tag, dtype)
 
 
 # ---------------------------------------------------------------------------- the CuPy stand-in
@@ -278,9 +248,9 @@ def _asarray(x, dtype=None):
     return np.array(x, dtype=dtype).view(DeviceArray)  # the host-to-device copy
 
 
-def make_standin(kernels: dict[str, HostKernel], xent_lib) -> types.ModuleType:
-    """A module named ``cupy`` with the names rnnlab uses; ``xent_lib`` from :func:`host_xent`
-    backs its RawModule."""
+def make_standin(lib) -> types.ModuleType:
+    """A module named ``cupy`` with the names rnnlab uses; ``lib`` (:func:`host_library`) backs
+    its RawModule."""
     cp = types.ModuleType("cupy")
     cp.__version__ = "stand-in"
     cp.ndarray = DeviceArray
@@ -297,9 +267,7 @@ def make_standin(kernels: dict[str, HostKernel], xent_lib) -> types.ModuleType:
         Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None),
         device=types.SimpleNamespace(get_cublas_handle=lambda: 7),
         get_current_stream=lambda: types.SimpleNamespace(ptr=0))
-    cp.ElementwiseKernel = None  # the kernels come from ``kernels`` (patched in by the caller)
-    cp.RawModule = lambda code, name_expressions: HostRawModule(xent_lib, code, name_expressions)
-    cp.standin_kernels = kernels
+    cp.RawModule = lambda code, name_expressions: HostRawModule(lib, code, name_expressions)
     return cp
 
 
@@ -334,4 +302,15 @@ def make_cublas() -> types.ModuleType:
     cublas.setPointerMode = lambda handle, mode: None
     cublas.setStream = lambda handle, stream: None
     return cublas
+
+
+def install(monkeypatch, lib) -> types.ModuleType:
+    """Put the stand-in in CuPy's place for one test (``monkeypatch`` undoes it): returns it."""
+    cp = make_standin(lib)
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    monkeypatch.setattr(backend, "_checked", [])
+    monkeypatch.setattr(cuda_set, "_compiled", {})  # built from the stand-in's RawModule
+    monkeypatch.setattr(cuda_set, "_launches", {})
+    monkeypatch.setattr(cuda_set, "_cublas", make_cublas)
+    return cp
 

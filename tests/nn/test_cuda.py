@@ -11,12 +11,10 @@ Each test runs twice (the ``cp`` fixture):
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 from conftest import TORCH, require_cuda, require_tool
-from cuda_standin import host_kernels, host_xent, make_cublas, make_standin
+from cuda_standin import host_library, install
 from numerics import assert_close
 
 import rnnlab
@@ -24,7 +22,6 @@ from rnnlab import optim
 from rnnlab.models.language_model import LanguageModel, LMConfig
 from rnnlab.nn import backend, kernels
 from rnnlab.nn.backend import to_host
-from rnnlab.nn.kernels import cuda as cuda_set
 
 TOL = {np.float64: (1e-10, 1e-12), np.float32: (1e-5, 1e-5)}
 CLASSES = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn_tanh": rnnlab.RNN,
@@ -32,10 +29,9 @@ CLASSES = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn_tanh": rnnlab.RNN,
 
 
 @pytest.fixture(scope="module")
-def compiled_bodies(tmp_path_factory):
-    """The CUDA sources compiled for the host: (elementwise bodies, softmax cross-entropy)."""
-    cxx, d = require_tool("g++"), tmp_path_factory.mktemp("cuda_host")
-    return host_kernels(cxx, d), host_xent(cxx, d)
+def compiled_kernels(tmp_path_factory):
+    """The kernel set's CUDA C compiled for the host."""
+    return host_library(require_tool("g++"), tmp_path_factory.mktemp("cuda_host"))
 
 
 @pytest.fixture(params=["stand-in", "gpu"])
@@ -43,13 +39,7 @@ def cp(request, monkeypatch):
     """CuPy on a GPU, or the CPU stand-in for it."""
     if request.param == "gpu":
         return require_cuda()
-    bodies, xent = request.getfixturevalue("compiled_bodies")
-    monkeypatch.setitem(sys.modules, "cupy", make_standin(bodies, xent))
-    monkeypatch.setattr(backend, "_checked", [])
-    monkeypatch.setattr(cuda_set, "_kernel", bodies.__getitem__)
-    monkeypatch.setattr(cuda_set, "_xent", {})  # built from the stand-in's RawModule
-    monkeypatch.setattr(cuda_set, "_cublas", make_cublas)
-    return sys.modules["cupy"]
+    return install(monkeypatch, request.getfixturevalue("compiled_kernels"))
 
 
 def _on_gpu(cp) -> bool:
@@ -282,18 +272,3 @@ def test_checkpoint_saved_on_cuda_loads_on_cpu(cp, tmp_path, capsys):
                  "--device", "cuda"]) == 0
     assert main(["train", "lm", "--out", str(run), "--resume", "--max-steps", "5",
                  "--no-progress", "--samples", "0", "--device", "cpu"]) == 0
-
-
-def test_step_product_falls_back_to_matmul(cp, monkeypatch):
-    """Where CuPy keeps no raw cuBLAS binding, the steps' product goes through cupy.matmul."""
-    def missing():
-        raise ImportError("no cuBLAS binding")
-
-    monkeypatch.setattr(cuda_set, "_cublas", missing)
-    x, state, dstate, dout, lens = _data("gru", np.float64, True)
-    with kernels.use_kernels("numpy"):
-        ref = _run(_layer("gru", np.float64, "cpu"), "gru", x, state, dstate, dout, lens,
-                   lambda a: a)
-    got = _run(_layer("gru", np.float64, "cuda"), "gru", x, state, dstate, dout, lens,
-               cp.asarray)
-    _same(got, ref, np.float64)

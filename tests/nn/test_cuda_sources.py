@@ -1,14 +1,12 @@
 """The CUDA kernel set checked without a GPU.
 
-1. Every fused kernel body in ``rnnlab.nn.kernels.cuda.SOURCES`` compiles with nvcc, for float32
-   and float64, wrapped in a ``__global__`` function the way CuPy's ElementwiseKernel wraps it,
-   and so does the softmax cross-entropy kernel (compiled only: it needs a GPU to run).
-2. The same bodies compiled for the host (g++) and run over NumPy arrays in place of the CuPy
-   kernels: the CUDA set's loops then equal the NumPy set's, with lengths, in both directions,
-   and the layers built on them equal the layers on the NumPy set, gradients included.
+1. The kernel set's CUDA C (``rnnlab.nn.kernels.cuda_sources.module_source``) compiles with
+   nvcc, every kernel instantiated for float and double.
+2. The same text compiled for the host and run through the CuPy stand-in (tests/cuda_standin.py):
+   the CUDA set's time loops equal the NumPy set's, with lengths, in both directions.
 
-So the arithmetic and the loops are tested here; tests/nn/test_cuda.py runs the whole device
-path on a CuPy stand-in (tests/cuda_standin.py), and on a GPU where there is one.
+tests/nn/test_cuda.py runs the layers, the language model and the CLI on the stand-in too, and
+on a GPU where there is one.
 """
 
 from __future__ import annotations
@@ -18,11 +16,8 @@ import subprocess
 import numpy as np
 import pytest
 from conftest import require_tool
-from cuda_standin import device_source
-from cuda_standin import host_kernels as build_host_kernels
+from cuda_standin import device_source, host_library, install
 
-from rnnlab import GRU, LSTM, RNN
-from rnnlab.nn import kernels
 from rnnlab.nn.kernels import cuda as cuda_set
 from rnnlab.nn.kernels import numpy as numpy_set
 
@@ -37,29 +32,37 @@ def test_sources_compile_with_nvcc(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def host_kernels(tmp_path_factory):
-    return build_host_kernels(require_tool("g++"), tmp_path_factory.mktemp("cuda_host"))
+def compiled_kernels(tmp_path_factory):
+    return host_library(require_tool("g++"), tmp_path_factory.mktemp("cuda_host"))
+
+
+class _OnStandIn:
+    """The CUDA set's functions called with NumPy arrays: float arrays go to the stand-in's
+    device and results come back (integer arrays, the batch sizes, stay on the host)."""
+
+    def __init__(self, cp) -> None:
+        self.cp = cp
+
+    def _device(self, a):
+        if isinstance(a, tuple):
+            return tuple(self._device(x) for x in a)
+        if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating):
+            return self.cp.asarray(a)
+        return a
+
+    def _host(self, a):
+        if isinstance(a, tuple):
+            return tuple(self._host(x) for x in a)
+        return a.get() if isinstance(a, self.cp.ndarray) else a
+
+    def __getattr__(self, name):
+        f = getattr(cuda_set, name)
+        return lambda *args: self._host(f(*(self._device(a) for a in args)))
 
 
 @pytest.fixture
-def emulated(host_kernels, monkeypatch):
-    """The CUDA set's loops running NumPy arrays through the host-compiled bodies, and the layers
-    dispatching every forward to it."""
-    monkeypatch.setattr(cuda_set, "_kernel", host_kernels.__getitem__)
-    monkeypatch.setattr(cuda_set, "_step_product", NumpyStepGemm)
-    monkeypatch.setitem(kernels._sets, "cuda", cuda_set)
-    monkeypatch.setattr(kernels, "_set_for", lambda *args: "cuda")
-    return cuda_set
-
-
-class NumpyStepGemm:
-    """The step product with NumPy (the cuBLAS call itself is checked in test_cuda.py)."""
-
-    def __init__(self, xp, W, transpose):
-        self.M = W.T if transpose else W
-
-    def __call__(self, x, out):
-        np.matmul(x, self.M, out=out)
+def emulated(compiled_kernels, monkeypatch):
+    return _OnStandIn(install(monkeypatch, compiled_kernels))
 
 
 TOL = {np.float64: 1e-12, np.float32: 2e-5}
@@ -139,41 +142,3 @@ def test_rnn_loop_equals_numpy_set(emulated, rng, dtype, reverse, lengths, nonli
     rA, r0 = numpy_set.rnn_backward((ref,), W, dH, h0, nonlinearity, bs, reverse)
     _close(dA, rA, dtype)
     _close(dh0, r0, dtype)
-
-
-def _run_layer(layer, x, lengths, dout, dstate):
-    out, state = layer(x, lengths=lengths)
-    layer.zero_grad()
-    dx, dstate0 = layer.backward(dout, dstate)
-    return out, state, dx, dstate0, layer.grads
-
-
-@pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_layers_on_the_cuda_loops_equal_the_numpy_set(host_kernels, monkeypatch, rng, cls,
-                                                      dtype):
-    """Two layers, both directions, lengths: every output and gradient."""
-    T, B, D, H = 6, 5, 4, 3
-    x = rng.standard_normal((T, B, D)).astype(dtype)
-    lengths = [6, 2, 5, 1, 6]
-    dout = rng.standard_normal((T, B, 2 * H)).astype(dtype)
-    dh = rng.standard_normal((4, B, H)).astype(dtype)
-    dstate = (dh, dh * 0.5) if cls is LSTM else dh
-    with kernels.use_kernels("numpy"):
-        ref = _run_layer(cls(D, H, num_layers=2, bidirectional=True, dtype=dtype, seed=3), x,
-                         lengths, dout, dstate)
-    monkeypatch.setattr(cuda_set, "_kernel", host_kernels.__getitem__)
-    monkeypatch.setattr(cuda_set, "_step_product", NumpyStepGemm)
-    monkeypatch.setitem(kernels._sets, "cuda", cuda_set)
-    monkeypatch.setattr(kernels, "_set_for", lambda *args: "cuda")
-    got = _run_layer(cls(D, H, num_layers=2, bidirectional=True, dtype=dtype, seed=3), x,
-                     lengths, dout, dstate)
-    flat = [np.asarray(a) for part in (got[:4]) for a in (part if isinstance(part, tuple)
-                                                          else (part,))]
-    want = [np.asarray(a) for part in (ref[:4]) for a in (part if isinstance(part, tuple)
-                                                          else (part,))]
-    for a, b in zip(flat, want, strict=True):
-        _close(a, b, dtype)
-    assert got[4].keys() == ref[4].keys()
-    for k in ref[4]:
-        _close(got[4][k], ref[4][k], dtype)
