@@ -16,7 +16,13 @@ from typing import NoReturn
 
 import numpy as np
 import pytest
-from hypothesis import settings
+
+try:
+    from hypothesis import settings
+except ImportError:  # a bare GPU machine (benchmarks/gpu_check.sh): its tests do not need it
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        raise
+    settings = None
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -41,7 +47,8 @@ TORCH = _load_torch()
 
 # In CI a property test runs the same examples every time: a failure there reproduces, and a
 # slow shared runner cannot fail a test on timing alone.
-settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if settings is not None:
+    settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 if CI:
     settings.load_profile("ci")
 
@@ -70,6 +77,28 @@ def require_module(name: str) -> ModuleType:
     except ImportError as err:
         reason = str(err)
     _unavailable(f"{name} not installed ({reason}): pip install -e '.[test]'")
+
+
+def require_cuda() -> ModuleType:
+    """CuPy with a usable GPU, or a skip. The one skip CI allows: it has no GPU (issue 16), so
+    the GPU tests run where one is (benchmarks/gpu_check.sh) and skip everywhere else."""
+    from rnnlab.nn.backend import array_module
+
+    try:
+        return array_module("cuda")
+    except RuntimeError as err:
+        pytest.skip(f"no GPU here: {err}")
+
+
+def require_tool(name: str) -> str:
+    """The path of the executable ``name`` (a compiler), or a skip, also in CI: the CUDA
+    sources are compile-checked where nvcc (or a host C++ compiler) is installed."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed: the CUDA kernel sources are checked where it is")
+    return path
 
 
 @pytest.fixture

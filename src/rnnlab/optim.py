@@ -21,8 +21,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from rnnlab.nn.backend import (
+    device_of,
+    is_device_array,
+    resolve_device,
+    to_device,
+    to_host,
+    xp_of,
+)
 from rnnlab.nn.memory import human_count, require_memory
-from rnnlab.validate import check_number
+from rnnlab.validate import check_number, is_array
 
 # ----------------------------------------------------------------------------- validation
 
@@ -33,10 +41,10 @@ def _check_params(params: object) -> dict[str, np.ndarray]:
             f"params: expected a non-empty dict of name -> float array, got {params!r:.80}"
         )
     for name, p in params.items():
-        if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
-            kind = p.dtype if isinstance(p, np.ndarray) else type(p).__name__
+        if not is_array(p) or p.dtype not in (np.float32, np.float64):
+            kind = p.dtype if is_array(p) else type(p).__name__
             raise TypeError(f"params[{name!r}]: expected a float32 or float64 array, got {kind}")
-        if not p.flags.writeable:
+        if isinstance(p, np.ndarray) and not p.flags.writeable:
             raise ValueError(f"params[{name!r}]: expected a writeable array (updated in place)")
     return dict(params)
 
@@ -61,7 +69,12 @@ def grad_norm(grads: dict[str, np.ndarray],
     the given rows, whose norm is taken over those rows only.
     """
     total = 0.0
+    on_device = [g for g in grads.values() if is_device_array(g)]
+    if on_device:  # one sum on the GPU and one transfer, not one per block
+        total += _device_square_sum(on_device)
     for name, g in grads.items():
+        if is_device_array(g):
+            continue
         if rows and name in rows:
             g = g[_checked_rows(name, rows[name], g)]
         flat = g.ravel()
@@ -77,6 +90,18 @@ def grad_norm(grads: dict[str, np.ndarray],
                     square = float(np.dot(wide, wide))
                 total += square
     return math.sqrt(total)
+
+
+def _device_square_sum(grads: list) -> float:
+    """sum_k ||g_k||^2 of CuPy gradients: dot products in their dtype summed in float64 (redone
+    in float64 when a float32 one overflows), read back once."""
+    xp = xp_of(grads[0])
+    squares = [g.ravel().dot(g.ravel()).astype(np.float64) for g in grads]
+    total = float(xp.stack(squares).sum())
+    if not math.isfinite(total):
+        wide = [g.ravel().astype(np.float64) for g in grads]
+        total = float(xp.stack([w.dot(w) for w in wide]).sum())
+    return total
 
 
 def clip_coefficient(norm: float, max_norm: float) -> float:
@@ -163,9 +188,33 @@ class Optimizer:
                        f"({human_count(buffers * sum(p.size for p in self.params.values()))} "
                        "values)")
         self._configure(hp)
-        self._scratch = {p.dtype: (np.empty(UPDATE_BLOCK, p.dtype),  # one block's work buffer
-                                   np.empty(UPDATE_BLOCK, p.dtype))  # and its scaled gradient
-                         for p in self.params.values()}
+        self._make_scratch()
+
+    def _make_scratch(self) -> None:
+        """Work buffers: on the host one cache-sized block per dtype (its work buffer and its
+        scaled gradient); on a GPU, where a block loop would cost launches, whole-parameter
+        buffers made on first use."""
+        self._scratch = {p.dtype: (np.empty(UPDATE_BLOCK, p.dtype), np.empty(UPDATE_BLOCK, p.dtype))
+                         for p in self.params.values() if not is_device_array(p)}
+        self._device_work: dict[str, tuple] = {}
+
+    def to(self, device: str, params: Mapping[str, object] | None = None) -> Optimizer:
+        """Move the state buffers to ``device`` ("cpu" or "cuda"); returns self. ``params``:
+        the model's parameters after its own ``.to(device)`` (the same names and shapes), which
+        the optimizer updates from now on."""
+        device = resolve_device(device)
+        if params is not None:
+            new = _check_params(params)
+            _check_keys("params", self.params, new)
+            for name, p in new.items():
+                if p.shape != self.params[name].shape:
+                    raise ValueError(f"params[{name!r}]: expected shape "
+                                     f"{self.params[name].shape}, got {p.shape}")
+            self.params = new
+        self._state = {name: {buf: to_device(v, device) for buf, v in bufs.items()}
+                       for name, bufs in self._state.items()}
+        self._make_scratch()
+        return self
 
     # -- the learning rate is validated on every assignment (schedules set it)
     @property
@@ -193,8 +242,9 @@ class Optimizer:
             setattr(self, key, value)
         self._state = {
             name: {
-                buf: (np.zeros_like(p) if arrays is None
-                      else np.array(arrays[f"{buf}/{name}"], dtype=p.dtype, order="C"))
+                buf: (xp_of(p).zeros_like(p) if arrays is None
+                      else to_device(np.array(to_host(arrays[f"{buf}/{name}"]), dtype=p.dtype,
+                                              order="C"), device_of(p)))
                 for buf in self._buffer_names(hp)
             }
             for name, p in self.params.items()
@@ -220,8 +270,8 @@ class Optimizer:
         _check_keys("grads", self.params, grads)
         for name, p in self.params.items():
             g = grads[name]
-            if not isinstance(g, np.ndarray) or g.shape != p.shape:
-                got = g.shape if isinstance(g, np.ndarray) else type(g).__name__
+            if not is_array(g) or g.shape != p.shape:
+                got = g.shape if is_array(g) else type(g).__name__
                 raise ValueError(
                     f"grads[{name!r}]: expected an array of shape {p.shape}, got {got}"
                 )
@@ -230,6 +280,12 @@ class Optimizer:
         self.step_count += 1
         for name, p in self.params.items():
             g, state = grads[name], self._state[name]
+            if is_device_array(p):  # the whole parameter at once: a few launches
+                work, scaled = self._device_buffers(name, p)
+                if grad_scale != 1.0:
+                    g = xp_of(g).multiply(g, g.dtype.type(grad_scale), out=scaled)
+                self._update(p, g, work, state)
+                continue
             if name in sparse:  # p[r] -= ... for the rows r that can have a gradient
                 r = sparse[name]
                 p_rows, g_rows = p[r], g[r]
@@ -261,11 +317,17 @@ class Optimizer:
         return {f"{buf}/{name}": value for name, bufs in self._state.items()
                 for buf, value in bufs.items()}
 
+    def _device_buffers(self, name: str, p) -> tuple:
+        if name not in self._device_work:
+            xp = xp_of(p)
+            self._device_work[name] = (xp.empty_like(p), xp.empty_like(p))
+        return self._device_work[name]
+
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
-        """``(arrays, meta)``: copies of the state buffers keyed ``"<buffer>/<name>"``, and
-        JSON-able ``{"class", "lr", "step", "hyperparameters"}``."""
+        """``(arrays, meta)``: host copies of the state buffers keyed ``"<buffer>/<name>"``,
+        and JSON-able ``{"class", "lr", "step", "hyperparameters"}``."""
         arrays = {
-            f"{buf}/{name}": value.copy()
+            f"{buf}/{name}": to_host(value).copy()
             for name, bufs in self._state.items()
             for buf, value in bufs.items()
         }
@@ -301,7 +363,7 @@ class Optimizer:
         expected = {f"{b}/{n}" for n in self.params for b in self._buffer_names(hp)}
         _check_keys(f"{cls}.load_state_dict arrays", expected, arrays)
         for key in expected:
-            value, p = arrays[key], self.params[key.split("/", 1)[1]]
+            value, p = to_host(arrays[key]), self.params[key.split("/", 1)[1]]
             if not isinstance(value, np.ndarray) or value.shape != p.shape:
                 got = value.shape if isinstance(value, np.ndarray) else type(value).__name__
                 raise ValueError(f"{cls}.load_state_dict: {key!r} expected shape {p.shape}, "
@@ -353,21 +415,22 @@ class SGD(Optimizer):
         return not self.momentum and not self.weight_decay
 
     def _update(self, p: np.ndarray, g: np.ndarray, work: np.ndarray, state: dict) -> None:
+        xp = xp_of(p)
         if not self.momentum and not self.weight_decay:
-            p -= np.multiply(g, self.lr, out=work)      # p -= lr * g
+            p -= xp.multiply(g, self.lr, out=work)      # p -= lr * g
             return
         if self.weight_decay:
-            np.multiply(p, self.weight_decay, out=work)
+            xp.multiply(p, self.weight_decay, out=work)
             work += g                                   # work = g + wd * p
         else:
-            np.copyto(work, g)                          # work = g
+            xp.copyto(work, g)                          # work = g
         if not self.momentum:
             work *= self.lr
             p -= work                                   # p -= lr * g
             return
         buf = state["momentum"]
         if self.step_count == 1:
-            np.copyto(buf, work)                        # b = g
+            xp.copyto(buf, work)                        # b = g
         else:
             buf *= self.momentum
             if self.dampening:                          # never with nesterov: work is free
@@ -376,10 +439,10 @@ class SGD(Optimizer):
         if self.nesterov:
             work *= self.lr
             p -= work                                   # p -= lr * g
-            np.multiply(buf, self.lr * self.momentum, out=work)
+            xp.multiply(buf, self.lr * self.momentum, out=work)
             p -= work                                   # p -= lr * momentum * b
         else:
-            np.multiply(buf, self.lr, out=work)
+            xp.multiply(buf, self.lr, out=work)
             p -= work                                   # p -= lr * b
 
 
@@ -414,27 +477,28 @@ class Adam(Optimizer):
         return ("exp_avg", "exp_avg_sq")
 
     def _update(self, p: np.ndarray, g: np.ndarray, work: np.ndarray, state: dict) -> None:
+        xp = xp_of(p)
         beta1, beta2 = self.betas
         m, v, t = state["exp_avg"], state["exp_avg_sq"], self.step_count
         if self.weight_decay and self._decoupled:
             p *= 1.0 - self.lr * self.weight_decay      # p = p * (1 - lr * wd)
         if self.weight_decay and not self._decoupled:
-            np.multiply(p, self.weight_decay, out=work)
+            xp.multiply(p, self.weight_decay, out=work)
             work += g                                   # work = g + wd * p
         else:
-            np.copyto(work, g)                          # work = g
+            xp.copyto(work, g)                          # work = g
         m -= work
         m *= beta1
         m += work                                       # m = g + beta1 * (m - g)
         v *= beta2
-        np.square(work, out=work)
+        xp.square(work, out=work)
         work *= 1.0 - beta2
         v += work                                       # v = beta2 * v + (1 - beta2) * g^2
         step_size = self.lr / (1.0 - beta1**t)
-        np.sqrt(v, out=work)
+        xp.sqrt(v, out=work)
         work /= (1.0 - beta2**t) ** 0.5
         work += self.eps                                # denom = sqrt(v) / sqrt(bc2) + eps
-        np.divide(m, work, out=work)
+        xp.divide(m, work, out=work)
         work *= step_size
         p -= work                                       # p -= lr / bc1 * m / denom
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,8 +50,14 @@ def check_non_negative_int(name: str, value: object) -> int:
     return int(value)
 
 
+def is_array(x: object) -> bool:
+    """A NumPy array, or a CuPy one (CuPy is not imported for this: unloaded, nothing is one)."""
+    cupy = sys.modules.get("cupy")
+    return isinstance(x, np.ndarray) or (cupy is not None and isinstance(x, cupy.ndarray))
+
+
 def _check_dtype(name: str, x: object, dtype: np.dtype) -> np.ndarray:
-    if not isinstance(x, np.ndarray):
+    if not is_array(x):
         raise TypeError(f"{name}: expected a numpy array of {dtype}, got {type(x).__name__}")
     if x.dtype != dtype:
         raise TypeError(
@@ -63,6 +70,8 @@ def _check_dtype(name: str, x: object, dtype: np.dtype) -> np.ndarray:
 
 
 def _check_finite(name: str, x: np.ndarray) -> None:
+    if not isinstance(x, np.ndarray):  # a GPU array: the check would stall the GPU's queue on
+        return                         # every call; the trainers check the loss instead
     if not np.isfinite(x).all():
         bad = tuple(int(b) for b in np.argwhere(~np.isfinite(x))[0])
         raise ValueError(f"{name}: expected finite values, got {x[bad]} at index {bad}")

@@ -70,3 +70,25 @@ def interrupted_exit_code(err: KeyboardInterrupt) -> int:
     """The shell's convention, 128 + the signal number: 143 for SIGTERM, 130 for Ctrl-C (an
     interrupt that names no signal)."""
     return 128 + int(getattr(err, "signum", signal.SIGINT))
+
+
+CUDA_COMMANDS = "rnnlab train lm, rnnlab eval lm and rnnlab generate"
+
+
+def add_device_option(parser, runs_on_cuda: bool = True) -> None:
+    """``--device cpu|cuda``: where the model's arrays live (cuda needs CuPy and a GPU)."""
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where the model runs: cpu (NumPy, the default) or cuda (CuPy on "
+                        "an NVIDIA GPU)" + ("" if runs_on_cuda else
+                                            f"; only {CUDA_COMMANDS} run on cuda so far"))
+
+
+def cpu_only(func, command: str):
+    """``func`` for a command that runs on the CPU only: --device cuda is refused in one line."""
+    def run(args: argparse.Namespace) -> int:
+        if getattr(args, "device", "cpu") != "cpu":
+            raise UserError(f"--device {args.device}: {command} runs on cpu only so far (on "
+                            f"cuda: {CUDA_COMMANDS})")
+        return func(args)
+
+    return run

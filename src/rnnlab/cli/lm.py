@@ -9,7 +9,9 @@ from pathlib import Path
 
 from rnnlab.cli.argtypes import (
     UserError,
+    add_device_option,
     add_save_options,
+    cpu_only,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -49,7 +51,7 @@ def _train_lm(args: argparse.Namespace) -> int:
             raise UserError(f"--resume continues the run with the configuration it was started "
                             f"with; it cannot change {', '.join(given)} (only "
                             f"{', '.join('--' + k.replace('_', '-') for k in RESUME_OPTIONS)})")
-        model, vocab, state, weights, arrays = load_run(out)
+        model, vocab, state, weights, arrays = load_run(out, device=args.device)
         opts = {**state["train_config"]}
         data = state["data"]
         source = args.data if args.data is not None else _data_path(data["source"])
@@ -83,15 +85,15 @@ def _train_lm(args: argparse.Namespace) -> int:
                           save_every=r["save_every"], save_minutes=r["save_minutes"],
                           warmup_steps=r["warmup_steps"])
         refuse_existing_run(out)
-        model = LanguageModel(model_cfg, seed=cfg.seed)
+        model = LanguageModel(model_cfg, seed=cfg.seed, device=args.device)
         trainer = Trainer(LMTask(model, corpus, cfg), out, progress=not args.no_progress)
         print(f"corpus {corpus.name} ({corpus.level} level): {len(corpus.train):,} train / "
               f"{len(corpus.valid):,} valid / {len(corpus.test):,} test tokens, "
               f"vocabulary {len(corpus.vocab):,}")
         print(f"model {model_cfg}")
         print(f"training {cfg}")
-        print(f"{sum(p.size for p in model.parameters().values()):,} parameters; "
-              f"run directory {out}")
+        print(f"{sum(p.size for p in model.parameters().values()):,} parameters on "
+              f"{args.device}; run directory {out}")
     start = time.perf_counter()
     final = trainer.fit()  # SIGINT / SIGTERM: the step ends, it saves, main exits 130 / 143
     print(f"trained in {time.perf_counter() - start:.0f} s; metrics in {out / 'metrics.jsonl'}")
@@ -145,11 +147,11 @@ def _eval(args: argparse.Namespace) -> int:
     if args.what == "tagger":
         from rnnlab.cli.tagging import _eval_tagger
 
-        return _eval_tagger(args)
+        return cpu_only(_eval_tagger, "rnnlab eval tagger")(args)
     if args.what == "forecast":
         from rnnlab.cli.forecast import _eval_forecast
 
-        return _eval_forecast(args)
+        return cpu_only(_eval_forecast, "rnnlab eval forecast")(args)
     forecast_only = [o for o in ("holdout", "horizon", "csv", "fill", "series", "track")
                      if getattr(args, o) is not None]
     if forecast_only:
@@ -160,7 +162,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.text is not None and (args.data is not None or args.split is not None):
         raise UserError("--text evaluates one file with the checkpoint's vocabulary: it takes "
                         "no --data or --split")
-    model, vocab, state, _, _ = load_run(Path(args.checkpoint))
+    model, vocab, state, _, _ = load_run(Path(args.checkpoint), device=args.device)
     level = state["data"]["level"]
     bptt = state["train_config"]["bptt"]
     batch = args.batch_size or state["train_config"]["eval_batch_size"]
@@ -210,7 +212,7 @@ def _generate(args: argparse.Namespace) -> int:
     if args.suggest and given:
         raise UserError(f"--suggest lists the next tokens' probabilities and generates "
                         f"nothing: {', '.join(given)} would have no effect")
-    model, vocab, state, _, _ = load_run(Path(args.checkpoint))
+    model, vocab, state, _, _ = load_run(Path(args.checkpoint), device=args.device)
     level = state["data"]["level"]
     tokens = list(args.prompt) if level == "char" else args.prompt.split()
     if not tokens:
@@ -325,6 +327,7 @@ def add_lm_parsers(tsub, sub) -> None:
     lm.add_argument("--sample-length", type=int, default=400, dest="sample_length")
     lm.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_lm_options(lm)
+    add_device_option(lm)
     lm.set_defaults(func=_train_lm)
 
     ev = sub.add_parser("eval", help="perplexity of a language model, or a tagger's accuracy",
@@ -352,6 +355,7 @@ def add_lm_parsers(tsub, sub) -> None:
     from rnnlab.cli.forecast import add_eval_forecast_options
 
     add_eval_forecast_options(ev)
+    add_device_option(ev)
     ev.set_defaults(func=_eval)
 
     gen = sub.add_parser("generate", help="continue a prompt with a trained language model",
@@ -372,4 +376,5 @@ def add_lm_parsers(tsub, sub) -> None:
     gen.add_argument("--suggest", type=positive_int, metavar="N",
                      help="autocomplete: print the N most likely next tokens after the prompt, "
                      "with their probabilities, instead of generating text")
+    add_device_option(gen)
     gen.set_defaults(func=_generate)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rnnlab.cli.argtypes import UserError, interrupted_exit_code
+from rnnlab.cli.argtypes import UserError, add_device_option, cpu_only, interrupted_exit_code
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_tagging_parsers(tsub, sub)
     add_forecast_parsers(tsub, sub)
     add_speech_parsers(tsub, sub)
+    for name, p in tsub.choices.items():  # every trainer takes --device; lm alone runs on cuda
+        if name != "lm":
+            add_device_option(p, runs_on_cuda=False)
+            p.set_defaults(func=cpu_only(p.get_default("func"), f"rnnlab train {name}"))
 
     demo = sub.add_parser(
         "demo", help="train a small LSTM to continue a sine wave, then show its gates",
@@ -96,6 +100,7 @@ def _run(args: argparse.Namespace, ranks=None) -> int:
     """Run the command; errors become one line and an exit status. With ``ranks`` (one rank of
     a data-parallel job) an error that this rank may have met alone ends every rank."""
     from rnnlab.io.checkpoint import CheckpointError
+    from rnnlab.nn.backend import DeviceUnavailable
     from rnnlab.nn.memory import NotEnoughMemory
     from rnnlab.plots import PlotsUnavailable
     from rnnlab.training import DistributedError, Interrupted, TrainingDiverged
@@ -113,7 +118,7 @@ def _run(args: argparse.Namespace, ranks=None) -> int:
         print(f"rnnlab: error: {err}", file=sys.stderr)
         return 2
     except (UserError, ValueError, TypeError, OSError, CheckpointError, PlotsUnavailable,
-            NotEnoughMemory) as err:  # NotEnoughMemory: a configuration too big, one line
+            NotEnoughMemory, DeviceUnavailable) as err:  # a configuration too big, no GPU
         return fail(err, 2)
     except TrainingDiverged as err:
         return fail(err, 3)

@@ -27,6 +27,7 @@ from typing import BinaryIO
 import numpy as np
 
 from rnnlab.io.atomic import atomic_open
+from rnnlab.nn.backend import to_host
 
 # safetensors dtype code -> NumPy dtype (little-endian)
 DTYPES: dict[str, np.dtype] = {
@@ -75,7 +76,7 @@ def _prepare(tensors: object, metadata: object) -> tuple[bytes, list[np.ndarray]
         if not isinstance(name, str) or name == "__metadata__":
             raise ValueError(f"save_file: expected tensor names that are strings other than "
                              f"'__metadata__', got {name!r}")
-        array = tensors[name]
+        array = to_host(tensors[name])  # a GPU array is written from its host copy
         if not isinstance(array, np.ndarray | np.generic):
             raise TypeError(f"save_file: {name!r} expected a numpy array, got "
                             f"{type(array).__name__}")

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from rnnlab.nn.backend import Seed, make_rng, resolve_dtype
+from rnnlab.nn.backend import Seed, array_module, make_rng, resolve_dtype, to_device
 from rnnlab.nn.layers import Dropout, Embedding, Linear, LinearCrossEntropy
 from rnnlab.nn.memory import require_parameters
 from rnnlab.nn.module import Module
@@ -63,7 +63,7 @@ class LMConfig:
 class LanguageModel(Module):
     """Word- or character-level recurrent language model; see the module docstring."""
 
-    def __init__(self, config: LMConfig, seed: Seed = None) -> None:
+    def __init__(self, config: LMConfig, seed: Seed = None, device: str = "cpu") -> None:
         super().__init__()
         self.config = config
         rng = make_rng(seed)
@@ -87,6 +87,8 @@ class LanguageModel(Module):
         if config.init_range is not None:
             for p in self.parameters().values():
                 p[...] = rng.uniform(-config.init_range, config.init_range, p.shape)
+        if device != "cpu":  # drawn on the host: a seed gives the same model on every device
+            self.to(device)
 
     def train(self, mode: bool = True) -> LanguageModel:
         super().train(mode)
@@ -100,11 +102,15 @@ class LanguageModel(Module):
     def initial_state(self, batch_size: int):
         """Zero state for ``batch_size`` streams, in the RNN's format."""
         shape = (self.rnn.num_layers, batch_size, self.config.hidden_size)
-        h = np.zeros(shape, self.dtype)
-        return (h, np.zeros(shape, self.dtype)) if self.rnn.has_cell_state else h
+        xp = array_module(self.device)
+        h = xp.zeros(shape, self.dtype)
+        return (h, xp.zeros(shape, self.dtype)) if self.rnn.has_cell_state else h
 
     def _hidden(self, ids: np.ndarray, state):
         """ids -> the recurrent stack's outputs after the output dropout, and the final state."""
+        if self.device != "cpu" and state is not None:  # e.g. a carried state from a checkpoint
+            state = (tuple(to_device(s, self.device) for s in state) if isinstance(state, tuple)
+                     else to_device(state, self.device))
         h, state = self.rnn(self.drop_in(self.embedding(ids)), state)
         return self.drop_out(h), state
 

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab.nn.backend import Seed, dropout_mask, make_rng, resolve_dtype
+from rnnlab.nn.backend import (
+    Seed,
+    device_of,
+    dropout_mask,
+    is_device_array,
+    make_rng,
+    resolve_dtype,
+    to_device,
+    xp_of,
+)
 from rnnlab.nn.memory import require_parameters
 from rnnlab.nn.module import Module
-from rnnlab.validate import check_array, check_positive_int
+from rnnlab.validate import check_array, check_positive_int, is_array
 
 
 def _no_cache(layer: object):
@@ -24,8 +33,8 @@ def _no_cache(layer: object):
 
 def check_ids(name: str, ids: object, upper: int) -> np.ndarray:
     """Integer ids in [0, upper)."""
-    if not isinstance(ids, np.ndarray) or not np.issubdtype(ids.dtype, np.integer):
-        got = ids.dtype if isinstance(ids, np.ndarray) else type(ids).__name__
+    if not is_array(ids) or not np.issubdtype(ids.dtype, np.integer):
+        got = ids.dtype if is_array(ids) else type(ids).__name__
         raise TypeError(f"{name}: expected an integer numpy array, got {got}")
     if ids.size and (ids.min() < 0 or ids.max() >= upper):
         raise ValueError(
@@ -60,6 +69,9 @@ class Embedding(Module):
     _sparse_grads = ("weight",)
 
     def _clear_stale(self) -> None:
+        if self.device != "cpu":  # no row bookkeeping on a GPU: the whole gradient is zeroed
+            self._rows = None
+            return super()._clear_stale()
         if "weight" in self._stale:
             if self._rows is not None:
                 self._grads["weight"][self._rows] = 0.0  # the only rows that can be non-zero
@@ -70,17 +82,25 @@ class Embedding(Module):
     def _handed_out(self) -> None:
         self._rows = None
 
+    def _moved(self, device: str) -> None:
+        super()._moved(device)
+        self._rows = None  # after a move any row may be non-zero
+
     def _grad(self, name: str) -> np.ndarray:  # another layer adds to it (weight tying)
         g = super()._grad(name)
         self._rows = None
         return g
 
     def _grad_rows(self) -> dict[str, np.ndarray]:
-        return {} if self._rows is None else {"weight": self._rows}
+        if self._rows is None or self.device != "cpu":  # on a GPU the dense update is cheap
+            return {}
+        return {"weight": self._rows}
 
     def forward(self, ids: np.ndarray) -> np.ndarray:
         self._ids = check_ids("ids", ids, self.num_embeddings)
-        return self._params["weight"][ids]  # (..., E)
+        if self.device != "cpu":  # ids usually come from the host's data loader
+            self._ids = to_device(self._ids, self.device)
+        return self._params["weight"][self._ids]  # (..., E)
 
     __call__ = forward
 
@@ -93,6 +113,9 @@ class Embedding(Module):
         ids = self._ids.ravel()
         if ids.size == 0:
             return
+        if self.device != "cpu":
+            self._scatter_add(ids, dout.reshape(-1, E))
+            return
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
         first = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])  # run starts
@@ -104,6 +127,17 @@ class Embedding(Module):
         self._grads["weight"][rows] += np.add.reduceat(dout.reshape(-1, E)[order], first, axis=0)
         if self._rows is not None:
             self._rows = np.union1d(self._rows, rows)
+
+    def _scatter_add(self, ids, rows) -> None:
+        """grad[ids[k]] += rows[k] on a GPU, repeated ids added up (atomics)."""
+        g = self._grad("weight")
+        xp = xp_of(g)
+        if hasattr(xp.add, "at"):
+            xp.add.at(g, ids, rows)
+        else:  # older CuPy
+            import cupyx
+
+            cupyx.scatter_add(g, ids, rows)
 
 
 class Linear(Module):
@@ -159,7 +193,7 @@ class Linear(Module):
             _no_cache(self)
         W = self._params["weight"] if weight is None else weight
         want = (*self._x.shape[:-1], self.out_features)
-        if not isinstance(dy, np.ndarray) or dy.shape != want or dy.dtype != self.dtype:
+        if not is_array(dy) or dy.shape != want or dy.dtype != self.dtype:
             raise ValueError(f"dy: expected a {self.dtype} array of shape {want}, "
                              f"got {getattr(dy, 'dtype', type(dy).__name__)} {np.shape(dy)}")
         x2 = self._x.reshape(-1, self.in_features)
@@ -191,7 +225,7 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
-        self._mask = dropout_mask(self._rng, x.shape, self.p, x.dtype)
+        self._mask = dropout_mask(self._rng, x.shape, self.p, x.dtype, device_of(x))
         return x * self._mask
 
     __call__ = forward
@@ -333,9 +367,9 @@ class LinearCrossEntropy:
         self._dW: np.ndarray | None = None
         self._cache = None
 
-    def _workspace(self, n: int) -> np.ndarray:
-        if self._work.shape[0] < n:
-            self._work = np.empty((n, self.linear.out_features), self.linear.dtype)
+    def _workspace(self, n: int, like) -> np.ndarray:
+        if self._work.shape[0] < n or xp_of(self._work) is not xp_of(like):
+            self._work = xp_of(like).empty((n, self.linear.out_features), self.linear.dtype)
         return self._work[:n]
 
     def forward(self, x: np.ndarray, targets: np.ndarray, scale: float | None = 1.0,
@@ -350,7 +384,9 @@ class LinearCrossEntropy:
         V = lin.out_features
         t, keep = _counted_targets(targets, mask, x.shape[:-1], V, "x without its feature axis")
         x2 = x.reshape(-1, lin.in_features)
-        z = np.matmul(x2, W.T, out=self._workspace(x2.shape[0]))  # logits, one GEMM
+        if is_device_array(W):
+            return self._forward_device(x, x2, W, t, keep, scale)
+        z = np.matmul(x2, W.T, out=self._workspace(x2.shape[0], W))  # logits, one GEMM
         grad = scale is not None
         db = np.zeros(V, lin.dtype) if grad else None
         nll = np.empty(z.shape[0], np.float64)
@@ -369,6 +405,20 @@ class LinearCrossEntropy:
 
     __call__ = forward
 
+    def _forward_device(self, x, x2, W, t, keep, scale):
+        """The same on a GPU: one GEMM, then one fused kernel per row for the bias, the loss and
+        dlogits (:func:`rnnlab.nn.kernels.cuda.softmax_xent`); one read-back (the loss)."""
+        from rnnlab.nn.kernels.cuda import softmax_xent
+
+        lin = self.linear
+        xp = xp_of(W)
+        z = xp.matmul(x2, W.T, out=self._workspace(x2.shape[0], W))
+        nll = xp.empty(z.shape[0], np.float64)
+        softmax_xent(z, lin._params.get("bias"), xp.asarray(t, np.int64), xp.asarray(keep),
+                     nll, scale)
+        self._cache = (x, z, z.sum(axis=0)) if scale is not None else None
+        return float(nll.sum()), int(keep.sum())
+
     def backward(self, weight: np.ndarray | None = None,
                  dweight: np.ndarray | None = None) -> np.ndarray:
         """Returns dx; adds dW into ``grads['weight']`` (or into ``dweight`` when tied) and db
@@ -381,12 +431,13 @@ class LinearCrossEntropy:
         lin = self.linear
         W = lin._params["weight"] if weight is None else weight
         x2 = x.reshape(-1, lin.in_features)
-        if self._dW is None or self._dW.shape != W.shape:
-            self._dW = np.empty(W.shape, lin.dtype)
+        xp = xp_of(W)
+        if self._dW is None or self._dW.shape != W.shape or xp_of(self._dW) is not xp:
+            self._dW = xp.empty(W.shape, lin.dtype)
         if dweight is None:
             lin._grad_add_matmul("weight", d.T, x2, scratch=self._dW)  # dW = dlogits^T x
         else:
-            dweight += np.matmul(d.T, x2, out=self._dW)
+            dweight += xp.matmul(d.T, x2, out=self._dW)
         if "bias" in lin._params:
             lin._grad_add("bias", db)  # db = sum of dlogits
         return (d @ W).reshape(x.shape)  # dx = dlogits W

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from rnnlab.nn.backend import resolve_device, to_device, to_host, xp_of
+
 
 class Module:
     """Base class: named parameters, their gradients, child modules, train/eval mode."""
@@ -23,6 +25,7 @@ class Module:
         self._children: dict[str, Module] = {}
         self._stale: set[str] = set()  # gradients marked zero by zero_grad(lazy=True)
         self.training = True
+        self.device = "cpu"
 
     def rng_states(self) -> dict:
         """The state of the module's generator (JSON-able), for exact resumption. A model's
@@ -120,7 +123,7 @@ class Module:
         """grads[name] += value (a copy when the gradient is marked zero)."""
         g, marked = self._claim(name)
         if marked:
-            np.copyto(g, value)
+            xp_of(g).copyto(g, value)
         else:
             g += value
 
@@ -129,19 +132,42 @@ class Module:
         """grads[name] += a @ b: one GEMM straight into the gradient when it is marked zero
         (no temporary, no pass to add it); else into ``scratch`` (or a temporary), then added."""
         g, marked = self._claim(name)
+        xp = xp_of(g)
         if marked:
-            np.matmul(a, b, out=g)
+            xp.matmul(a, b, out=g)
         else:
-            g += np.matmul(a, b, out=scratch)
+            g += xp.matmul(a, b, out=scratch)
 
     def _remove_param(self, name: str) -> None:
         """Drop a parameter and its gradient (the layer uses another module's: tying)."""
         del self._params[name], self._grads[name]
         self._stale.discard(name)
 
+    def to(self, device: str) -> Module:
+        """Move every parameter and gradient (and each child's) to ``device`` ("cpu" or "cuda");
+        returns self. Arrays handed out before (``parameters()``, ``grads``, an optimizer's
+        references) keep pointing at the old copies: build the optimizer after the move, or
+        give it the new parameters (:meth:`rnnlab.optim.Optimizer.to`). A forward's cache is
+        dropped (backward must follow a forward on the same device)."""
+        device = resolve_device(device)
+        for module in self._modules():
+            module._params = {k: to_device(v, device) for k, v in module._params.items()}
+            module._grads = {k: to_device(v, device) for k, v in module._grads.items()}
+            module._moved(device)
+            module.device = device
+        return self
+
+    def _moved(self, device: str) -> None:
+        """Hook: move (or forget) what else a layer holds to ``device``; by default the caches
+        of a forward (``_cache``, ``_x``, ``_ids``) are forgotten."""
+        for cache in ("_cache", "_x", "_ids"):
+            if hasattr(self, cache):
+                setattr(self, cache, None)
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """A copy of every parameter, by name, in ``torch.nn``'s order."""
-        return {name: value.copy() for name, value in self.parameters().items()}
+        """A copy of every parameter, by name, in ``torch.nn``'s order: NumPy arrays on the
+        host, whatever the device."""
+        return {name: to_host(value).copy() for name, value in self.parameters().items()}
 
     def load_state_dict(self, state: Mapping[str, object], strict: bool = True) -> None:
         """Copy arrays into the parameters, checking names and shapes.
@@ -167,7 +193,7 @@ class Module:
         for name, value in state.items():
             if name not in params:
                 continue
-            array = np.asarray(value)
+            array = np.asarray(to_host(value))
             target = params[name]
             if array.shape != target.shape:
                 raise ValueError(
@@ -179,7 +205,8 @@ class Module:
                 raise ValueError(f"load_state_dict: {name!r} contains NaN or Inf")
             arrays[name] = array
         for name, array in arrays.items():
-            params[name][...] = array
+            target = params[name]
+            target[...] = to_device(array.astype(target.dtype, copy=False), self.device)
 
     def zero_grad(self, lazy: bool = False) -> None:
         """Reset every gradient to zero (gradients accumulate across backward calls).

@@ -21,10 +21,24 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rnnlab.nn import kernels
-from rnnlab.nn.backend import Seed, dropout_mask, make_rng, resolve_dtype
+from rnnlab.nn.backend import (
+    Seed,
+    array_module,
+    device_of,
+    dropout_mask,
+    make_rng,
+    resolve_device,
+    resolve_dtype,
+)
 from rnnlab.nn.memory import require_parameters
 from rnnlab.nn.module import Module
-from rnnlab.validate import check_array, check_lengths, check_positive_int, check_state
+from rnnlab.validate import (
+    check_array,
+    check_lengths,
+    check_positive_int,
+    check_state,
+    is_array,
+)
 
 
 def _outputs(states: np.ndarray, reverse: bool) -> np.ndarray:
@@ -69,6 +83,7 @@ class _RecurrentBase(Module):
         bidirectional: bool = False,
         dtype: object = np.float32,
         seed: Seed = None,
+        device: str = "cpu",
     ) -> None:
         super().__init__()
         self.input_size = check_positive_int("input_size", input_size)
@@ -86,6 +101,7 @@ class _RecurrentBase(Module):
         self.dtype = resolve_dtype(dtype)
         self._rng = make_rng(seed)
         self._cache: _Cache | None = None
+        self.device = resolve_device(device)
         require_parameters(  # before reset_parameters allocates them
             f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers="
             f"{self.num_layers}{', bidirectional=True' * self.bidirectional})",
@@ -123,6 +139,12 @@ class _RecurrentBase(Module):
                     shapes.update({f"bias_ih{s}": (G,), f"bias_hh{s}": (G,)})
                 for name, shape in shapes.items():
                     self._add_param(name, self._rng.uniform(-k, k, size=shape).astype(self.dtype))
+        if self.device != "cpu":  # drawn on the host: a seed gives the same weights everywhere
+            self.to(self.device)
+
+    def _xp(self):
+        """The array module of the layer's device (numpy or cupy)."""
+        return np if self.device == "cpu" else array_module(self.device)
 
     def _weights(self, layer: int, direction: int):
         s, p = self._suffix(layer, direction), self._params
@@ -137,17 +159,18 @@ class _RecurrentBase(Module):
         1 to 60 letters). The other rows are left unset: the kernels never read them forward,
         and zero their gradient backward."""
         W_ih, _, b_ih, b_hh = self._weights(layer, direction)
+        xp = self._xp()
         T, B, D = X.shape
         bias = None if b_ih is None else (b_ih + b_hh if self.fold_hidden_bias else b_ih)
         if rows is None:
-            XW = np.matmul(X.reshape(T * B, D), W_ih.T).reshape(T, B, -1)
+            XW = xp.matmul(X.reshape(T * B, D), W_ih.T).reshape(T, B, -1)
             if bias is not None:
                 XW += bias
             return XW
-        packed = np.matmul(X.reshape(T * B, D)[rows], W_ih.T)  # (N, G*H), N = sum of lengths
+        packed = xp.matmul(X.reshape(T * B, D)[rows], W_ih.T)  # (N, G*H), N = sum of lengths
         if bias is not None:
             packed += bias
-        XW = np.empty((T * B, packed.shape[1]), self.dtype)
+        XW = xp.empty((T * B, packed.shape[1]), self.dtype)
         XW[rows] = packed
         return XW.reshape(T, B, -1)
 
@@ -170,9 +193,10 @@ class _RecurrentBase(Module):
     def forward(self, x, state=None, lengths=None, return_internals: bool = False):
         """Run the layer over a batch of sequences; see the class docstring for shapes."""
         X, unbatched = self._time_major_input(x)
+        xp = self._xp()
         T, B, _ = X.shape
         states0 = self._initial_states(state, B, unbatched)  # each (L*K, B, H)
-        order = inverse = batch_sizes = valid = None
+        order = inverse = batch_sizes = valid = rows = None
         if lengths is not None:
             lens = check_lengths(lengths, B, T)
             if unbatched:
@@ -182,23 +206,25 @@ class _RecurrentBase(Module):
                 inverse = np.argsort(order)
                 batch_sizes = (lens[order][None, :] > np.arange(T)[:, None]).sum(axis=1)
                 valid = self._valid_mask(batch_sizes, T, B)
+                rows = np.flatnonzero(valid.reshape(T * B))
+                if xp is not np:  # the permutations and masks index device arrays
+                    order, inverse, valid, rows = map(xp.asarray, (order, inverse, valid, rows))
                 X = X[:, order]
                 states0 = [s[:, order] for s in states0]
         cache = _Cache(out_shape=np.shape(x), unbatched=unbatched, order=order, inverse=inverse,
                        valid=valid, batch_sizes=batch_sizes)
-        rows = None if valid is None else np.flatnonzero(valid.reshape(T * B))
-        finals = [np.empty_like(s) for s in states0]
+        finals = [xp.empty_like(s) for s in states0]
         inp = X
         H, K = self.hidden_size, self.num_directions
         for layer in range(self.num_layers):
             if layer > 0 and self.training and self.dropout > 0:
-                mask = dropout_mask(self._rng, inp.shape, self.dropout, self.dtype)
+                mask = dropout_mask(self._rng, inp.shape, self.dropout, self.dtype, self.device)
                 inp = inp * mask
                 cache.masks.append(mask)
             else:
                 cache.masks.append(None)
             cache.inputs.append(inp)
-            out = np.empty((T, B, K * H), self.dtype)
+            out = xp.empty((T, B, K * H), self.dtype)
             runs = []
             for d in range(K):
                 row = layer * K + d
@@ -244,11 +270,12 @@ class _RecurrentBase(Module):
         if order is not None:
             dOut = dOut[:, order]
             dfinals = [s[:, order] for s in dfinals]
-        dstates0 = [np.empty_like(s) for s in dfinals]
+        xp = self._xp()
+        dstates0 = [xp.empty_like(s) for s in dfinals]
         H, K = self.hidden_size, self.num_directions
         for layer in reversed(range(self.num_layers)):
             inp = cache.inputs[layer]
-            dinp = np.empty(inp.shape, inp.dtype)  # direction 0 writes it (C order), 1 adds
+            dinp = xp.empty(inp.shape, inp.dtype)  # direction 0 writes it (C order), 1 adds
             for d in range(K):
                 row = layer * K + d
                 run = cache.runs[layer][d]
@@ -280,18 +307,21 @@ class _RecurrentBase(Module):
             self._grad_add(f"bias_ih{s}", db_x)
             self._grad_add(f"bias_hh{s}", db_x if dA_h is dA_x else ah.sum(axis=0))  # LSTM: 1 dA
         if d == 0:
-            np.matmul(ax, W_ih, out=dinp.reshape(TB, -1))
+            self._xp().matmul(ax, W_ih, out=dinp.reshape(TB, -1))
         else:
             dinp += (ax @ W_ih).reshape(dinp.shape)
 
     # ------------------------------------------------------------------ boundary: checks, layout
     def _time_major_input(self, x):
         D = self.input_size
-        if isinstance(x, np.ndarray) and x.ndim == 2:
+        xp = self._xp()
+        if is_array(x):
+            self._check_device("x", x)
+        if is_array(x) and x.ndim == 2:
             x = check_array("x", x, self.dtype, (None, D), ("T", "input_size"))
-            return np.ascontiguousarray(x[:, None, :]), True
+            return xp.ascontiguousarray(x[:, None, :]), True
         dims = ("B", "T", "input_size") if self.batch_first else ("T", "B", "input_size")
-        if isinstance(x, np.ndarray) and x.ndim != 3:
+        if is_array(x) and x.ndim != 3:
             raise ValueError(
                 f"x: expected a 3-D array ({', '.join(dims)}={D}) or an unbatched 2-D array "
                 f"(T, input_size={D}), got shape {x.shape}"
@@ -300,7 +330,12 @@ class _RecurrentBase(Module):
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"x: expected at least one time step and one sequence, got {x.shape}")
         X = x.transpose(1, 0, 2) if self.batch_first else x
-        return np.ascontiguousarray(X), False
+        return xp.ascontiguousarray(X), False
+
+    def _check_device(self, name, x):
+        if device_of(x) != self.device:
+            raise ValueError(f"{name}: expected an array on {self.device!r} (the layer's device; "
+                             f"move it, or the layer with .to), got one on {device_of(x)!r}")
 
     def _state_shape(self, B, unbatched):
         LK = self.num_layers * self.num_directions
@@ -318,12 +353,16 @@ class _RecurrentBase(Module):
     def _initial_states(self, state, B, unbatched):
         shape = self._state_shape(B, unbatched)
         if state is None:
-            return [np.zeros((shape[0], B, self.hidden_size), self.dtype)
+            return [self._xp().zeros((shape[0], B, self.hidden_size), self.dtype)
                     for _ in range(1 + self.has_cell_state)]
         names = ("h0", "c0") if self.has_cell_state else ("h0",)
         states = self._states_as_list("state", state)
+        for n, s in zip(names, states, strict=True):
+            if is_array(s):
+                self._check_device(n, s)
         return [
-            np.ascontiguousarray(check_state(n, s, self.dtype, shape).reshape(shape[0], B, -1))
+            self._xp().ascontiguousarray(
+                check_state(n, s, self.dtype, shape).reshape(shape[0], B, -1))
             for n, s in zip(names, states, strict=True)
         ]
 
@@ -332,6 +371,8 @@ class _RecurrentBase(Module):
         if self.batch_first and not cache.unbatched:
             dims = ("B", "T", "K*H")
         want = cache.out_shape[:-1] + (self.num_directions * self.hidden_size,)
+        if is_array(dout):
+            self._check_device("dout", dout)
         dout = check_array("dout", dout, self.dtype, want, dims[-len(want):])
         if cache.unbatched:
             return dout[:, None, :]
@@ -341,11 +382,12 @@ class _RecurrentBase(Module):
         shape = self._state_shape(B, cache.unbatched)
         n = 1 + self.has_cell_state
         if dstate is None:
-            return [np.zeros((shape[0], B, self.hidden_size), self.dtype) for _ in range(n)]
+            return [self._xp().zeros((shape[0], B, self.hidden_size), self.dtype)
+                    for _ in range(n)]
         names = ("dh_n", "dc_n") if self.has_cell_state else ("dh_n",)
         parts = self._states_as_list("dstate", dstate)
         return [
-            np.zeros((shape[0], B, self.hidden_size), self.dtype) if g is None
+            self._xp().zeros((shape[0], B, self.hidden_size), self.dtype) if g is None
             else check_state(nm, g, self.dtype, shape).reshape(shape[0], B, -1)
             for nm, g in zip(names, parts, strict=True)
         ]
@@ -355,7 +397,7 @@ class _RecurrentBase(Module):
             Y = Y[:, inverse]
         if unbatched:
             return Y[:, 0]
-        return np.ascontiguousarray(Y.transpose(1, 0, 2)) if self.batch_first else Y
+        return self._xp().ascontiguousarray(Y.transpose(1, 0, 2)) if self.batch_first else Y
 
     def _state_to_user(self, S, inverse, unbatched):
         if inverse is not None:
@@ -370,7 +412,8 @@ class _RecurrentBase(Module):
                 parts = self._internal_parts(run, d)
                 for k, v in parts.items():
                     # rows past a sequence's end were never computed: zeros, not v * 0
-                    v = np.where(valid > 0, v, 0).astype(v.dtype) if valid is not None else v.copy()
+                    v = (self._xp().where(valid > 0, v, 0).astype(v.dtype) if valid is not None
+                         else v.copy())
                     parts[k] = self._to_user(v, cache.inverse, cache.unbatched)
                 result[self._suffix(layer, d)[1:]] = parts
         return result
@@ -381,7 +424,8 @@ class _RecurrentBase(Module):
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
-                f"bidirectional={self.bidirectional}, dtype={self.dtype}")
+                f"bidirectional={self.bidirectional}, dtype={self.dtype}"
+                + (f", device={self.device!r}" if self.device != "cpu" else ""))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
@@ -466,12 +510,12 @@ class RNN(_RecurrentBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, dtype: object = np.float32,
-                 seed: Seed = None) -> None:
+                 seed: Seed = None, device: str = "cpu") -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed)
+                         bidirectional, dtype, seed, device)
 
     def _run(self, XW, layer, direction, state0, batch_sizes):
         W_hh = self._weights(layer, direction)[1]

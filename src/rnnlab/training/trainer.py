@@ -35,6 +35,7 @@ import numpy as np
 from rnnlab import optim
 from rnnlab.io.atomic import atomic_write_json
 from rnnlab.io.checkpoint import save_checkpoint
+from rnnlab.nn.backend import device_of, xp_of
 from rnnlab.nn.module import Module
 from rnnlab.training import distributed
 from rnnlab.training.config import LoopConfig
@@ -168,6 +169,11 @@ class Trainer:
             log, progress = (lambda *_: None), False
         self.log, self.progress = log, progress
         if self.parallel:
+            devices = {device_of(p) for p in self.model.parameters().values()}
+            if devices - {"cpu"}:
+                raise distributed.DistributedError(
+                    "data-parallel training (mpiexec) runs on the CPU only for now: the model "
+                    f"is on {', '.join(sorted(devices))}; use --device cpu, or one process")
             task.shard(self.comm.rank, self.comm.size)
             self._seed_rank()
             self._sparse = self.model.sparse_grad_names()
@@ -271,7 +277,7 @@ class Trainer:
         """Diverged if a weight is NaN/Inf (a step can overflow them while the loss and the
         gradient norm it saw were finite). One pass over the weights: run before every save
         and evaluation, not every step."""
-        bad = [k for k, p in self.model.parameters().items() if not np.isfinite(p).all()]
+        bad = [k for k, p in self.model.parameters().items() if not xp_of(p).isfinite(p).all()]
         if bad:
             self._diverged(f"non-finite weights in {', '.join(bad[:3])}",
                            f"by step {self.step} (epoch {self.epoch})")

@@ -1,10 +1,14 @@
-"""The time loops of the recurrent layers, in two interchangeable kernel sets.
+"""The time loops of the recurrent layers, in interchangeable kernel sets.
 
 ``numpy``     :mod:`rnnlab.nn.kernels.numpy`, NumPy calls per time step (always available).
 ``compiled``  :mod:`rnnlab.nn.kernels.compiled`, the whole sequence in one numba-compiled call.
+``cuda``      :mod:`rnnlab.nn.kernels.cuda`, CuPy: cuBLAS per step and fused gate kernels.
 
-Both take the same arguments and return the same caches; the readable one-step math in
-:mod:`rnnlab.nn.cells` is the specification of both, and the same tests run on each.
+All take the same arguments and return the same caches; the readable one-step math in
+:mod:`rnnlab.nn.cells` is the specification of all, and the same tests run on each.
+
+The arrays' device picks the set first: CuPy arrays always run on ``cuda`` (and NumPy arrays
+never do); for NumPy arrays the choice below applies.
 
 Which set runs: the environment variable ``RNNLAB_KERNELS`` = ``auto`` (the default: per
 forward, the set :func:`auto_prefers_compiled` picks for its batch size, hidden size and dtype,
@@ -26,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
+from rnnlab.nn.backend import is_device_array
 from rnnlab.nn.kernels import numpy as _numpy_set
 
 ENV = "RNNLAB_KERNELS"
@@ -60,6 +65,8 @@ AUTO_COMPILED_MAX_HIDDEN = 256
 
 
 def _load(name: str) -> ModuleType:
+    if name == "cuda" and name not in _sets:  # only reached with CuPy arrays: CuPy is there
+        _sets[name] = importlib.import_module(f"{__name__}.cuda")
     if name not in _sets:
         try:
             _sets[name] = importlib.import_module(f"{__name__}.{name}")
@@ -148,41 +155,49 @@ def _tagged(cache: tuple, name: str) -> _Run:
     return run
 
 
-def _owner(cache: tuple, batch: int, hidden: int, dtype) -> ModuleType:
-    """The kernel set that made ``cache`` (for an untagged tuple, the one its shape runs on)."""
-    return _load(getattr(cache, "kernels", None) or for_shape(batch, hidden, dtype))
+def _set_for(x, batch: int, hidden: int, dtype) -> str:
+    """The set a forward on ``x`` runs on: ``cuda`` for a CuPy array, else by shape."""
+    if is_device_array(x):
+        _load("cuda")
+        return "cuda"
+    return for_shape(batch, hidden, dtype)
+
+
+def _owner(cache: tuple, x, batch: int, hidden: int, dtype) -> ModuleType:
+    """The kernel set that made ``cache`` (for an untagged tuple, the one ``x`` runs on)."""
+    return _load(getattr(cache, "kernels", None) or _set_for(x, batch, hidden, dtype))
 
 
 # The dispatchers the layers call; the arguments are documented in the numpy set. W_hh is
 # (G, H): its second axis is the hidden size.
 def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False) -> _Run:
-    name = for_shape(XW.shape[1], W_hh.shape[1], XW.dtype)
+    name = _set_for(XW, XW.shape[1], W_hh.shape[1], XW.dtype)
     return _tagged(_sets[name].lstm_forward(XW, W_hh, h0, c0, batch_sizes, reverse), name)
 
 
 def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
-    owner = _owner(cache, dh_n.shape[0], W_hh.shape[1], dh_n.dtype)
+    owner = _owner(cache, dh_n, dh_n.shape[0], W_hh.shape[1], dh_n.dtype)
     return owner.lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes, reverse)
 
 
 def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False) -> _Run:
-    name = for_shape(XW.shape[1], W_hh.shape[1], XW.dtype)
+    name = _set_for(XW, XW.shape[1], W_hh.shape[1], XW.dtype)
     return _tagged(_sets[name].gru_forward(XW, W_hh, b_hh, h0, batch_sizes, reverse), name)
 
 
 def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
-    owner = _owner(cache, dh_n.shape[0], W_hh.shape[1], dh_n.dtype)
+    owner = _owner(cache, dh_n, dh_n.shape[0], W_hh.shape[1], dh_n.dtype)
     return owner.gru_backward(cache, W_hh, dH, dh_n, batch_sizes, reverse)
 
 
 def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=False) -> _Run:
-    name = for_shape(XW.shape[1], W_hh.shape[1], XW.dtype)
+    name = _set_for(XW, XW.shape[1], W_hh.shape[1], XW.dtype)
     run = _sets[name].rnn_forward(XW, W_hh, h0, nonlinearity, batch_sizes, reverse)
     return _tagged(run, name)
 
 
 def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, reverse=False):
-    owner = _owner(cache, dh_n.shape[0], W_hh.shape[1], dh_n.dtype)
+    owner = _owner(cache, dh_n, dh_n.shape[0], W_hh.shape[1], dh_n.dtype)
     return owner.rnn_backward(cache, W_hh, dH, dh_n, nonlinearity, batch_sizes, reverse)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from rnnlab.models.language_model import LanguageModel
-from rnnlab.nn.backend import Seed, make_rng
+from rnnlab.nn.backend import Seed, make_rng, to_host
 from rnnlab.nn.ops import log_softmax
 
 
@@ -64,7 +64,7 @@ def generate(model: LanguageModel, prompt_ids: list[int] | np.ndarray, length: i
     logits, state = _prime(model, prompt_ids)
     out: list[int] = []
     for _ in range(length):
-        last = logits[-1, 0]
+        last = to_host(logits[-1, 0])  # sampling happens on the host
         if banned:
             last = last.copy()
             last[banned] = -np.inf
@@ -89,6 +89,6 @@ def suggest(model: LanguageModel, prompt_ids: list[int] | np.ndarray, n: int,
     was_training = model.training
     logits, _ = _prime(model, prompt_ids)
     model.train(was_training)
-    p = np.exp(log_softmax(logits[-1, 0].astype(np.float64)))
+    p = np.exp(log_softmax(to_host(logits[-1, 0]).astype(np.float64)))
     order = [int(i) for i in np.argsort(-p, kind="stable") if not banned or i not in banned]
     return [(i, float(p[i])) for i in order[:n]]

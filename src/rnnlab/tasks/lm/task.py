@@ -268,8 +268,9 @@ def _upgrade(state: dict) -> dict:
     return {renames.get(k, k): v for k, v in state.items()}
 
 
-def load_run(path: Path):
-    """Load a run directory (or its ``checkpoint/``): model, vocabulary and the saved state."""
+def load_run(path: Path, device: str = "cpu"):
+    """Load a run directory (or its ``checkpoint/``): model (on ``device``), vocabulary and the
+    saved state. Checkpoints hold host arrays, so a run saved on either device loads on both."""
     ckpt, weights, state, arrays = load_run_checkpoint(path, KIND, "rnnlab train lm")
     state = {**_upgrade(state), "source_checkpoint": str(ckpt)}
     missing = [k for k in RUN_KEYS if k not in state]
@@ -278,7 +279,7 @@ def load_run(path: Path):
         raise CheckpointError(f"{ckpt}: the run's state lacks {', '.join(missing)}; expected "
                               f"{', '.join(RUN_KEYS)} (a damaged or hand-edited checkpoint)")
     config = dataclass_from_dict(LMConfig, state["model_config"])
-    model = LanguageModel(config, seed=0)
+    model = LanguageModel(config, seed=0, device=device)
     model.load_state_dict(weights)
     vocab = Vocabulary.from_dict(state["vocab"])
     if len(vocab) != config.vocab_size:
