@@ -79,6 +79,17 @@ def require_module(name: str) -> ModuleType:
     _unavailable(f"{name} not installed ({reason}): pip install -e '.[test]'")
 
 
+def ort_session(model):
+    """An ONNX Runtime session on one thread (CPU provider) for a model given as bytes or a
+    path; a skip locally (a failure in CI) without onnxruntime."""
+    ort = require_module("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    if not isinstance(model, bytes):
+        model = os.fspath(model)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def require_cuda() -> ModuleType:
     """CuPy with a usable GPU, or a skip. The one skip CI allows: it has no GPU (issue 16), so
     the GPU tests run where one is (benchmarks/gpu_check.sh) and skip everywhere else."""

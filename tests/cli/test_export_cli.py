@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import require_module
+from conftest import ort_session, require_module
 
 from rnnlab.cli.main import main
 from rnnlab.tasks.lm.task import load_run
@@ -22,12 +22,6 @@ def _train(tmp_path, name, *options):
                  *options]) == 0
     return out
 
-
-def _session(path):
-    ort = require_module("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.parametrize("options", [
@@ -49,7 +43,7 @@ def test_exported_lm_equals_rnnlab(tmp_path, options, capsys):
     assert meta["vocab"] == vocab.to_dict() and meta["level"] == state["data"]["level"]
     assert meta["model"] == "lm.onnx" and meta["task"] == "language_model"
 
-    session = _session(path)
+    session = ort_session(path)
     assert [i.name for i in session.get_inputs()] == list(meta["inputs"])
     assert [o.name for o in session.get_outputs()] == list(meta["outputs"])
     g = np.random.default_rng(0)
@@ -72,7 +66,7 @@ def test_greedy_generation_step_by_step_matches(tmp_path):
     path = tmp_path / "lm.onnx"
     assert main(["export", "--checkpoint", str(run), "--out", str(path)]) == 0
     meta = json.loads((tmp_path / "lm.json").read_text(encoding="utf-8"))
-    session = _session(path)
+    session = ort_session(path)
     itos = meta["vocab"]["itos"]
     state = {n: np.zeros([1 if d == "batch" else d for d in meta["inputs"][n]["shape"]],
                          np.float32) for n in meta["state"]}
@@ -167,7 +161,7 @@ def test_exported_tagger_equals_rnnlab(tmp_path, output):
     sentences = read_conllu(data / "toy-ud-dev.conllu")[:5]
     batch = make_batch(encode_all(sentences, vocabs, with_tags=False), vocabs, with_tags=False)
     feeds = {n: getattr(batch, n) for n in meta["inputs"]}
-    got = dict(zip(meta["outputs"], _session(path).run(None, feeds), strict=True))
+    got = dict(zip(meta["outputs"], ort_session(path).run(None, feeds), strict=True))
     expected = model.scores(batch)
     predicted = model.predict(batch)
     for k, scores in expected.items():

@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import require_module, shared_data
+from conftest import ort_session, shared_data
 
 
 def _run(g, feeds):
-    ort = require_module("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(g.to_bytes(producer_version="test"), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort_session(g.to_bytes(producer_version="test"))
     return dict(zip(g.signature["outputs"], session.run(None, feeds), strict=True))
 
 

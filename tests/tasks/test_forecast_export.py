@@ -8,18 +8,11 @@ import os
 
 import numpy as np
 import pytest
-from conftest import require_module
+from conftest import ort_session, require_module
 
 from rnnlab.models.forecaster import ForecasterConfig, make_forecaster
 from rnnlab.tasks.forecast.export import forecaster_graph
 from rnnlab.tasks.forecast.predict import KEYS
-
-
-def _session(data: bytes):
-    ort = require_module("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.parametrize("output, ar, members, cell, layers", [
@@ -37,7 +30,7 @@ def test_graph_equals_distribution(output, ar, members, cell, layers):
     x = np.random.default_rng(1).standard_normal((6, 5, 4))
     expected = model.distribution(x)
     got = dict(zip(g.signature["outputs"],
-                   _session(data).run(None, {"window": x.astype(np.float32)}), strict=True))
+                   ort_session(data).run(None, {"window": x.astype(np.float32)}), strict=True))
     assert set(got) == set(KEYS) | ({"sigma"} if output == "gaussian" else set())
     for k, v in got.items():
         np.testing.assert_allclose(v, expected[k], rtol=1e-5, atol=1e-5)
@@ -54,7 +47,7 @@ def test_calibration_in_the_graph(output):
     factors = {"80": 1.7, "95": 0.6}
     g = forecaster_graph(model, 17, factors)
     x = np.random.default_rng(2).standard_normal((5, 4, 2))
-    got = dict(zip(g.signature["outputs"], _session(g.to_bytes(producer_version="test")).run(
+    got = dict(zip(g.signature["outputs"], ort_session(g.to_bytes(producer_version="test")).run(
         None, {"window": x.astype(np.float32)}), strict=True))
     expected = calibrated(model.distribution(x), factors)
     for k in KEYS:
@@ -92,7 +85,7 @@ def test_export_of_a_trained_run(tmp_path, capsys, options):
     assert meta["calibration"] == r.calibration and meta["calibrated_in_graph"]
     assert meta["features"]["season"] == (12 if options else 0)
 
-    session = _session(path.read_bytes())
+    session = ort_session(path.read_bytes())
     series, scaler = r.history[0], r.scalers[0]
     steps = step_features(series, scaler, r.features)
     ends = np.array([20, 50, len(series) - 1])

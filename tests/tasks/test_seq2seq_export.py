@@ -9,18 +9,11 @@ import os
 
 import numpy as np
 import pytest
-from conftest import require_module
+from conftest import ort_session, require_module
 
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnlab.tasks.seq2seq.export import decoder_graph, encoder_graph
 from rnnlab.tasks.seq2seq.translate import greedy_decode
-
-
-def _session(data):
-    ort = require_module("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 def _greedy(encoder, decoder, src, lengths, bos, eos, limit):
@@ -62,7 +55,7 @@ def test_graphs_equal_rnnlab(cell, layers, bidirectional, attention, peeky):
     dec_data = decoder_graph(model, 17).to_bytes(producer_version="test")
     for data in (enc_data, dec_data):
         onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
-    encoder, decoder = _session(enc_data), _session(dec_data)
+    encoder, decoder = ort_session(enc_data), ort_session(dec_data)
     rng = np.random.default_rng(0)
     src = rng.integers(0, 9, (6, 4)).astype(np.int64)
     lengths = np.array([6, 1, 4, 3], np.int64)
@@ -121,7 +114,7 @@ def test_export_of_a_trained_run(tmp_path, capsys):
     assert meta["reverse_source"] and meta["src_vocab"] == src_vocab.to_dict()
     src, lengths = encode(["12+7", "350+41", "9+9"], src_vocab, reverse=True)
     decoded = greedy_decode(model, src, lengths, meta["bos"], meta["eos"], 8)
-    tokens, _ = _greedy(*(_session(os.fspath(p)) for p in paths), src, lengths, meta["bos"],
+    tokens, _ = _greedy(*(ort_session(os.fspath(p)) for p in paths), src, lengths, meta["bos"],
                         meta["eos"], 8)
     assert tokens == [d.ids for d in decoded]
 

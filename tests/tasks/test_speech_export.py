@@ -10,17 +10,10 @@ import os
 import numpy as np
 import pytest
 from audio_helpers import write_corpus
-from conftest import require_module
+from conftest import ort_session, require_module
 
 from rnnlab.models.classifier import ClassifierConfig, SequenceClassifier
 from rnnlab.tasks.speech.export import speech_graph
-
-
-def _session(data: bytes):
-    ort = require_module("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.parametrize("output, pool, stack, cell, layers, bidirectional", [
@@ -38,7 +31,7 @@ def test_graph_equals_log_probs(output, pool, stack, cell, layers, bidirectional
     g = speech_graph(model, 17)
     data = g.to_bytes(producer_version="test")
     onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
-    session = _session(data)
+    session = ort_session(data)
     rng = np.random.default_rng(0)
     for T, lengths in ((10, [10, 1, 7, 4]), (7, [7]), (5, [2, 5])):
         x = rng.standard_normal((T, len(lengths), 4)).astype(np.float32)
@@ -87,7 +80,7 @@ def test_export_of_a_trained_run(tmp_path, task):
     feats = [features(wavfile.read(w)[1].astype(np.float64), fcfg) for w in wavs]
     x, lengths = pad_frames(feats, np.float32)
     logp, steps = sm.model.log_probs(x, lengths)
-    got, got_steps = _session(path.read_bytes()).run(None, {"features": x, "lengths": lengths})
+    got, got_steps = ort_session(path.read_bytes()).run(None, {"features": x, "lengths": lengths})
     np.testing.assert_array_equal(got_steps, steps)
     if task == "connected":
         valid = np.arange(len(logp))[:, None] < steps[None, :]
