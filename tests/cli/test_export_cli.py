@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 from conftest import ort_session, require_module
+from treebank_helpers import write_treebank
 
 from rnnlab.cli.main import main
 from rnnlab.tasks.lm.task import load_run
@@ -116,24 +117,6 @@ def test_export_refuses_a_task_not_exportable_yet(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- tagger
 
-FORMS = {"DET": ["the", "a", "The", "A"], "NOUN": ["dog", "cat", "duck", "tree"],
-         "VERB": ["saw", "fed", "liked"], "ADJ": ["big", "red"], "PUNCT": ["."]}
-
-
-def _treebank(path, n, seed):
-    g = np.random.default_rng(seed)
-    lines = []
-    for s in range(n):
-        tags = ["DET", "NOUN", "VERB", "DET", *(["ADJ"] if g.random() < 0.5 else []), "NOUN",
-                "PUNCT"]
-        lines.append(f"# sent_id = {seed}-{s}")
-        for i, tag in enumerate(tags, 1):
-            form = FORMS[tag][g.integers(len(FORMS[tag]))]
-            lines.append(f"{i}\t{form}\t{form.lower()}\t{tag}\t{tag[:2]}\t_\t0\tdep\t_\t_")
-        lines.append("")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 @pytest.mark.parametrize("output", ["softmax", "crf"])
 def test_exported_tagger_equals_rnnlab(tmp_path, output):
     from rnnlab.data.conllu import read_conllu
@@ -144,7 +127,7 @@ def test_exported_tagger_equals_rnnlab(tmp_path, output):
     data = tmp_path / "ud"
     data.mkdir()
     for split, n, seed in (("train", 40, 0), ("dev", 8, 1), ("test", 8, 2)):
-        _treebank(data / f"toy-ud-{split}.conllu", n, seed)
+        write_treebank(data / f"toy-ud-{split}.conllu", n, seed)
     run = tmp_path / "run"
     assert main(["train", "tagger", "--data", str(data), "--out", str(run), "--max-steps", "3",
                  "--word-dim", "5", "--char-dim", "4", "--char-hidden", "3", "--hidden", "6",

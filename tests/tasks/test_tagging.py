@@ -8,54 +8,21 @@ import json
 
 import numpy as np
 import pytest
+from treebank_helpers import write_treebank
 
 from rnnlab.cli.main import main
 from rnnlab.data.batching import length_batches
 from rnnlab.data.conllu import read_conllu
 from rnnlab.tasks.tagging import Vocabs
 
-WORDS = {  # UPOS, XPOS, forms
-    "det": ("DET", "DT", ["the", "a", "this", "every"]),
-    "noun": ("NOUN", "NN", ["dog", "cat", "bank", "duck", "river", "tree", "house", "car"]),
-    "verb": ("VERB", "VBD", ["saw", "liked", "fed", "found", "painted", "washed"]),
-    "adj": ("ADJ", "JJ", ["big", "red", "old", "small"]),
-    "punct": ("PUNCT", ".", ["."]),
-}
-
-
-def _treebank(path, n: int, seed: int, extras: bool = False) -> None:
-    """n sentences DET (ADJ) NOUN VERB DET (ADJ) NOUN . ; with ``extras`` the first sentence
-    also has a multiword token range and an empty node (kept, but not words)."""
-    g = np.random.default_rng(seed)
-    out = []
-    for s in range(n):
-        parts = ["det", "noun", "verb", "det", "noun", "punct"]
-        for pos in (4, 1):
-            if g.random() < 0.4:
-                parts.insert(pos, "adj")
-        words = [(k, WORDS[k][2][g.integers(len(WORDS[k][2]))]) for k in parts]
-        if s % 3 == 0:
-            words[0] = ("det", words[0][1].capitalize())
-        out.append(f"# sent_id = s{seed}-{s}")
-        out.append(f"# text = {' '.join(w for _, w in words)}")
-        if extras and s == 0:
-            out.append(f"1-2\t{words[0][1]}{words[1][1]}\t_\t_\t_\t_\t_\t_\t_\t_")
-        for i, (k, w) in enumerate(words, 1):
-            upos, xpos, _ = WORDS[k]
-            out.append(f"{i}\t{w}\t{w.lower()}\t{upos}\t{xpos}\t_\t0\tdep\t_\t_")
-            if extras and s == 0 and i == 3:
-                out.append("3.1\tghost\tghost\tNOUN\tNN\t_\t_\t_\t2:dep\t_")
-        out.append("")
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
-
 
 @pytest.fixture
 def treebank(tmp_path):
     root = tmp_path / "ud"
     root.mkdir()
-    _treebank(root / "toy-ud-train.conllu", 300, 0)
-    _treebank(root / "toy-ud-dev.conllu", 40, 1, extras=True)
-    _treebank(root / "toy-ud-test.conllu", 40, 2, extras=True)
+    write_treebank(root / "toy-ud-train.conllu", 300, 0)
+    write_treebank(root / "toy-ud-dev.conllu", 40, 1, extras=True)
+    write_treebank(root / "toy-ud-test.conllu", 40, 2, extras=True)
     return root
 
 

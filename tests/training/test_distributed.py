@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import _unavailable
+from treebank_helpers import write_treebank
 
 from rnnlab.io.safetensors import load_file
 from rnnlab.training import distributed
@@ -215,27 +216,11 @@ def test_two_ranks_train_the_language_model_one_process_with_twice_the_batch_tra
     assert two.stdout.count("final: valid ppl") == 1 and one.stdout.count("final:") == 1
 
 
-def _treebank(path: Path, n: int, seed: int) -> None:
-    forms = {"DET": ["the", "a"], "NOUN": ["dog", "cat", "duck"], "VERB": ["saw", "fed"],
-             "ADJ": ["big", "red"], "PUNCT": ["."]}
-    g = np.random.default_rng(seed)
-    lines = []
-    for s in range(n):  # sentences of 6 to 9 words: the ranks' parts differ in words
-        tags = ["DET", *(["ADJ"] * int(g.integers(0, 4))), "NOUN", "VERB", "DET", "NOUN",
-                "PUNCT"]
-        lines.append(f"# sent_id = {seed}-{s}")
-        for i, tag in enumerate(tags, 1):
-            form = forms[tag][g.integers(len(forms[tag]))]
-            lines.append(f"{i}\t{form}\t{form}\t{tag}\t{tag[:2]}\t_\t0\tdep\t_\t_")
-        lines.append("")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 def test_two_ranks_train_the_tagger_one_process_with_twice_the_batch_trains(tmp_path):
     data = tmp_path / "ud"
     data.mkdir()
     for split, n, seed in (("train", 45, 0), ("dev", 6, 1), ("test", 6, 2)):
-        _treebank(data / f"toy-ud-{split}.conllu", n, seed)
+        write_treebank(data / f"toy-ud-{split}.conllu", n, seed)  # 6 to 8 words each
     opts = ("train", "tagger", "--data", str(data), "--max-steps", "5", "--word-dim", "5",
             "--char-dim", "4", "--char-hidden", "3", "--hidden", "6", "--layers", "2",
             "--dropout", "0", "--word-dropout", "0", "--dtype", "float64", "--no-progress",
