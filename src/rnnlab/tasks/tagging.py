@@ -31,7 +31,14 @@ from rnnlab.data.text import DataError, Vocabulary
 from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.tagger import Tagger, TaggerBatch, TaggerConfig
 from rnnlab.optim import Adam
-from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict, kept_weights, part
+from rnnlab.training import (
+    LoopConfig,
+    ShardedBatches,
+    Stop,
+    Task,
+    dataclass_from_dict,
+    kept_weights,
+)
 from rnnlab.training.distributed import digest
 from rnnlab.validate import check_positive_int
 
@@ -238,7 +245,7 @@ def most_frequent_tag(train: Sequence[Sentence], sentences: Sequence[Sentence],
 
 
 # ----------------------------------------------------------------------------- the task
-class TaggingTask(Task):
+class TaggingTask(ShardedBatches, Task):
     """A tagger, its treebank and its train config, for :class:`rnnlab.training.Trainer`."""
 
     kind, items = KIND, "words"
@@ -255,14 +262,10 @@ class TaggingTask(Task):
         self.rng = np.random.default_rng([cfg.seed, 1])
         self._epoch_rng = self.rng.bit_generator.state
         self._batches: list[list[int]] = []
-        self._rank, self._ranks = 0, 1  # data-parallel: this rank's part of every batch
 
     def data_fingerprint(self) -> str:
         return digest(*(x for e in self.data["train"]
                         for x in ("\n".join(e.forms), e.words, *e.tags.values())))
-
-    def shard(self, rank: int, size: int) -> None:
-        self._rank, self._ranks = rank, size
 
     def make_optimizer(self):
         return Adam(self.model.parameters(), lr=self.cfg.lr), None
@@ -271,12 +274,12 @@ class TaggingTask(Task):
         self._epoch_rng = self.rng.bit_generator.state
         train = self.data["train"]
         self._batches = length_batches([len(e.words) for e in train],
-                                       self.cfg.batch_size * self._ranks, self.rng)
+                                       self.global_batch_size(), self.rng)
         return len(self._batches)
 
     def batch(self, index: int) -> TaggerBatch | None:
-        idx = part(self._batches[index], self._rank, self._ranks)
-        if len(idx) == 0:
+        idx = self.own_part(self._batches[index])
+        if idx is None:
             return None
         return make_batch([self.data["train"][i] for i in idx], self.vocabs)
 

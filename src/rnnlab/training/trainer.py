@@ -22,8 +22,8 @@ adds, e.g. ``vocab.json``). Without a directory (``out=None``) nothing is writte
 
 from __future__ import annotations
 
-import hashlib
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -45,6 +45,7 @@ from rnnlab.training.signals import DeferredSignals, Interrupted, signal_number
 
 TRAIN_KEYS = ("epoch", "step", "loss", "lr", "grad_norm")  # + "<items>_per_s"
 BEST = "best/"  # the checkpoint arrays of the kept weights (Task.keep_best)
+RANK_ARRAY = re.compile(r"rank[1-9][0-9]*/")  # the task arrays of data-parallel ranks 1, 2, ...
 
 
 def kept_weights(weights: dict, arrays: dict, best: bool = True) -> dict:
@@ -146,6 +147,28 @@ class Task:
         """
         raise distributed.DistributedError(
             f"the {self.kind} task does not support data-parallel training (mpiexec -n {size})")
+
+
+class ShardedBatches:
+    """Data-parallel sharding for a task whose batches are drawn from its examples (list it
+    before :class:`Task` among the bases): every rank makes the same global batches of ranks x
+    ``cfg.batch_size`` examples (its shuffles seeded from the run, not the rank) and trains on
+    :meth:`own_part` of each. One process is rank 0 of 1."""
+
+    _rank, _ranks = 0, 1
+
+    def shard(self, rank: int, size: int) -> None:
+        self._rank, self._ranks = rank, size
+
+    def global_batch_size(self) -> int:
+        """The examples of one batch over all ranks."""
+        return self.cfg.batch_size * self._ranks
+
+    def own_part(self, examples):
+        """This rank's part of a global batch (:func:`rnnlab.training.distributed.part`); None
+        when it is empty (the batch has fewer examples than there are ranks)."""
+        mine = distributed.part(examples, self._rank, self._ranks)
+        return mine if len(mine) else None
 
 
 def _new_interval() -> dict:
@@ -347,7 +370,7 @@ class Trainer:
 
     def _restore_ranks(self, state: dict, arrays: dict) -> dict:
         """Refuse a checkpoint of another rank count; take the ``rank<r>/`` arrays out of
-        ``arrays`` and return this rank's (under the task's own names)."""
+        ``arrays`` and return this rank's under the task's own names (rank 0's are those)."""
         saved = (state.get("ranks") or {}).get("size", 1)
         if saved != self.comm.size:
             how = "one process" if saved == 1 else f"mpiexec -n {saved}"
@@ -356,7 +379,7 @@ class Trainer:
                 f"{saved} rank(s) and is resumed with {self.comm.size}: the data shards, "
                 f"carried states and generators are per rank; resume it with {how}")
         mine = {}
-        for key in [k for k in arrays if k.startswith("rank")]:
+        for key in [k for k in arrays if RANK_ARRAY.match(k)]:
             head, _, rest = key.partition("/")
             value = arrays.pop(key)
             if head == f"rank{self.comm.rank}":
@@ -514,19 +537,18 @@ class Trainer:
 
     def _gather_ranks(self, task_arrays: dict) -> dict:
         """What differs between ranks, for rank 0's checkpoint: each rank's generator states
-        and task arrays (a language model's carried state), as ``state["ranks"]`` and arrays
-        ``rank<r>/<key>``; and a check that every rank's weights are still rank 0's."""
-        digest = hashlib.sha256()
-        for value in self.model.parameters().values():
-            digest.update(np.ascontiguousarray(value).tobytes())
-        states = self.comm.allgather_json({"rng": self.model.rng_states(),
-                                           "weights": digest.hexdigest()})
+        and the task arrays of ranks 1.. (a language model's carried state; rank 0's are the
+        task's own), as ``state["ranks"]`` and arrays ``rank<r>/<key>``; and a check that every
+        rank's weights are still rank 0's."""
+        weights = distributed.digest(*self.model.parameters().values())
+        states = self.comm.allgather_json({"rng": self.model.rng_states(), "weights": weights})
         if len({s["weights"] for s in states}) != 1:
             raise distributed.DistributedError(
                 f"by step {self.step} the ranks' weights differ (the reduction gave the ranks "
                 "different sums); nothing was saved")
         per_rank = self.comm.allgather_arrays(task_arrays)
-        out = {f"rank{r}/{k}": v for r, got in enumerate(per_rank) for k, v in got.items()}
+        out = {f"rank{r}/{k}": v for r, got in enumerate(per_rank) if r > 0
+               for k, v in got.items()}
         return {"state": {"ranks": {"size": self.comm.size,
                                     "rng": [s["rng"] for s in states]}}, **out}
 

@@ -42,7 +42,7 @@ from rnnlab.tasks.forecast.windows import (
     targets,
 )
 from rnnlab.tasks.forecast.windows import windows as make_windows
-from rnnlab.training import LoopConfig, Task, dataclass_from_dict, kept_weights, part
+from rnnlab.training import LoopConfig, ShardedBatches, Task, dataclass_from_dict, kept_weights
 from rnnlab.training.distributed import digest
 from rnnlab.validate import check_non_negative_int, check_positive_int
 
@@ -120,7 +120,7 @@ def validation_rows(cfg: ForecastTrainConfig, rows: int, horizon: int) -> int:
     return max(horizon, round(0.1 * rows))
 
 
-class ForecastTask(Task):
+class ForecastTask(ShardedBatches, Task):
     """A forecaster, its series and its train config, for :class:`rnnlab.training.Trainer`."""
 
     kind, items = KIND, "targets"
@@ -174,7 +174,6 @@ class ForecastTask(Task):
         self.rng = np.random.default_rng([cfg.seed, 1])
         self._epoch_rng = self.rng.bit_generator.state
         self._order = np.arange(self.x.shape[1])
-        self._rank, self._ranks = 0, 1  # data-parallel: this rank's part of every batch
 
     @property
     def windows(self) -> int:
@@ -189,18 +188,15 @@ class ForecastTask(Task):
     def epoch_batches(self, epoch: int, position: int) -> int:
         self._epoch_rng = self.rng.bit_generator.state
         self._order = self.rng.permutation(self.windows)
-        return math.ceil(self.windows / (self.cfg.batch_size * self._ranks))
+        return math.ceil(self.windows / self.global_batch_size())
 
     def data_fingerprint(self) -> str:
         return digest(self.x, self.y, self.mask)
 
-    def shard(self, rank: int, size: int) -> None:
-        self._rank, self._ranks = rank, size
-
     def batch(self, index: int):
-        b = self.cfg.batch_size * self._ranks
-        idx = part(self._order[index * b:(index + 1) * b], self._rank, self._ranks)
-        if len(idx) == 0:
+        b = self.global_batch_size()
+        idx = self.own_part(self._order[index * b:(index + 1) * b])
+        if idx is None:
             return None
         return self.x[:, idx], self.y[idx], self.mask[idx]
 

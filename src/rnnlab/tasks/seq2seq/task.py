@@ -37,7 +37,7 @@ from rnnlab.data.text import Vocabulary
 from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnlab.tasks.seq2seq.translate import greedy_decode
-from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict, part
+from rnnlab.training import LoopConfig, ShardedBatches, Stop, Task, dataclass_from_dict
 from rnnlab.training.distributed import digest
 from rnnlab.validate import check_positive_int
 
@@ -131,7 +131,7 @@ def score(model: Seq2Seq, pairs: list[P.Pair], src_vocab: Vocabulary, tgt_vocab:
     return {"exact_match": exact / len(pairs), "char_acc": chars / max(total, 1)}
 
 
-class Seq2SeqTask(Task):
+class Seq2SeqTask(ShardedBatches, Task):
     """A seq2seq model, its pairs and its train config, for :class:`rnnlab.training.Trainer`.
 
     Each epoch shuffles the training pairs with the run's generator (seeded by ``seed``); a
@@ -147,7 +147,6 @@ class Seq2SeqTask(Task):
         self.rng = np.random.default_rng(cfg.seed)
         self._epoch_rng = self.rng.bit_generator.state  # before this epoch's shuffle
         self._batches: list[list[P.Pair]] = []
-        self._rank, self._ranks = 0, 1  # data-parallel: this rank's part of every batch
 
     def make_optimizer(self):
         opt = optim.Adam(self.model.parameters(), lr=self.cfg.lr)
@@ -155,18 +154,14 @@ class Seq2SeqTask(Task):
 
     def epoch_batches(self, epoch: int, position: int) -> int:
         self._epoch_rng = self.rng.bit_generator.state
-        self._batches = list(P.minibatches(self.train, self.cfg.batch_size * self._ranks,
-                                           self.rng))
+        self._batches = list(P.minibatches(self.train, self.global_batch_size(), self.rng))
         return len(self._batches)
 
     def data_fingerprint(self) -> str:
         return digest("\n".join(f"{source}\t{target}" for source, target in self.train))
 
-    def shard(self, rank: int, size: int) -> None:
-        self._rank, self._ranks = rank, size
-
     def batch(self, index: int) -> list[P.Pair] | None:
-        return part(self._batches[index], self._rank, self._ranks) or None
+        return self.own_part(self._batches[index])
 
     def step(self, batch: list[P.Pair]) -> tuple[float, int]:
         """One minibatch: (mean loss per target token, target tokens)."""

@@ -49,7 +49,14 @@ from rnnlab.tasks.speech.metrics import (
     nearest_neighbour_accuracy,
     string_accuracy,
 )
-from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict, kept_weights, part
+from rnnlab.training import (
+    LoopConfig,
+    ShardedBatches,
+    Stop,
+    Task,
+    dataclass_from_dict,
+    kept_weights,
+)
 from rnnlab.training.distributed import digest
 from rnnlab.training.progress import Progress
 from rnnlab.validate import check_non_negative_int, check_positive_int
@@ -163,7 +170,7 @@ def recognise(model: SequenceClassifier, feats: Sequence[np.ndarray], batch_size
 
 
 # ----------------------------------------------------------------------------- the task
-class SpeechTask(Task):
+class SpeechTask(ShardedBatches, Task):
     """A speech model, its recordings and its train config, for
     :class:`rnnlab.training.Trainer`."""
 
@@ -199,7 +206,6 @@ class SpeechTask(Task):
         self._feats: list[np.ndarray] = []
         self._targets: list = []
         self._batches: list[list[int]] = []
-        self._rank, self._ranks = 0, 1  # data-parallel: this rank's part of every batch
 
     def featurize(self, x: np.ndarray) -> np.ndarray:
         return features(x, self.feature_cfg).astype(self.model.dtype, copy=False)
@@ -250,18 +256,15 @@ class SpeechTask(Task):
                            for i in fit]
             self._targets = [self.labels[i] for i in fit]
         self._batches = length_batches([len(f) for f in self._feats],
-                                       self.cfg.batch_size * self._ranks, self.rng)
+                                       self.global_batch_size(), self.rng)
         return len(self._batches)
 
     def data_fingerprint(self) -> str:
         return digest(*self.audio, np.asarray(self.labels, np.int64))
 
-    def shard(self, rank: int, size: int) -> None:
-        self._rank, self._ranks = rank, size
-
     def batch(self, index: int) -> SpeechBatch | None:
-        idx = part(self._batches[index], self._rank, self._ranks)
-        if len(idx) == 0:
+        idx = self.own_part(self._batches[index])
+        if idx is None:
             return None
         return make_batch([self._feats[i] for i in idx], [self._targets[i] for i in idx],
                           self.model.dtype, self.ctc)
