@@ -122,13 +122,11 @@ def _run(args: argparse.Namespace, ranks=None) -> int:
         return fail(err, 2)
     except TrainingDiverged as err:
         return fail(err, 3)
-    except Interrupted as err:  # agreed by every rank and saved once, unless a second signal
-        if err.at_once and ranks is not None:
+    except KeyboardInterrupt as err:  # a training command has saved and said where
+        agreed = isinstance(err, Interrupted) and not err.at_once  # by every rank: saved once
+        if ranks is not None and not agreed:
             return fail(err, interrupted_exit_code(err))
         return interrupted_exit_code(err)
-    except KeyboardInterrupt as err:  # a training command has saved and said where
-        return fail(err, interrupted_exit_code(err)) if ranks is not None else \
-            interrupted_exit_code(err)
 
 
 def _main_parallel(args: argparse.Namespace) -> int:
@@ -140,9 +138,13 @@ def _main_parallel(args: argparse.Namespace) -> int:
     import os
     import traceback
 
-    from rnnlab.training import world
+    from rnnlab.training import DistributedError, world
 
-    ranks = world()  # imports mpi4py
+    try:
+        ranks = world()  # imports mpi4py
+    except DistributedError as err:  # not installed: every rank says so and exits
+        print(f"rnnlab: error: {err}", file=sys.stderr)
+        return 2
     if not ranks.is_root:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
     try:

@@ -59,8 +59,7 @@ def part(items, rank: int, size: int):
 
 def fingerprint(config: Mapping) -> str:
     """sha256 of a JSON-able configuration (keys sorted): what every rank must agree on."""
-    text = json.dumps(config, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return digest(json.dumps(config, sort_keys=True, default=str))
 
 
 def digest(*parts) -> str:
@@ -126,15 +125,11 @@ class MPIWorld:
         return self.rank == 0
 
     # ------------------------------------------------------------------ per step
-    def sum_scalars(self, *values: float) -> np.ndarray:
-        """The element-wise sum over ranks of a few float64 scalars."""
-        buf = np.array(values, np.float64)
-        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
-        return buf
-
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is True on one (an agreed stop)."""
-        return bool(self.sum_scalars(float(bool(flag)))[0] > 0)
+        buf = np.array([float(bool(flag))])
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        return bool(buf[0] > 0)
 
     def reduce_step(self, loss: float, items: int, grads: Mapping[str, np.ndarray],
                     rows: Mapping[str, np.ndarray], sparse: tuple[str, ...]):
