@@ -296,6 +296,9 @@ def test_optimizer_to_moves_its_state_mid_run(cp, opt):
         o.to("cuda", {"w": cp.asarray(params["w"].T.copy()), "b": cp.asarray(params["b"])})
     moved = {k: cp.asarray(v) for k, v in params.items()}
     assert o.to("cuda", moved) is o
+    with pytest.raises(ValueError, match=r"grads\['w'\]: expected an array on 'cuda' \(its "
+                       r"parameter's device\), got one on 'cpu'"):
+        o.step(grads[1])
     for gr in grads[1:]:
         o.step({k: cp.asarray(v) for k, v in gr.items()}, grad_scale=0.5)
     for k in ref_params:
