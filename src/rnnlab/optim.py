@@ -275,6 +275,9 @@ class Optimizer:
                 raise ValueError(
                     f"grads[{name!r}]: expected an array of shape {p.shape}, got {got}"
                 )
+            if device_of(g) != device_of(p):
+                raise ValueError(f"grads[{name!r}]: expected an array on {device_of(p)!r} (its "
+                                 f"parameter's device), got one on {device_of(g)!r}")
         sparse = {name: _checked_rows(name, r, grads[name])
                   for name, r in (rows or {}).items() if self._row_updates and name in grads}
         self.step_count += 1

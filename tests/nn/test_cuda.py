@@ -272,3 +272,51 @@ def test_checkpoint_saved_on_cuda_loads_on_cpu(cp, tmp_path, capsys):
                  "--device", "cuda"]) == 0
     assert main(["train", "lm", "--out", str(run), "--resume", "--max-steps", "5",
                  "--no-progress", "--samples", "0", "--device", "cpu"]) == 0
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_optimizer_to_moves_its_state_mid_run(cp, opt):
+    """Three steps on the CPU equal one there, then the parameters and the optimizer moved with
+    Optimizer.to, then two on cuda; a moved parameter of another shape is refused."""
+    g = np.random.default_rng(6)
+    grads = [{"w": g.standard_normal((3, 4)), "b": g.standard_normal(4)} for _ in range(3)]
+
+    def start():
+        params = {"w": np.linspace(-1, 1, 12).reshape(3, 4), "b": np.zeros(4)}
+        o = (optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True) if opt == "sgd"
+             else optim.Adam(params, lr=1e-2, weight_decay=0.1))
+        return params, o
+
+    ref_params, ref = start()
+    for gr in grads:
+        ref.step(gr, grad_scale=0.5)
+    params, o = start()
+    o.step(grads[0], grad_scale=0.5)
+    with pytest.raises(ValueError, match=r"params\['w'\]: expected shape \(3, 4\), got \(4, 3\)"):
+        o.to("cuda", {"w": cp.asarray(params["w"].T.copy()), "b": cp.asarray(params["b"])})
+    moved = {k: cp.asarray(v) for k, v in params.items()}
+    assert o.to("cuda", moved) is o
+    with pytest.raises(ValueError, match=r"grads\['w'\]: expected an array on 'cuda' \(its "
+                       r"parameter's device\), got one on 'cpu'"):
+        o.step(grads[1])
+    for gr in grads[1:]:
+        o.step({k: cp.asarray(v) for k, v in gr.items()}, grad_scale=0.5)
+    for k in ref_params:
+        assert isinstance(moved[k], cp.ndarray)
+        assert_close(to_host(moved[k]), ref_params[k], 1e-12, 1e-14, k)
+    for k, v in ref.state_dict()[0].items():
+        assert_close(o.state_dict()[0][k], v, 1e-12, 1e-14, k)
+
+
+def test_grad_norm_on_cuda_redoes_an_overflowing_float32_sum_in_float64(cp):
+    """A float32 sum of squares that overflows is redone in float64, as on the CPU; host and
+    device gradients in one call add up."""
+    host = {"a": np.full(1000, 1e20, np.float32), "b": np.full(10, 3.0, np.float32)}
+    ref = optim.grad_norm(host)
+    assert np.isfinite(ref)
+    mixed = {"a": cp.asarray(host["a"]), "b": host["b"]}
+    with np.errstate(over="ignore"):  # the stand-in's NumPy warns of the overflow; CuPy does not
+        on_device = optim.grad_norm({k: cp.asarray(v) for k, v in host.items()})
+        both = optim.grad_norm(mixed)
+    assert on_device == pytest.approx(ref, rel=1e-6)
+    assert both == pytest.approx(ref, rel=1e-6)

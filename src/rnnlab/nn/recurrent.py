@@ -144,7 +144,7 @@ class _RecurrentBase(Module):
 
     def _xp(self):
         """The array module of the layer's device (numpy or cupy)."""
-        return np if self.device == "cpu" else array_module(self.device)
+        return array_module(self.device)
 
     def _weights(self, layer: int, direction: int):
         s, p = self._suffix(layer, direction), self._params

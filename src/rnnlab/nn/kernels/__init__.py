@@ -65,8 +65,6 @@ AUTO_COMPILED_MAX_HIDDEN = 256
 
 
 def _load(name: str) -> ModuleType:
-    if name == "cuda" and name not in _sets:  # only reached with CuPy arrays: CuPy is there
-        _sets[name] = importlib.import_module(f"{__name__}.cuda")
     if name not in _sets:
         try:
             _sets[name] = importlib.import_module(f"{__name__}.{name}")

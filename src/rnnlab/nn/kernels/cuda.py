@@ -150,6 +150,13 @@ def _step_grads(xp, dH, T: int, B: int, H: int, dtype):
     return xp.zeros((T, B, H), dtype) if dH is None else xp.ascontiguousarray(dH)
 
 
+def _pre_activation_grads(xp, shape: tuple, dtype, batch_sizes):
+    """The (T, B, X) array backward fills step by step. With variable lengths it starts at zero:
+    the rows past a sequence's end, which no step writes, are then already zero (one fill, not a
+    launch per step)."""
+    return xp.empty(shape, dtype) if batch_sizes is None else xp.zeros(shape, dtype)
+
+
 # ----------------------------------------------------------------------------------------- LSTM
 def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False):
     """XW (T, B, 4H) (input projection and both biases) -> (hs, cs, gates, tanh_cs), as the
@@ -181,7 +188,7 @@ def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
     T, B, G = gates.shape
     H = G // 4
     dH = _step_grads(xp, dH, T, B, H, gates.dtype)
-    dA = xp.empty_like(gates)
+    dA = _pre_activation_grads(xp, gates.shape, gates.dtype, batch_sizes)
     dh, dc = dh_n.copy(), dc_n.copy()
     g_, c_, tc_, dH_, dA_ = _Rows(gates), _Rows(cs), _Rows(tanh_cs), _Rows(dH), _Rows(dA)
     dh_, dc_ = dh.data.ptr, dc.data.ptr
@@ -191,8 +198,6 @@ def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
         n = _live(batch_sizes, t, B)
         fused(n * H, g_.at(t), c_.at(p), tc_.at(t), dH_.at(t), H, dA_.at(t), dh_, dc_)
         recurrent(dA_.at(t), dh_, n)  # dh_prev = da W_hh
-        if n < B:
-            dA[t, n:] = 0
     return dA, (dh, dc)
 
 
@@ -226,7 +231,8 @@ def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
     T, B, G = gates.shape
     H = G // 3
     dH = _step_grads(xp, dH, T, B, H, gates.dtype)
-    dAx, dAh = xp.empty_like(gates), xp.empty_like(gates)
+    dAx, dAh = (_pre_activation_grads(xp, gates.shape, gates.dtype, batch_sizes)
+                for _ in range(2))
     dh = dh_n.copy()  # dL/dh_prev is dh + rec: rows past a sequence's end keep both parts
     rec = xp.zeros((B, H), gates.dtype)
     g_, h_, n_, dH_ = _Rows(gates), _Rows(hs), _Rows(gh_ns), _Rows(dH)
@@ -238,9 +244,6 @@ def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
         fused(n * H, g_.at(t), h_.at(p), n_.at(t), dH_.at(t), rec_, H, dx_.at(t), dh4_.at(t),
               dh_)
         recurrent(dh4_.at(t), rec_, n)  # dh_prev = dh z + da_h W_hh
-        if n < B:
-            dAx[t, n:] = 0
-            dAh[t, n:] = 0
     dh += rec
     return dAx, dAh, dh
 
@@ -271,7 +274,7 @@ def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, r
     xp = xp_of(hs)
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     dH = _step_grads(xp, dH, T, B, H, hs.dtype)
-    dA = xp.empty((T, B, H), hs.dtype)
+    dA = _pre_activation_grads(xp, (T, B, H), hs.dtype, batch_sizes)
     dh = dh_n.copy()
     relu = int(nonlinearity == "relu")
     h_, dH_, dA_, dh_ = _Rows(hs), _Rows(dH), _Rows(dA), dh.data.ptr
@@ -281,8 +284,6 @@ def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, r
         n = _live(batch_sizes, t, B)
         fused(n * H, h_.at(q), dH_.at(t), relu, dA_.at(t), dh_)
         recurrent(dA_.at(t), dh_, n)  # dh_prev = da W_hh
-        if n < B:
-            dA[t, n:] = 0
     return dA, dh
 
 

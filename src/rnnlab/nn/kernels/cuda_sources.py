@@ -17,8 +17,8 @@ template <typename U> __device__ U sigm(U x) { return U(1) / (U(1) + exp(-x)); }
 # name -> (input parameters, output parameters, body), the parameters in CuPy's notation: ``raw T
 # x`` an array of the float type T (a pointer, indexed by hand: a body writes several gate blocks
 # of one row), ``int32``, ``uint64``, ``float32`` or ``T`` a scalar. A body runs for each index i
-# below ``size`` (n * H for a step: i = b * H + j is row b, unit j; r = b * G * H + j is unit j
-# of the row's first gate).
+# below ``size`` (n * H for a step: i = b * H + j is row b, unit j; r = b * G * H + j, G the
+# number of gates, is unit j of the row's first gate).
 SOURCES: dict[str, tuple[str, str, str]] = {
     "lstm_forward": (
         "raw T rec, raw T c_prev, int32 H",
