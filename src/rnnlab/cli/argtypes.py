@@ -77,7 +77,9 @@ CUDA_COMMANDS = "rnnlab train lm, rnnlab eval lm and rnnlab generate"
 
 def add_device_option(parser, runs_on_cuda: bool = True) -> None:
     """``--device cpu|cuda``: where the model's arrays live (cuda needs CuPy and a GPU)."""
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+    from rnnlab.nn.backend import DEVICES
+
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
                         help="where the model runs: cpu (NumPy, the default) or cuda (CuPy on "
                         "an NVIDIA GPU)" + ("" if runs_on_cuda else
                                             f"; only {CUDA_COMMANDS} run on cuda so far"))
