@@ -27,12 +27,18 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Mapping
 
 import numpy as np
 
 # what MPI launchers put in each rank's environment: the number of ranks
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+
+
+# seconds a failing rank waits before MPI_Abort, so that mpiexec forwards the error line it just
+# printed (without it the line was lost in one CI run in many: the abort ended the forwarding)
+ABORT_GRACE_S = 0.5
 
 
 class DistributedError(RuntimeError):
@@ -217,6 +223,7 @@ class MPIWorld:
         in a collective)."""
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)  # the launcher forwards output asynchronously: let it pass
         self.comm.Abort(code)
 
 
