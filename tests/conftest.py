@@ -120,19 +120,25 @@ def torch():
     return TORCH
 
 
-KERNEL_SETS = ("numpy", "compiled")
+# "compiled-python-loop" is the compiled set with its time loop in Python (NumPy's matmul per
+# step, the compiled cell arithmetic), which it otherwise takes only for large steps.
+KERNEL_SETS = ("numpy", "compiled", "compiled-python-loop")
 
 
 @pytest.fixture(params=KERNEL_SETS)
-def kernel_set(request):
-    """Run the test once on each kernel set of rnnlab.nn.kernels (the layers' time loops). The
-    compiled set needs numba: skipped locally without it, a failure in CI."""
+def kernel_set(request, monkeypatch):
+    """Run the test once on each kernel set of rnnlab.nn.kernels (the layers' time loops), the
+    compiled set with each of its two time loops. The compiled set needs numba: skipped locally
+    without it, a failure in CI."""
     from rnnlab.nn import kernels
 
-    if request.param == "compiled":
+    name = request.param.split("-")[0]
+    if name == "compiled":
         require_module("numba")
-    with kernels.use_kernels(request.param):
-        yield request.param
+        loop_min = 0 if request.param == "compiled-python-loop" else 1 << 62
+        monkeypatch.setattr(kernels, "PYTHON_LOOP_MIN", loop_min)
+    with kernels.use_kernels(name):
+        yield name
 
 
 @pytest.fixture

@@ -60,17 +60,19 @@ def _run(ks, kind, a, batch_sizes, reverse):
     return list(cache), [dA, dh0]
 
 
-@pytest.mark.parametrize("product", ["hand", "blas"])
+@pytest.mark.parametrize("product", ["hand", "blas", "python"])
 @pytest.mark.parametrize("lengths", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_compiled_equals_numpy_kernels(dtype, kind, reverse, lengths, product, monkeypatch):
-    """Both step-product paths (a compiled loop, BLAS) against the NumPy set: float64 to 1e-12,
-    float32 to float32's rounding. Forward: every part of the cache at the live rows (padded rows
+    """The three step-product paths (a compiled loop, numba's BLAS call, the time loop in Python
+    with NumPy's matmul) against the NumPy set: float64 to 1e-12, float32 to float32's rounding. Forward: every part of the cache at the live rows (padded rows
     are never read); backward: the pre-activation gradients and the initial-state gradients."""
     compiled = _compiled()
     monkeypatch.setattr(compiled, "HAND_LOOP_MAX", 1 << 40 if product == "hand" else 0)
+    monkeypatch.setattr(kernels, "PYTHON_LOOP_MIN", 0 if product == "python" else 1 << 62)
+    assert kernels.loop_in_python(5, 4, 1) == (product == "python")
     rng = np.random.default_rng(3)
     a = _random_inputs(kind, dtype, rng)
     T, B = a["XW"].shape[:2]
@@ -187,27 +189,26 @@ def test_environment_variable_chooses_the_set():
     assert "RNNLAB_KERNELS: expected one of auto, numpy, compiled, got 'cuda'" in bad.stderr
 
 
-@pytest.mark.parametrize("batch, hidden, dtype, want", [
-    (1, 128, np.float32, "compiled"),  # small batch x hidden: compiled, either dtype
-    (1, 128, np.float64, "compiled"),
-    (20, 128, np.float32, "compiled"),  # 2560, the limit
-    (20, 128, np.float64, "compiled"),
-    (1, 256, np.float32, "compiled"),  # 256 hidden units, the other limit
-    (1, 257, np.float32, "numpy"),
-    (1, 650, np.float64, "numpy"),
-    (20, 129, np.float32, "numpy"),
-    (20, 129, np.float64, "numpy"),
-    (64, 650, np.float32, "numpy"),  # at two BLAS threads the NumPy set is faster here
-    (64, 650, np.float64, "numpy"),
+@pytest.mark.parametrize("batch, hidden, dtype, gates, want", [
+    (1, 128, np.float32, 4, "compiled"),  # float32: always compiled
+    (64, 650, np.float32, 4, "compiled"),
+    (64, 650, np.float32, 3, "compiled"),
+    (1, 128, np.float64, 4, "compiled"),  # float64: while the compiled loop stays whole
+    (1, 362, np.float64, 4, "compiled"),  # 4 x 362^2 = 524,176 < 2^19
+    (1, 363, np.float64, 4, "numpy"),  # 4 x 363^2 = 527,076
+    (1, 418, np.float64, 3, "compiled"),  # GRU: 3 x 418^2 = 524,172
+    (1, 419, np.float64, 3, "numpy"),
+    (20, 128, np.float64, 4, "numpy"),
+    (64, 650, np.float64, 1, "numpy"),
 ])
-def test_auto_picks_the_set_by_shape(batch, hidden, dtype, want):
+def test_auto_picks_the_set_by_shape(batch, hidden, dtype, gates, want):
     require_module("numba")
-    assert kernels.auto_prefers_compiled(batch, hidden, dtype) == (want == "compiled")
+    assert kernels.auto_prefers_compiled(batch, hidden, dtype, gates) == (want == "compiled")
     with kernels.use_kernels("auto") as name:
         assert name == "auto" and kernels.active() == "auto"
-        assert kernels.for_shape(batch, hidden, dtype) == want
+        assert kernels.for_shape(batch, hidden, dtype, gates) == want
     with kernels.use_kernels("numpy"):
-        assert kernels.for_shape(batch, hidden, dtype) == "numpy"  # only auto looks at shapes
+        assert kernels.for_shape(batch, hidden, dtype, gates) == "numpy"  # only auto looks
 
 
 def test_auto_layer_runs_record_their_set():
@@ -215,7 +216,7 @@ def test_auto_layer_runs_record_their_set():
     require_module("numba")
     x = np.random.default_rng(0).standard_normal((4, 3, 2))
     with kernels.use_kernels("auto"):
-        for hidden, want in [(8, "compiled"), (1000, "numpy")]:  # 3 x 1000 > 2560
+        for hidden, want in [(8, "compiled"), (500, "numpy")]:  # 3 x 3 x 500^2 >= 2^19
             gru = rnnlab.GRU(2, hidden, dtype=np.float64, seed=1)
             out, _ = gru(x)
             assert gru._cache.runs[0][0].kernels == want
@@ -226,7 +227,7 @@ def test_auto_layer_runs_record_their_set():
             dx, _ = gru.backward(np.ones_like(out))
             np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-12)
             np.testing.assert_allclose(dx, want_dx, rtol=1e-12, atol=1e-12)
-        for hidden, want in [(8, "compiled"), (1000, "numpy")]:  # float32: the same rule
+        for hidden, want in [(8, "compiled"), (500, "compiled")]:  # float32: always compiled
             lstm = rnnlab.LSTM(2, hidden, dtype=np.float32, seed=1)
             lstm(x.astype(np.float32))
             assert lstm._cache.runs[0][0].kernels == want

@@ -1,7 +1,8 @@
 """The time loops of the recurrent layers, in interchangeable kernel sets.
 
 ``numpy``     :mod:`rnnlab.nn.kernels.numpy`, NumPy calls per time step (always available).
-``compiled``  :mod:`rnnlab.nn.kernels.compiled`, the whole sequence in one numba-compiled call.
+``compiled``  :mod:`rnnlab.nn.kernels.compiled`, the cell arithmetic numba-compiled: the whole
+              sequence in one call, or (large steps) one call per step beside NumPy's matmul.
 ``cuda``      :mod:`rnnlab.nn.kernels.cuda`, CuPy: cuBLAS per step and fused gate kernels.
 
 All take the same arguments and return the same caches; the readable one-step math in
@@ -11,11 +12,12 @@ The arrays' device picks the set first: CuPy arrays always run on ``cuda`` (and 
 never do); for NumPy arrays the choice below applies.
 
 Which set runs: the environment variable ``RNNLAB_KERNELS`` = ``auto`` (the default: per
-forward, the set :func:`auto_prefers_compiled` picks for its batch size, hidden size and dtype,
-the NumPy set whenever numba does not import), ``numpy`` or ``compiled`` (an error if numba does
-not import), read when this package is imported; :func:`select` and :func:`use_kernels` change
-it at run time, :func:`active` names the choice in force and :func:`for_shape` the set a given
-forward runs on. numba is imported on the first kernel call, not with rnnlab.
+forward, the set :func:`auto_prefers_compiled` picks for its dtype and shape, float32 always
+compiled; the NumPy set whenever numba does not import), ``numpy`` or ``compiled`` (an error
+if numba does not import), read when this package is imported; :func:`select` and
+:func:`use_kernels` change it at run time, :func:`active` names the choice in force and
+:func:`for_shape` the set a given forward runs on. numba is imported on the first kernel
+call, not with rnnlab.
 
 A forward's cache remembers the set that made it, and the matching backward always runs on that
 set (the caches are the same today, but a set may keep private buffers in them).
@@ -29,6 +31,8 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
+
+import numpy as np
 
 from rnnlab.nn.backend import is_device_array
 from rnnlab.nn.kernels import numpy as _numpy_set
@@ -49,19 +53,22 @@ DEFAULT = "auto"
 _choice = _check_choice(os.environ.get(ENV, DEFAULT).strip().lower() or DEFAULT, ENV)
 _resolved: str | None = None  # the set `_choice` resolved to, once a kernel ran
 
-# auto's rule (:func:`auto_prefers_compiled`): the compiled set where batch * hidden is at most
-# this, for every dtype. At one BLAS thread the float32 compiled set was faster on all 80 points
-# of benchmarks/kernels.py --grid (0.17-0.95x), but at the default two threads
-# (benchmarks/speed.py, RESULTS section 11) its step product does not use the second core: at
-# 35 x 20 x 200 the LSTM took 8.0 ms (inference) and 23.9 ms (training) against the NumPy set's
-# 6.5 and 14.5, while at 200 x 1 x 128 it took 1.1 and 2.1 against 3.6 and 6.3. float64 (libm's
-# scalar exp and tanh): 0.5-0.6x at 1 x 128, 0.9-1.03x from 20 x 256 up, one thread.
-AUTO_COMPILED_MAX = 2560
-# ... and only up to this many hidden units: above it the compiled step product calls SciPy's
-# OpenBLAS (numba's np.dot), a second thread pool beside NumPy's, and with two threads the pools
-# stall each other: a 1 x 400 LSTM step took 8 ms instead of 0.1 (measured at H = 128, 256: no
-# stall; 400, 650: 8 ms per call). One BLAS pool for both sets is the real fix (issue 15).
-AUTO_COMPILED_MAX_HIDDEN = 256
+# The compiled set runs its whole time loop in one compiled call while one step's product
+# (rows x gates x hidden multiply-adds) stays below this; from it on, the time loop runs in
+# Python, the step product through NumPy's matmul and the step's cell arithmetic through one
+# compiled call. The compiled loop's product is numba's np.dot, i.e. SciPy's OpenBLAS, a second
+# thread pool beside NumPy's: below about 2^19 multiply-adds OpenBLAS runs a GEMM on one thread
+# and the two pools never meet, from it on both spin up and stall each other (an LSTM layer at
+# 35 x 2 x 256 or 35 x 32 x 64, 2^19 each: 8.0 ms per forward instead of 3.0 and 1.2; at 2^18
+# the compiled loop is as fast as the Python one or faster: benchmarks/RESULTS.md section 11).
+PYTHON_LOOP_MIN = 1 << 19
+
+
+def loop_in_python(batch: int, hidden: int, gates: int) -> bool:
+    """Whether the compiled set runs a step of ``batch`` rows, ``hidden`` units and ``gates``
+    gate blocks (LSTM 4, GRU 3, RNN 1) with its time loop in Python (see above)."""
+    return batch * gates * hidden * hidden >= PYTHON_LOOP_MIN
+
 
 
 def _load(name: str) -> ModuleType:
@@ -102,22 +109,25 @@ def active() -> str:
     return _resolved
 
 
-def auto_prefers_compiled(batch: int, hidden: int, dtype) -> bool:
+def auto_prefers_compiled(batch: int, hidden: int, dtype, gates: int = 4) -> bool:
     """The rule ``auto`` follows for a forward of ``batch`` rows and ``hidden`` units per
-    direction: the compiled set when ``batch * hidden <= AUTO_COMPILED_MAX`` (small batches,
-    where per-step call overhead dominates) and ``hidden <= AUTO_COMPILED_MAX_HIDDEN``, else the
-    NumPy set. ``dtype`` is part of the
-    signature because the measurements are per dtype; today both follow the same limit."""
-    return batch * hidden <= AUTO_COMPILED_MAX and hidden <= AUTO_COMPILED_MAX_HIDDEN
+    direction: float32 always runs on the compiled set (at two BLAS threads it was 1.05-1.4x
+    faster than the NumPy set on every shape measured, batch 1 up to 3.5x); float64 only where
+    the compiled set keeps its whole loop compiled (:func:`loop_in_python` false): its cell
+    arithmetic calls libm's exp and tanh one element at a time, which NumPy's vectorised ufuncs
+    beat once a step has many rows (35 x 20 x 200 LSTM inference 17.0 ms in the Python loop
+    against 11.1 ms), while at batch 1 the compiled loop wins (200 x 1 x 128: 3.2 ms against
+    5.0 ms)."""
+    return np.dtype(dtype) == np.float32 or not loop_in_python(batch, hidden, gates)
 
 
-def for_shape(batch: int, hidden: int, dtype) -> str:
-    """The set (``"numpy"`` or ``"compiled"``) a forward of ``batch`` rows and ``hidden`` units
-    runs on under the current choice."""
+def for_shape(batch: int, hidden: int, dtype, gates: int = 4) -> str:
+    """The set (``"numpy"`` or ``"compiled"``) a forward of ``batch`` rows, ``hidden`` units and
+    ``gates`` gate blocks runs on under the current choice."""
     name = active()
     if name != "auto":
         return name
-    return "compiled" if auto_prefers_compiled(batch, hidden, dtype) else "numpy"
+    return "compiled" if auto_prefers_compiled(batch, hidden, dtype, gates) else "numpy"
 
 
 def select(name: str) -> str:
@@ -153,52 +163,52 @@ def _tagged(cache: tuple, name: str) -> _Run:
     return run
 
 
-def _set_for(x, batch: int, hidden: int, dtype) -> str:
+def _set_for(x, batch: int, hidden: int, dtype, gates: int) -> str:
     """The set a forward on ``x`` runs on: ``cuda`` for a CuPy array, else by shape."""
     if is_device_array(x):
         _load("cuda")
         return "cuda"
-    return for_shape(batch, hidden, dtype)
+    return for_shape(batch, hidden, dtype, gates)
 
 
-def _owner(cache: tuple, x, batch: int, hidden: int, dtype) -> ModuleType:
+def _owner(cache: tuple, x, batch: int, hidden: int, dtype, gates: int) -> ModuleType:
     """The kernel set that made ``cache`` (for an untagged tuple, the one ``x`` runs on)."""
-    return _load(getattr(cache, "kernels", None) or _set_for(x, batch, hidden, dtype))
+    return _load(getattr(cache, "kernels", None) or _set_for(x, batch, hidden, dtype, gates))
 
 
 # The dispatchers the layers call; the arguments are documented in the numpy set. W_hh is
 # (G, H): its second axis is the hidden size.
 def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False) -> _Run:
-    name = _set_for(XW, XW.shape[1], W_hh.shape[1], XW.dtype)
+    name = _set_for(XW, XW.shape[1], W_hh.shape[1], XW.dtype, 4)
     return _tagged(_sets[name].lstm_forward(XW, W_hh, h0, c0, batch_sizes, reverse), name)
 
 
 def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
-    owner = _owner(cache, dh_n, dh_n.shape[0], W_hh.shape[1], dh_n.dtype)
+    owner = _owner(cache, dh_n, dh_n.shape[0], W_hh.shape[1], dh_n.dtype, 4)
     return owner.lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes, reverse)
 
 
 def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False) -> _Run:
-    name = _set_for(XW, XW.shape[1], W_hh.shape[1], XW.dtype)
+    name = _set_for(XW, XW.shape[1], W_hh.shape[1], XW.dtype, 3)
     return _tagged(_sets[name].gru_forward(XW, W_hh, b_hh, h0, batch_sizes, reverse), name)
 
 
 def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
-    owner = _owner(cache, dh_n, dh_n.shape[0], W_hh.shape[1], dh_n.dtype)
+    owner = _owner(cache, dh_n, dh_n.shape[0], W_hh.shape[1], dh_n.dtype, 3)
     return owner.gru_backward(cache, W_hh, dH, dh_n, batch_sizes, reverse)
 
 
 def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=False) -> _Run:
-    name = _set_for(XW, XW.shape[1], W_hh.shape[1], XW.dtype)
+    name = _set_for(XW, XW.shape[1], W_hh.shape[1], XW.dtype, 1)
     run = _sets[name].rnn_forward(XW, W_hh, h0, nonlinearity, batch_sizes, reverse)
     return _tagged(run, name)
 
 
 def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, reverse=False):
-    owner = _owner(cache, dh_n, dh_n.shape[0], W_hh.shape[1], dh_n.dtype)
+    owner = _owner(cache, dh_n, dh_n.shape[0], W_hh.shape[1], dh_n.dtype, 1)
     return owner.rnn_backward(cache, W_hh, dH, dh_n, nonlinearity, batch_sizes, reverse)
 
 
-__all__ = ["AUTO_COMPILED_MAX", "AUTO_COMPILED_MAX_HIDDEN", "CHOICES", "ENV", "active",
-           "auto_prefers_compiled", "for_shape", "gru_backward", "gru_forward", "lstm_backward",
-           "lstm_forward", "rnn_backward", "rnn_forward", "select", "use_kernels"]
+__all__ = ["CHOICES", "ENV", "PYTHON_LOOP_MIN", "active", "auto_prefers_compiled", "for_shape",
+           "gru_backward", "gru_forward", "loop_in_python", "lstm_backward", "lstm_forward",
+           "rnn_backward", "rnn_forward", "select", "use_kernels"]

@@ -64,6 +64,9 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from rnnlab.nn import kernels as _dispatch
+from rnnlab.nn.kernels.numpy import StepProduct
+
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
 # A step product of at most this many multiply-adds (rows * K * N) runs as a plain compiled loop
@@ -236,174 +239,310 @@ def _forward_step(s, T, reverse):
     return (t, t + 1, t) if reverse else (t, t, t + 1)
 
 
+@_jit
+def _backward_step(s, T, reverse):
+    """The s-th step of a backward pass (the forward's steps, last first): (t, p, q) as
+    :func:`_forward_step` gives them."""
+    t = s if reverse else T - 1 - s
+    return (t, t + 1, t) if reverse else (t, t, t + 1)
+
+
 # ----------------------------------------------------------------------------------------- LSTM
-# The gate loops below work on one batch row at a time through 1-D views (``a = gates[t, b]``,
-# its blocks ``a[:H]``, ...), in several short loops over the hidden units: each loop is
-# contiguous, branch-free and touches few arrays, which is what LLVM's loop vectoriser needs
-# (one loop over all gates of ``gates[t, b, k * H + j]`` did not vectorise: the computed indices
-# and the number of arrays it would have to check for overlap at run time stop it).
+# One step's cell arithmetic is its own compiled function (``_lstm_cells``, ...), called by the
+# whole-sequence loops below (where numba inlines it) and, for large steps, by a Python loop
+# whose step product is NumPy's matmul (:func:`rnnlab.nn.kernels.loop_in_python`).
+#
+# The gate loops work on one batch row at a time through 1-D views (``a = gates[t, b]``, its
+# blocks ``a[:H]``, ...), in several short loops over the hidden units: each loop is contiguous,
+# branch-free and touches few arrays, which is what LLVM's loop vectoriser needs (one loop over
+# all gates of ``gates[t, b, k * H + j]`` did not vectorise: the computed indices and the number
+# of arrays it would have to check for overlap at run time stop it).
+@_jit
+def _lstm_cells(a_t, rec, c_prev, c, tanh_c, h_prev, h, n):
+    """One step: a_t (B, 4H) = x W_ih^T + b becomes i, f, g, o for the first n rows (rec = h_prev
+    W_hh^T); c, tanh(c) and h are written; rows n.. keep their state."""
+    B, G = a_t.shape
+    H = G // 4
+    for b in range(n):
+        a, r = a_t[b], rec[b]
+        for k in range(G):
+            a[k] += r[k]  # a = x W_ih^T + b + h_prev W_hh^T
+        i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+        for j in range(H):
+            i[j] = _sigmoid(i[j])
+        for j in range(H):
+            f[j] = _sigmoid(f[j])
+        for j in range(H):
+            g[j] = _tanh(g[j])
+        for j in range(H):
+            o[j] = _sigmoid(o[j])
+        cp, cb, tc, hb = c_prev[b], c[b], tanh_c[b], h[b]
+        for j in range(H):
+            cb[j] = f[j] * cp[j] + i[j] * g[j]
+        for j in range(H):
+            tc[j] = _tanh(cb[j])
+        for j in range(H):
+            hb[j] = o[j] * tc[j]
+    for b in range(n, B):  # finished (or not yet started) sequences keep their state
+        h[b] = h_prev[b]
+        c[b] = c_prev[b]
+
+
+@_jit
+def _lstm_cells_backward(a_t, c_prev, tanh_c, dH_t, dh, dc, dA_t, n, one):
+    """One step back: dh += dH[t], dc and dA[t] (zero beyond row n) from the step's cache; dc
+    becomes dc_prev = dc f. The caller then sets dh = dA[t] W_hh."""
+    B, G = a_t.shape
+    H = G // 4
+    for b in range(n):
+        a, da = a_t[b], dA_t[b]
+        i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+        da_i, da_f, da_g, da_o = da[:H], da[H:2 * H], da[2 * H:3 * H], da[3 * H:]
+        tc, cp, dH_, dh_, dc_ = tanh_c[b], c_prev[b], dH_t[b], dh[b], dc[b]
+        for j in range(H):
+            dh_[j] += dH_[j]  # dh = dh_next + dH[t]
+            dc_[j] += dh_[j] * o[j] * (one - tc[j] * tc[j])
+            da_o[j] = dh_[j] * tc[j] * o[j] * (one - o[j])
+        for j in range(H):
+            da_i[j] = dc_[j] * g[j] * i[j] * (one - i[j])
+            da_f[j] = dc_[j] * cp[j] * f[j] * (one - f[j])
+            da_g[j] = dc_[j] * i[j] * (one - g[j] * g[j])
+            dc_[j] *= f[j]  # dc_prev = dc f
+    for b in range(n, B):
+        for k in range(G):
+            dA_t[b, k] = 0
+
+
 @_jit
 def _lstm_forward(gates, W_hh, hs, cs, tanh_cs, rec, batch_sizes, reverse, hand_max, one):
-    T, B, G = gates.shape
-    H = G // 4
+    T = gates.shape[0]
     for s in range(T):
         t, p, q = _forward_step(s, T, reverse)
         n = batch_sizes[t]
         _product_t(hs[p, :n], W_hh, rec[:n], hand_max, one - one)  # h_prev W_hh^T
-        for b in range(n):
-            a, r = gates[t, b], rec[b]
-            for k in range(G):
-                a[k] += r[k]  # a = x W_ih^T + b + h_prev W_hh^T
-            i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-            for j in range(H):
-                i[j] = _sigmoid(i[j])
-            for j in range(H):
-                f[j] = _sigmoid(f[j])
-            for j in range(H):
-                g[j] = _tanh(g[j])
-            for j in range(H):
-                o[j] = _sigmoid(o[j])
-            c_prev, c, tanh_c, h = cs[p, b], cs[q, b], tanh_cs[t, b], hs[q, b]
-            for j in range(H):
-                c[j] = f[j] * c_prev[j] + i[j] * g[j]
-            for j in range(H):
-                tanh_c[j] = _tanh(c[j])
-            for j in range(H):
-                h[j] = o[j] * tanh_c[j]
-        for b in range(n, B):  # finished (or not yet started) sequences keep their state
-            hs[q, b] = hs[p, b]
-            cs[q, b] = cs[p, b]
+        _lstm_cells(gates[t], rec, cs[p], cs[q], tanh_cs[t], hs[p], hs[q], n)
 
 
 @_jit
 def _lstm_backward(gates, cs, tanh_cs, W_hh, dH, dh, dc, dA, batch_sizes, reverse, hand_max, one):
-    T, B, G = gates.shape
-    H = G // 4
+    T = gates.shape[0]
     for s in range(T):
-        t = s if reverse else T - 1 - s  # the forward order, last step first
-        p = t + 1 if reverse else t
+        t, p, _ = _backward_step(s, T, reverse)
         n = batch_sizes[t]
-        for b in range(n):
-            a, da = gates[t, b], dA[t, b]
-            i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-            da_i, da_f, da_g, da_o = da[:H], da[H:2 * H], da[2 * H:3 * H], da[3 * H:]
-            tanh_c, c_prev, dH_, dh_, dc_ = tanh_cs[t, b], cs[p, b], dH[t, b], dh[b], dc[b]
-            for j in range(H):
-                dh_[j] += dH_[j]  # dh = dh_next + dH[t]
-                dc_[j] += dh_[j] * o[j] * (one - tanh_c[j] * tanh_c[j])
-                da_o[j] = dh_[j] * tanh_c[j] * o[j] * (one - o[j])
-            for j in range(H):
-                da_i[j] = dc_[j] * g[j] * i[j] * (one - i[j])
-                da_f[j] = dc_[j] * c_prev[j] * f[j] * (one - f[j])
-                da_g[j] = dc_[j] * i[j] * (one - g[j] * g[j])
-                dc_[j] *= f[j]  # dc_prev = dc f
+        _lstm_cells_backward(gates[t], cs[p], tanh_cs[t], dH[t], dh, dc, dA[t], n, one)
         _product(dA[t, :n], W_hh, dh[:n], hand_max)  # dh_prev = da W_hh
-        dA[t, n:] = 0
 
 
 # ------------------------------------------------------------------------------------------ GRU
 @_jit
-def _gru_forward(gates, W_hh, b_hh, hs, gh_ns, rec, batch_sizes, reverse, hand_max, one):
-    T, B, G = gates.shape
+def _gru_cells(a_t, gh, b_hh, gh_n_t, h_prev, h, n):
+    """One step: a_t (B, 3H) = x W_ih^T + b_ih becomes r, z, n for the first n rows (gh = h_prev
+    W_hh^T, b_hh added here); gh_n_t keeps h_prev W_hn^T + b_hn; rows n.. keep their state."""
+    B, G = a_t.shape
     H = G // 3
     b_r, b_z, b_n = b_hh[:H], b_hh[H:2 * H], b_hh[2 * H:]
+    for b in range(n):
+        a, g = a_t[b], gh[b]
+        r, z, cand = a[:H], a[H:2 * H], a[2 * H:]
+        gh_r, gh_z, gh_hn, gh_n = g[:H], g[H:2 * H], g[2 * H:], gh_n_t[b]
+        hp, hb = h_prev[b], h[b]
+        for j in range(H):
+            r[j] = _sigmoid(r[j] + (gh_r[j] + b_r[j]))
+        for j in range(H):
+            z[j] = _sigmoid(z[j] + (gh_z[j] + b_z[j]))
+        for j in range(H):
+            gh_n[j] = gh_hn[j] + b_n[j]
+        for j in range(H):
+            cand[j] = _tanh(cand[j] + r[j] * gh_n[j])
+        for j in range(H):
+            hb[j] = cand[j] + z[j] * (hp[j] - cand[j])
+    for b in range(n, B):
+        h[b] = h_prev[b]
+
+
+@_jit
+def _gru_cells_backward(a_t, h_prev, gh_n_t, dH_t, dh, dAx_t, dAh_t, n, one):
+    """One step back: dh += dH[t]; dA_x[t], dA_h[t] (zero beyond row n); dh becomes its dh z
+    part. The caller then adds dA_h[t] W_hh to dh."""
+    B, G = a_t.shape
+    H = G // 3
+    for b in range(n):
+        a, dx, dg = a_t[b], dAx_t[b], dAh_t[b]
+        r, z, cand = a[:H], a[H:2 * H], a[2 * H:]
+        da_r, da_z, da_n = dx[:H], dx[H:2 * H], dx[2 * H:]
+        hp, gh_n, dH_, dh_ = h_prev[b], gh_n_t[b], dH_t[b], dh[b]
+        for j in range(H):
+            dh_[j] += dH_[j]  # dh = dh_next + dH[t]
+            da_n[j] = dh_[j] * (one - z[j]) * (one - cand[j] * cand[j])
+            da_z[j] = dh_[j] * (hp[j] - cand[j]) * z[j] * (one - z[j])
+            da_r[j] = da_n[j] * gh_n[j] * r[j] * (one - r[j])
+            dh_[j] *= z[j]  # the dh z part of dh_prev
+        for k in range(2 * H):
+            dg[k] = dx[k]  # da_r, da_z: the same for the h W_hh^T + b_hh side
+        dg_n = dg[2 * H:]
+        for j in range(H):
+            dg_n[j] = da_n[j] * r[j]  # d(gh_n)
+    for b in range(n, B):
+        for k in range(G):
+            dAx_t[b, k] = 0
+            dAh_t[b, k] = 0
+
+
+@_jit
+def _add_rows(dh, back, n):
+    for b in range(n):
+        dh_, bk = dh[b], back[b]
+        for j in range(dh_.shape[0]):
+            dh_[j] += bk[j]
+
+
+@_jit
+def _gru_forward(gates, W_hh, b_hh, hs, gh_ns, rec, batch_sizes, reverse, hand_max, one):
+    T = gates.shape[0]
     for s in range(T):
         t, p, q = _forward_step(s, T, reverse)
         n = batch_sizes[t]
         _product_t(hs[p, :n], W_hh, rec[:n], hand_max, one - one)  # h_prev W_hh^T
-        for b in range(n):
-            a, gh = gates[t, b], rec[b]
-            r, z, cand = a[:H], a[H:2 * H], a[2 * H:]
-            gh_r, gh_z, gh_hn, gh_n = gh[:H], gh[H:2 * H], gh[2 * H:], gh_ns[t, b]
-            h_prev, h = hs[p, b], hs[q, b]
-            for j in range(H):
-                r[j] = _sigmoid(r[j] + (gh_r[j] + b_r[j]))
-            for j in range(H):
-                z[j] = _sigmoid(z[j] + (gh_z[j] + b_z[j]))
-            for j in range(H):
-                gh_n[j] = gh_hn[j] + b_n[j]
-            for j in range(H):
-                cand[j] = _tanh(cand[j] + r[j] * gh_n[j])
-            for j in range(H):
-                h[j] = cand[j] + z[j] * (h_prev[j] - cand[j])
-        for b in range(n, B):
-            hs[q, b] = hs[p, b]
+        _gru_cells(gates[t], rec, b_hh, gh_ns[t], hs[p], hs[q], n)
 
 
 @_jit
 def _gru_backward(gates, hs, gh_ns, W_hh, dH, dh, dAx, dAh, rec, batch_sizes, reverse, hand_max,
                   one):
-    T, B, G = gates.shape
-    H = G // 3
+    T = gates.shape[0]
     for s in range(T):
-        t = s if reverse else T - 1 - s  # the forward order, last step first
-        p = t + 1 if reverse else t
+        t, p, _ = _backward_step(s, T, reverse)
         n = batch_sizes[t]
-        for b in range(n):
-            a, dx, dg = gates[t, b], dAx[t, b], dAh[t, b]
-            r, z, cand = a[:H], a[H:2 * H], a[2 * H:]
-            da_r, da_z, da_n = dx[:H], dx[H:2 * H], dx[2 * H:]
-            h_prev, gh_n, dH_, dh_ = hs[p, b], gh_ns[t, b], dH[t, b], dh[b]
-            for j in range(H):
-                dh_[j] += dH_[j]  # dh = dh_next + dH[t]
-                da_n[j] = dh_[j] * (one - z[j]) * (one - cand[j] * cand[j])
-                da_z[j] = dh_[j] * (h_prev[j] - cand[j]) * z[j] * (one - z[j])
-                da_r[j] = da_n[j] * gh_n[j] * r[j] * (one - r[j])
-                dh_[j] *= z[j]  # the dh z part of dh_prev
-            for k in range(2 * H):
-                dg[k] = dx[k]  # da_r, da_z: the same for the h W_hh^T + b_hh side
-            dg_n = dg[2 * H:]
-            for j in range(H):
-                dg_n[j] = da_n[j] * r[j]  # d(gh_n)
+        _gru_cells_backward(gates[t], hs[p], gh_ns[t], dH[t], dh, dAx[t], dAh[t], n, one)
         _product(dAh[t, :n], W_hh, rec[:n], hand_max)
-        for b in range(n):
-            dh_, back = dh[b], rec[b]
-            for j in range(H):
-                dh_[j] += back[j]  # dh_prev = dh z + dA_h W_hh
-        dAx[t, n:] = 0
-        dAh[t, n:] = 0
+        _add_rows(dh, rec, n)  # dh_prev = dh z + dA_h W_hh
 
 
 # ------------------------------------------------------------------------------------------ RNN
 @_jit
-def _rnn_forward(XW, W_hh, hs, batch_sizes, reverse, relu, hand_max, one):
-    T, B, H = XW.shape
+def _rnn_cells(xw_t, h_prev, h, n, relu, one):
+    """One step: h (holding h_prev W_hh^T in its first n rows) becomes act(xw + that); rows
+    n.. keep their state."""
+    B, H = xw_t.shape
     zero = one - one
+    for b in range(n):
+        hb, xw = h[b], xw_t[b]
+        if relu:
+            for j in range(H):
+                a = hb[j] + xw[j]
+                hb[j] = zero if a < zero else a  # NaN stays NaN, as np.maximum
+        else:
+            for j in range(H):
+                hb[j] = _tanh(hb[j] + xw[j])
+    for b in range(n, B):
+        h[b] = h_prev[b]
+
+
+@_jit
+def _rnn_cells_backward(h, dH_t, dh, dA_t, n, relu, one):
+    """One step back: dA[t] = (dh + dH[t]) act' (zero beyond row n). The caller then sets
+    dh = dA[t] W_hh."""
+    B, H = dA_t.shape
+    zero = one - one
+    for b in range(n):
+        hb, da, dh_, dH_ = h[b], dA_t[b], dh[b], dH_t[b]
+        if relu:
+            for j in range(H):
+                da[j] = (dh_[j] + dH_[j]) * (one if hb[j] > zero else zero)
+        else:
+            for j in range(H):
+                da[j] = (dh_[j] + dH_[j]) * (one - hb[j] * hb[j])  # da = dh act'
+    for b in range(n, B):
+        for j in range(H):
+            dA_t[b, j] = 0
+
+
+@_jit
+def _rnn_forward(XW, W_hh, hs, batch_sizes, reverse, relu, hand_max, one):
+    T = XW.shape[0]
     for s in range(T):
         t, p, q = _forward_step(s, T, reverse)
         n = batch_sizes[t]
-        _product_t(hs[p, :n], W_hh, hs[q, :n], hand_max, zero)  # h_prev W_hh^T, in h's place
-        for b in range(n):
-            h, xw = hs[q, b], XW[t, b]
-            if relu:
-                for j in range(H):
-                    a = h[j] + xw[j]
-                    h[j] = zero if a < zero else a  # NaN stays NaN, as np.maximum
-            else:
-                for j in range(H):
-                    h[j] = _tanh(h[j] + xw[j])
-        for b in range(n, B):
-            hs[q, b] = hs[p, b]
+        _product_t(hs[p, :n], W_hh, hs[q, :n], hand_max, one - one)  # h_prev W_hh^T in h's place
+        _rnn_cells(XW[t], hs[p], hs[q], n, relu, one)
 
 
 @_jit
 def _rnn_backward(hs, W_hh, dH, dh, dA, batch_sizes, reverse, relu, hand_max, one):
-    T, B, H = dA.shape
-    zero = one - one
+    T = dA.shape[0]
     for s in range(T):
-        t = s if reverse else T - 1 - s
-        q = t if reverse else t + 1
+        t, _, q = _backward_step(s, T, reverse)  # q: the row of h written at step t
         n = batch_sizes[t]
-        for b in range(n):
-            h, da, dh_, dH_ = hs[q, b], dA[t, b], dh[b], dH[t, b]
-            if relu:
-                for j in range(H):
-                    da[j] = (dh_[j] + dH_[j]) * (one if h[j] > zero else zero)
-            else:
-                for j in range(H):
-                    da[j] = (dh_[j] + dH_[j]) * (one - h[j] * h[j])  # da = dh act'
+        _rnn_cells_backward(hs[q], dH[t], dh, dA[t], n, relu, one)
         _product(dA[t, :n], W_hh, dh[:n], hand_max)  # dh_prev = da W_hh
-        dA[t, n:] = 0
+
+
+# --------------------------------------------------------------- the time loop in Python
+# For steps of many multiply-adds the loop runs in Python instead: per step one NumPy matmul
+# (NumPy's BLAS and its thread pool, the rows padded as the NumPy set pads them) and one call of
+# the compiled cell function. A few microseconds of Python per step are nothing beside such a
+# product, and the product then uses every core: numba's np.dot calls SciPy's OpenBLAS, a second
+# thread pool beside NumPy's, which ran single-threaded beside it or stalled against it
+# (benchmarks/RESULTS.md section 11).
+#
+# Which loop runs: :func:`rnnlab.nn.kernels.loop_in_python` (the limit is measured there).
+
+
+def _steps(T, reverse):
+    """(t, p, q) per forward step, as :func:`_forward_step`."""
+    for s in range(T):
+        yield (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
+
+
+def _lstm_forward_py(gates, W_hh, hs, cs, tanh_cs, sizes, reverse):
+    B = gates.shape[1]
+    recurrent = StepProduct(W_hh.T, B)
+    rec = np.empty_like(gates[0])
+    for t, p, q in _steps(gates.shape[0], reverse):
+        n = int(sizes[t])
+        recurrent(hs[p, :n], out=rec[:n])  # h_prev W_hh^T
+        _lstm_cells(gates[t], rec, cs[p], cs[q], tanh_cs[t], hs[p], hs[q], n)
+
+
+def _lstm_backward_py(gates, cs, tanh_cs, W_hh, dH, dh, dc, dA, sizes, reverse, one):
+    back = StepProduct(W_hh, gates.shape[1])
+    for t, p, _ in reversed(list(_steps(gates.shape[0], reverse))):
+        n = int(sizes[t])
+        _lstm_cells_backward(gates[t], cs[p], tanh_cs[t], dH[t], dh, dc, dA[t], n, one)
+        back(dA[t, :n], out=dh[:n])  # dh_prev = da W_hh
+
+
+def _gru_forward_py(gates, W_hh, b_hh, hs, gh_ns, sizes, reverse):
+    recurrent = StepProduct(W_hh.T, gates.shape[1])
+    rec = np.empty_like(gates[0])
+    for t, p, q in _steps(gates.shape[0], reverse):
+        n = int(sizes[t])
+        recurrent(hs[p, :n], out=rec[:n])
+        _gru_cells(gates[t], rec, b_hh, gh_ns[t], hs[p], hs[q], n)
+
+
+def _gru_backward_py(gates, hs, gh_ns, W_hh, dH, dh, dAx, dAh, sizes, reverse, one):
+    back = StepProduct(W_hh, gates.shape[1])
+    for t, p, _ in reversed(list(_steps(gates.shape[0], reverse))):
+        n = int(sizes[t])
+        _gru_cells_backward(gates[t], hs[p], gh_ns[t], dH[t], dh, dAx[t], dAh[t], n, one)
+        dh[:n] += back(dAh[t, :n])  # dh_prev = dh z + dA_h W_hh
+
+
+def _rnn_forward_py(XW, W_hh, hs, sizes, reverse, relu, one):
+    recurrent = StepProduct(W_hh.T, XW.shape[1])
+    for t, p, q in _steps(XW.shape[0], reverse):
+        n = int(sizes[t])
+        recurrent(hs[p, :n], out=hs[q, :n])  # h_prev W_hh^T in h's place
+        _rnn_cells(XW[t], hs[p], hs[q], n, relu, one)
+
+
+def _rnn_backward_py(hs, W_hh, dH, dh, dA, sizes, reverse, relu, one):
+    back = StepProduct(W_hh, dA.shape[1])
+    for t, _, q in reversed(list(_steps(dA.shape[0], reverse))):
+        n = int(sizes[t])
+        _rnn_cells_backward(hs[q], dH[t], dh, dA[t], n, relu, one)
+        back(dA[t, :n], out=dh[:n])  # dh_prev = da W_hh
 
 
 # ------------------------------------------------------------------------- the NumPy-set interface
@@ -434,8 +573,12 @@ def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False):
     dt = XW.dtype
     hs, cs = _states(T, h0, reverse), _states(T, c0, reverse)
     tanh_cs = np.empty((T, B, G // 4), dt)
-    _lstm_forward(XW, _c(W_hh, dt), hs, cs, tanh_cs, np.empty((B, G), dt),
-                  _sizes(batch_sizes, T, B), bool(reverse), HAND_LOOP_MAX, dt.type(1))
+    W, sizes = _c(W_hh, dt), _sizes(batch_sizes, T, B)
+    if _dispatch.loop_in_python(B, G // 4, 4):
+        _lstm_forward_py(XW, W, hs, cs, tanh_cs, sizes, bool(reverse))
+    else:
+        _lstm_forward(XW, W, hs, cs, tanh_cs, np.empty((B, G), dt), sizes, bool(reverse),
+                      HAND_LOOP_MAX, dt.type(1))
     return hs, cs, XW, tanh_cs
 
 
@@ -446,8 +589,12 @@ def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
     dt = gates.dtype
     dh, dc = _c(dh_n, dt).copy(), _c(dc_n, dt).copy()
     dA = np.empty_like(gates)
-    _lstm_backward(gates, cs, tanh_cs, _c(W_hh, dt), _grad(dH, T, B, G // 4, dt), dh, dc, dA,
-                   _sizes(batch_sizes, T, B), bool(reverse), HAND_LOOP_MAX, dt.type(1))
+    args = (gates, cs, tanh_cs, _c(W_hh, dt), _grad(dH, T, B, G // 4, dt), dh, dc, dA,
+            _sizes(batch_sizes, T, B), bool(reverse))
+    if _dispatch.loop_in_python(B, G // 4, 4):
+        _lstm_backward_py(*args, dt.type(1))
+    else:
+        _lstm_backward(*args, HAND_LOOP_MAX, dt.type(1))
     return dA, (dh, dc)
 
 
@@ -458,8 +605,12 @@ def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False):
     hs = _states(T, h0, reverse)
     gh_ns = np.empty((T, B, G // 3), dt)
     b = np.zeros(G, dt) if b_hh is None else _c(b_hh, dt)
-    _gru_forward(XW, _c(W_hh, dt), b, hs, gh_ns, np.empty((B, G), dt),
-                 _sizes(batch_sizes, T, B), bool(reverse), HAND_LOOP_MAX, dt.type(1))
+    W, sizes = _c(W_hh, dt), _sizes(batch_sizes, T, B)
+    if _dispatch.loop_in_python(B, G // 3, 3):
+        _gru_forward_py(XW, W, b, hs, gh_ns, sizes, bool(reverse))
+    else:
+        _gru_forward(XW, W, b, hs, gh_ns, np.empty((B, G), dt), sizes, bool(reverse),
+                     HAND_LOOP_MAX, dt.type(1))
     return hs, XW, gh_ns
 
 
@@ -470,19 +621,26 @@ def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
     H, dt = G // 3, gates.dtype
     dh = _c(dh_n, dt).copy()
     dAx, dAh = np.empty_like(gates), np.empty_like(gates)
-    _gru_backward(gates, hs, gh_ns, _c(W_hh, dt), _grad(dH, T, B, H, dt), dh, dAx, dAh,
-                  np.empty((B, H), dt), _sizes(batch_sizes, T, B), bool(reverse), HAND_LOOP_MAX,
-                  dt.type(1))
+    W, dH, sizes = _c(W_hh, dt), _grad(dH, T, B, H, dt), _sizes(batch_sizes, T, B)
+    if _dispatch.loop_in_python(B, H, 3):
+        _gru_backward_py(gates, hs, gh_ns, W, dH, dh, dAx, dAh, sizes, bool(reverse), dt.type(1))
+    else:
+        _gru_backward(gates, hs, gh_ns, W, dH, dh, dAx, dAh, np.empty((B, H), dt), sizes,
+                      bool(reverse), HAND_LOOP_MAX, dt.type(1))
     return dAx, dAh, dh
 
 
 def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=False):
     """As :func:`rnnlab.nn.kernels.numpy.rnn_forward`: (hs,)."""
-    T, B, _ = XW.shape
+    T, B, H = XW.shape
     dt = XW.dtype
     hs = _states(T, h0, reverse)
-    _rnn_forward(XW, _c(W_hh, dt), hs, _sizes(batch_sizes, T, B), bool(reverse),
-                 nonlinearity == "relu", HAND_LOOP_MAX, dt.type(1))
+    args = (XW, _c(W_hh, dt), hs, _sizes(batch_sizes, T, B), bool(reverse),
+            nonlinearity == "relu")
+    if _dispatch.loop_in_python(B, H, 1):
+        _rnn_forward_py(*args, dt.type(1))
+    else:
+        _rnn_forward(*args, HAND_LOOP_MAX, dt.type(1))
     return (hs,)
 
 
@@ -493,6 +651,10 @@ def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, r
     dt = hs.dtype
     dh = _c(dh_n, dt).copy()
     dA = np.empty((T, B, H), dt)
-    _rnn_backward(hs, _c(W_hh, dt), _grad(dH, T, B, H, dt), dh, dA, _sizes(batch_sizes, T, B),
-                  bool(reverse), nonlinearity == "relu", HAND_LOOP_MAX, dt.type(1))
+    args = (hs, _c(W_hh, dt), _grad(dH, T, B, H, dt), dh, dA, _sizes(batch_sizes, T, B),
+            bool(reverse), nonlinearity == "relu")
+    if _dispatch.loop_in_python(B, H, 1):
+        _rnn_backward_py(*args, dt.type(1))
+    else:
+        _rnn_backward(*args, HAND_LOOP_MAX, dt.type(1))
     return dA, dh
