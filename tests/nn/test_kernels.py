@@ -67,8 +67,9 @@ def _run(ks, kind, a, batch_sizes, reverse):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_compiled_equals_numpy_kernels(dtype, kind, reverse, lengths, product, monkeypatch):
     """The three step-product paths (a compiled loop, numba's BLAS call, the time loop in Python
-    with NumPy's matmul) against the NumPy set: float64 to 1e-12, float32 to float32's rounding. Forward: every part of the cache at the live rows (padded rows
-    are never read); backward: the pre-activation gradients and the initial-state gradients."""
+    with NumPy's matmul) against the NumPy set: float64 to 1e-12, float32 to float32's rounding.
+    Forward: every part of the cache at the live rows (padded rows are never read); backward: the
+    pre-activation gradients and the initial-state gradients."""
     compiled = _compiled()
     monkeypatch.setattr(compiled, "HAND_LOOP_MAX", 1 << 40 if product == "hand" else 0)
     monkeypatch.setattr(kernels, "PYTHON_LOOP_MIN", 0 if product == "python" else 1 << 62)

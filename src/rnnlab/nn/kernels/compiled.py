@@ -4,7 +4,10 @@ Same arguments, same caches, same layout (time-major, ``reverse``, variable leng
 ``batch_sizes[t]`` rows) as the NumPy set, whose docstring describes them; the equations are those
 of :mod:`rnnlab.nn.cells`. What changes is the cost per time step: the NumPy set makes 10-20
 NumPy calls per step (about 1-2 us each, most of the time at batch 1), this set makes none. The
-whole sequence runs in one compiled call, and per step there is
+whole sequence runs in one compiled call (for steps of at least
+:data:`rnnlab.nn.kernels.PYTHON_LOOP_MIN` multiply-adds, a Python loop instead: one NumPy matmul
+and one compiled cell call per step, so that only NumPy's BLAS pool runs; see "the time loop in
+Python" below), and per step there is
 
 * one recurrent product, ``h W_hh^T`` forward (:func:`_product_t`) and ``da W_hh`` backward
   (:func:`_product`): ``np.dot`` inside numba, a BLAS GEMM, or for tiny products
