@@ -95,6 +95,47 @@ def test_compiled_equals_numpy_kernels(dtype, kind, reverse, lengths, product, m
         assert np.all(grads_c[0][~live] == 0)  # padded positions get no gradient
 
 
+@pytest.mark.parametrize("lengths", [False, True])
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_single_step_runs_the_python_loop_on_the_weights_view(dtype, kind, lengths, monkeypatch):
+    """One time step (generation, beam search) takes the compiled set's Python loop whatever its
+    size, never the whole-loop function (whose compile it saves), and reads W_hh^T as a view
+    (no per-call copy, in either set); forward and backward equal the NumPy set's."""
+    compiled = _compiled()
+    monkeypatch.setattr(kernels, "PYTHON_LOOP_MIN", 1 << 62)  # every T > 1 shape: whole loop
+    assert kernels.loop_in_python(5, 6, 4, 1) and not kernels.loop_in_python(5, 6, 4, 2)
+
+    def whole_loop(*args):
+        raise AssertionError("the whole-loop function ran for one step")
+
+    for name in ("_lstm_forward", "_lstm_backward", "_gru_forward", "_gru_backward",
+                 "_rnn_forward", "_rnn_backward"):
+        monkeypatch.setattr(compiled, name, whole_loop)
+    copies = []  # the arrays np.ascontiguousarray had to copy
+    real = np.ascontiguousarray
+
+    def ascontiguousarray(x, *args, **kwargs):
+        out = real(x, *args, **kwargs)
+        if not np.shares_memory(out, x):
+            copies.append(out.shape)
+        return out
+
+    monkeypatch.setattr(kernels.numpy.np, "ascontiguousarray", ascontiguousarray)
+    a = _random_inputs(kind, dtype, np.random.default_rng(5), T=1)
+    batch_sizes = np.array([3]) if lengths else None
+    cache_n, grads_n = _run(kernels.numpy, kind, a, batch_sizes, False)
+    cache_c, grads_c = _run(compiled, kind, a, batch_sizes, False)
+    assert a["W_hh"].T.shape not in copies  # StepProduct kept W_hh.T as a view
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=2e-6)
+    live = slice(None, 3 if lengths else None)
+    for got, want in zip(cache_c, cache_n, strict=True):
+        rows = slice(None) if got.shape[0] == 2 else (slice(None), live)  # states: every row
+        np.testing.assert_allclose(got[rows], want[rows], **tol)
+    for got, want in zip(grads_c, grads_n, strict=True):
+        np.testing.assert_allclose(got, want, **tol)
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_compiled_kernels_propagate_nan(kind):
     """No nnan/ninf in FASTMATH: a NaN in the input reaches the states and the gradients (the

@@ -499,7 +499,7 @@ def _steps(T, reverse):
 
 def _lstm_forward_py(gates, W_hh, hs, cs, tanh_cs, sizes, reverse):
     B = gates.shape[1]
-    recurrent = StepProduct(W_hh.T, B)
+    recurrent = StepProduct(W_hh.T, B, gates.shape[0])
     rec = np.empty_like(gates[0])
     for t, p, q in _steps(gates.shape[0], reverse):
         n = int(sizes[t])
@@ -508,7 +508,7 @@ def _lstm_forward_py(gates, W_hh, hs, cs, tanh_cs, sizes, reverse):
 
 
 def _lstm_backward_py(gates, cs, tanh_cs, W_hh, dH, dh, dc, dA, sizes, reverse, one):
-    back = StepProduct(W_hh, gates.shape[1])
+    back = StepProduct(W_hh, gates.shape[1], gates.shape[0])
     for t, p, _ in reversed(list(_steps(gates.shape[0], reverse))):
         n = int(sizes[t])
         _lstm_cells_backward(gates[t], cs[p], tanh_cs[t], dH[t], dh, dc, dA[t], n, one)
@@ -516,7 +516,7 @@ def _lstm_backward_py(gates, cs, tanh_cs, W_hh, dH, dh, dc, dA, sizes, reverse, 
 
 
 def _gru_forward_py(gates, W_hh, b_hh, hs, gh_ns, sizes, reverse):
-    recurrent = StepProduct(W_hh.T, gates.shape[1])
+    recurrent = StepProduct(W_hh.T, gates.shape[1], gates.shape[0])
     rec = np.empty_like(gates[0])
     for t, p, q in _steps(gates.shape[0], reverse):
         n = int(sizes[t])
@@ -525,7 +525,7 @@ def _gru_forward_py(gates, W_hh, b_hh, hs, gh_ns, sizes, reverse):
 
 
 def _gru_backward_py(gates, hs, gh_ns, W_hh, dH, dh, dAx, dAh, sizes, reverse, one):
-    back = StepProduct(W_hh, gates.shape[1])
+    back = StepProduct(W_hh, gates.shape[1], gates.shape[0])
     for t, p, _ in reversed(list(_steps(gates.shape[0], reverse))):
         n = int(sizes[t])
         _gru_cells_backward(gates[t], hs[p], gh_ns[t], dH[t], dh, dAx[t], dAh[t], n, one)
@@ -533,7 +533,7 @@ def _gru_backward_py(gates, hs, gh_ns, W_hh, dH, dh, dAx, dAh, sizes, reverse, o
 
 
 def _rnn_forward_py(XW, W_hh, hs, sizes, reverse, relu, one):
-    recurrent = StepProduct(W_hh.T, XW.shape[1])
+    recurrent = StepProduct(W_hh.T, XW.shape[1], XW.shape[0])
     for t, p, q in _steps(XW.shape[0], reverse):
         n = int(sizes[t])
         recurrent(hs[p, :n], out=hs[q, :n])  # h_prev W_hh^T in h's place
@@ -541,7 +541,7 @@ def _rnn_forward_py(XW, W_hh, hs, sizes, reverse, relu, one):
 
 
 def _rnn_backward_py(hs, W_hh, dH, dh, dA, sizes, reverse, relu, one):
-    back = StepProduct(W_hh, dA.shape[1])
+    back = StepProduct(W_hh, dA.shape[1], dA.shape[0])
     for t, _, q in reversed(list(_steps(dA.shape[0], reverse))):
         n = int(sizes[t])
         _rnn_cells_backward(hs[q], dH[t], dh, dA[t], n, relu, one)
@@ -577,7 +577,7 @@ def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False):
     hs, cs = _states(T, h0, reverse), _states(T, c0, reverse)
     tanh_cs = np.empty((T, B, G // 4), dt)
     W, sizes = _c(W_hh, dt), _sizes(batch_sizes, T, B)
-    if _dispatch.loop_in_python(B, G // 4, 4):
+    if _dispatch.loop_in_python(B, G // 4, 4, T):
         _lstm_forward_py(XW, W, hs, cs, tanh_cs, sizes, bool(reverse))
     else:
         _lstm_forward(XW, W, hs, cs, tanh_cs, np.empty((B, G), dt), sizes, bool(reverse),
@@ -594,7 +594,7 @@ def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
     dA = np.empty_like(gates)
     args = (gates, cs, tanh_cs, _c(W_hh, dt), _grad(dH, T, B, G // 4, dt), dh, dc, dA,
             _sizes(batch_sizes, T, B), bool(reverse))
-    if _dispatch.loop_in_python(B, G // 4, 4):
+    if _dispatch.loop_in_python(B, G // 4, 4, T):
         _lstm_backward_py(*args, dt.type(1))
     else:
         _lstm_backward(*args, HAND_LOOP_MAX, dt.type(1))
@@ -609,7 +609,7 @@ def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False):
     gh_ns = np.empty((T, B, G // 3), dt)
     b = np.zeros(G, dt) if b_hh is None else _c(b_hh, dt)
     W, sizes = _c(W_hh, dt), _sizes(batch_sizes, T, B)
-    if _dispatch.loop_in_python(B, G // 3, 3):
+    if _dispatch.loop_in_python(B, G // 3, 3, T):
         _gru_forward_py(XW, W, b, hs, gh_ns, sizes, bool(reverse))
     else:
         _gru_forward(XW, W, b, hs, gh_ns, np.empty((B, G), dt), sizes, bool(reverse),
@@ -625,7 +625,7 @@ def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
     dh = _c(dh_n, dt).copy()
     dAx, dAh = np.empty_like(gates), np.empty_like(gates)
     W, dH, sizes = _c(W_hh, dt), _grad(dH, T, B, H, dt), _sizes(batch_sizes, T, B)
-    if _dispatch.loop_in_python(B, H, 3):
+    if _dispatch.loop_in_python(B, H, 3, T):
         _gru_backward_py(gates, hs, gh_ns, W, dH, dh, dAx, dAh, sizes, bool(reverse), dt.type(1))
     else:
         _gru_backward(gates, hs, gh_ns, W, dH, dh, dAx, dAh, np.empty((B, H), dt), sizes,
@@ -640,7 +640,7 @@ def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=Fal
     hs = _states(T, h0, reverse)
     args = (XW, _c(W_hh, dt), hs, _sizes(batch_sizes, T, B), bool(reverse),
             nonlinearity == "relu")
-    if _dispatch.loop_in_python(B, H, 1):
+    if _dispatch.loop_in_python(B, H, 1, T):
         _rnn_forward_py(*args, dt.type(1))
     else:
         _rnn_forward(*args, HAND_LOOP_MAX, dt.type(1))
@@ -656,7 +656,7 @@ def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, r
     dA = np.empty((T, B, H), dt)
     args = (hs, _c(W_hh, dt), _grad(dH, T, B, H, dt), dh, dA, _sizes(batch_sizes, T, B),
             bool(reverse), nonlinearity == "relu")
-    if _dispatch.loop_in_python(B, H, 1):
+    if _dispatch.loop_in_python(B, H, 1, T):
         _rnn_backward_py(*args, dt.type(1))
     else:
         _rnn_backward(*args, HAND_LOOP_MAX, dt.type(1))

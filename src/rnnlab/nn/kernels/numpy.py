@@ -91,10 +91,13 @@ class StepProduct:
     ``M`` is copied once to C order: OpenBLAS's GEMM with a transposed right operand (``W_hh.T``
     as a view) took 1.4x as long per step (20 x 200 @ 200 x 800 float32, two threads: 72.9 us
     against 53.8 us on a C-ordered copy; 64 x 256: 208 against 165 us; benchmarks/RESULTS.md
-    section 11), and the copy costs one pass over W_hh per sequence."""
+    section 11), and the copy costs one pass over W_hh per sequence. A one-step sequence
+    (``steps`` = 1: generation and beam search, one token per call) keeps the view: there the
+    copy would cost more than the one product it serves (1 x 256 @ 256 x 1024: a 1 MB copy, about
+    0.45 ms, for a product of a few us)."""
 
-    def __init__(self, M: np.ndarray, B: int) -> None:
-        self.M = np.ascontiguousarray(M)
+    def __init__(self, M: np.ndarray, B: int, steps: int = 2) -> None:
+        self.M = M if steps == 1 else np.ascontiguousarray(M)
         rows = _gemm_rows(B, M.dtype)
         self.x = np.zeros((rows, M.shape[0]), M.dtype)
         self.y = np.empty((rows, M.shape[1]), M.dtype)
@@ -143,7 +146,7 @@ def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False):
     hs, cs = _new_states(T, h0, reverse), _new_states(T, c0, reverse)
     gates = XW
     tanh_cs = np.empty((T, B, H), XW.dtype)
-    recurrent = StepProduct(W_hh.T, B)
+    recurrent = StepProduct(W_hh.T, B, T)
     ig = np.empty((B, H), XW.dtype)
     activate = _activate_gates_one_exp if XW.dtype == np.float32 else _activate_gates
     scale = np.repeat(np.array([-1.0, -1.0, -2.0, -1.0], XW.dtype), H)
@@ -211,7 +214,7 @@ def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
     c_prev = cs[1:] if reverse else cs[:T]
     dh, dc = dh_n.copy(), dc_n.copy()
     tmp = np.empty((B, H), gates.dtype)
-    recurrent = StepProduct(W_hh, B)
+    recurrent = StepProduct(W_hh, B, T)
     with np.errstate(all="ignore"):  # padded rows hold stale values; they are zeroed below
         for lo, hi, steps in _backward_chunks(T, reverse, B * G * gates.itemsize):
             _lstm_factors(gates4[lo:hi], c_prev[lo:hi], tanh_cs[lo:hi], dA4[lo:hi], M[lo:hi])
@@ -242,7 +245,7 @@ def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False):
     hs = _new_states(T, h0, reverse)
     gates = XW
     gh_ns = np.empty((T, B, H), XW.dtype)
-    recurrent = StepProduct(W_hh.T, B)
+    recurrent = StepProduct(W_hh.T, B, T)
     with np.errstate(over="ignore"):
         for t, p, q in _order(T, reverse):
             n = _live(batch_sizes, t, B)
@@ -299,7 +302,7 @@ def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
     x4, h4 = dAx.reshape(T, B, 3, H), dAh.reshape(T, B, 3, H)
     h_prev = hs[1:] if reverse else hs[:T]
     dh = dh_n.copy()
-    recurrent = StepProduct(W_hh, B)
+    recurrent = StepProduct(W_hh, B, T)
     with np.errstate(all="ignore"):  # padded rows hold stale values; they are zeroed below
         for lo, hi, steps in _backward_chunks(T, reverse, B * G * gates.itemsize):
             _gru_factors(gates4[lo:hi], h_prev[lo:hi], gh_ns[lo:hi], x4[lo:hi],
@@ -328,7 +331,7 @@ def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=Fal
     T, B, H = XW.shape
     hs = _new_states(T, h0, reverse)
     act = tanh if nonlinearity == "tanh" else relu
-    recurrent = StepProduct(W_hh.T, B)
+    recurrent = StepProduct(W_hh.T, B, T)
     with np.errstate(over="ignore"):
         for t, p, q in _order(T, reverse):
             n = _live(batch_sizes, t, B)
@@ -351,7 +354,7 @@ def rnn_backward(cache, W_hh, dH, dh_n, nonlinearity="tanh", batch_sizes=None, r
     h_all = hs[:T] if reverse else hs[1:]
     dA = np.empty((T, B, H), hs.dtype)
     dh = dh_n.copy()
-    recurrent = StepProduct(W_hh, B)
+    recurrent = StepProduct(W_hh, B, T)
     for lo, hi, steps in _backward_chunks(T, reverse, B * H * hs.itemsize):
         F = dA[lo:hi]
         if nonlinearity == "tanh":
