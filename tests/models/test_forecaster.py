@@ -78,6 +78,8 @@ def _torch_outputs(torch, modules, config: ForecasterConfig, x, y, mask):
         mu, log_sigma = s[..., 0], s[..., 1]
         terms = (0.5 * math.log(2 * math.pi) + log_sigma
                  + 0.5 * ((yt - mu) / torch.exp(log_sigma)) ** 2)
+        if config.beta:  # beta-NLL: each term times sigma^(2 beta), held constant
+            terms = terms * torch.exp(log_sigma).detach() ** (2 * config.beta)
     else:
         q = torch.tensor(config.quantiles, dtype=s.dtype)
         u = yt[..., None] - s
@@ -88,6 +90,8 @@ def _torch_outputs(torch, modules, config: ForecasterConfig, x, y, mask):
 PARITY = [dict(cell=cell, layers=layers, ar=ar, output=output)
           for cell in ("lstm", "gru") for layers in (1, 2) for ar in (0, 4)
           for output in ("gaussian", "quantile")]
+PARITY += [dict(cell="lstm", layers=2, ar=4, output="gaussian", beta=1.0),  # the beta-NLL
+           dict(cell="gru", layers=1, ar=0, output="gaussian", beta=0.5)]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -290,6 +294,9 @@ def test_ar_highway_shifts_the_level_and_leaves_the_scale(output):
     ({"ar": -1}, r"ar: expected an integer >= 0, got -1"),
     ({"horizon": 0}, r"horizon: expected a positive integer, got 0"),
     ({"dropout": 1.0}, r"dropout: expected a probability in \[0, 1\), got 1\.0"),
+    ({"beta": 1.5}, r"beta: expected .*1.*got 1\.5"),
+    ({"output": "quantile", "beta": 0.5},
+     r"beta: weights the gaussian NLL; expected 0 with output 'quantile', got 0\.5"),
 ])
 def test_bad_configs_are_one_line_errors(kw, message):
     with pytest.raises(ValueError, match=message):

@@ -80,10 +80,12 @@ def torch_backward(torch, loss, scale):
         (loss * scale).backward()
 
 
-def torch_gaussian_formula(torch, mu, log_sigma, y, keep, reduction, scale):
+def torch_gaussian_formula(torch, mu, log_sigma, y, keep, reduction, scale, beta=0.0):
     tm, ts = tt(torch, mu, True), tt(torch, log_sigma, True)
     z = (tt(torch, y) - tm) * torch.exp(-ts)
     nll = 0.5 * math.log(2 * math.pi) + ts + 0.5 * z**2
+    if beta:
+        nll = nll * torch.exp(ts).detach() ** (2 * beta)  # beta-NLL: sigma^(2 beta), no gradient
     loss = torch_reduce(torch, nll, keep, reduction)
     torch_backward(torch, loss, scale)
     return loss.detach().numpy(), tm.grad.numpy(), ts.grad.numpy()
@@ -122,18 +124,18 @@ def test_gaussian_matches_torch_formula(torch, rng, dtype, reduction, masked):
         assert a.dtype == dtype and a.shape == mu.shape
 
 
-def _gaussian_against_torch(torch, rng, dtype, reduction, shape, keep_p):
+def _gaussian_against_torch(torch, rng, dtype, reduction, shape, keep_p, beta=0.0):
     """GaussianNLL's loss and gradients against the formula in torch (mask kept with
     probability keep_p; None: no mask). Returns (mu, loss, dmu, dlog_sigma)."""
     kw = {} if shape is None else {"shape": shape}
     mu, log_sigma, y = gaussian_inputs(rng, dtype=dtype, **kw)
     keep = np.asarray(rng.random(mu.shape) < keep_p) if keep_p is not None else None
     scale = upstream_for(rng, reduction, mu.shape, dtype)
-    nll = GaussianNLL(reduction)
+    nll = GaussianNLL(reduction, beta)
     loss = nll(mu, log_sigma, y, mask=keep)
     dmu, dls = nll.backward(scale)
     exp_loss, exp_dmu, exp_dls = torch_gaussian_formula(torch, mu, log_sigma, y, keep,
-                                                        reduction, scale)
+                                                        reduction, scale, beta)
     assert_close(loss, exp_loss, dtype, "nll")
     assert_close(dmu, exp_dmu, dtype, "dmu")
     assert_close(dls, exp_dls, dtype, "dlog_sigma")
@@ -188,6 +190,42 @@ def test_gaussian_numerical_gradient(rng, reduction, masked):
     dmu, dls = nll.backward(up if reduction == "none" else 1.0)
     numerics.assert_close(dmu, numeric_grad(loss, mu), GC_RTOL, GC_ATOL, "dmu numeric")
     numerics.assert_close(dls, numeric_grad(loss, log_sigma), GC_RTOL, GC_ATOL, "dls numeric")
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0])
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_beta_nll_matches_torch(torch, rng, dtype, reduction, masked, beta):
+    """The beta-NLL (Seitzer et al. 2022) against torch's autograd of ``nll *
+    sigma.detach() ** (2 beta)``: loss and both gradients."""
+    _gaussian_against_torch(torch, rng, dtype, reduction, None, 0.6 if masked else None, beta)
+
+
+@pytest.mark.parametrize("beta", [0.3, 1.0])
+def test_beta_nll_gradient_is_that_of_the_frozen_weights(rng, beta):
+    """Central differences of sum(w0 * nll(mu, log_sigma)) with the weights w0 = sigma^(2 beta)
+    fixed at the point (the plain NLL per element, weighted in NumPy): the beta-NLL's gradient.
+    beta = 1 gives the mean the squared error's gradient, -(y - mu)."""
+    mu, log_sigma, y = gaussian_inputs(rng, shape=(3, 2, 2))
+    w0 = np.exp(2 * beta * log_sigma)
+
+    def frozen():
+        return float(np.sum(w0 * GaussianNLL("none")(mu, log_sigma, y)))
+
+    nll = GaussianNLL("sum", beta=beta)
+    assert_close(nll(mu, log_sigma, y), frozen(), what="loss = sum w nll")
+    dmu, dls = nll.backward()
+    numerics.assert_close(dmu, numeric_grad(frozen, mu), GC_RTOL, GC_ATOL, "dmu numeric")
+    numerics.assert_close(dls, numeric_grad(frozen, log_sigma), GC_RTOL, GC_ATOL, "dls numeric")
+    if beta == 1.0:
+        assert_close(dmu, -(y - mu), what="beta = 1: dmu = -(y - mu)")
+
+
+@pytest.mark.parametrize("beta", [-0.1, 1.5, float("nan"), "1"])
+def test_beta_outside_the_unit_interval_is_refused(beta):
+    with pytest.raises(ValueError, match="beta"):
+        GaussianNLL("sum", beta=beta)
 
 
 def test_gaussian_extreme_log_sigma_is_exact():

@@ -31,6 +31,7 @@ non_negative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number_type(float, lambda v: 0 < v < INF, "a finite number > 0")
 non_negative_float = _number_type(float, lambda v: 0 <= v < INF, "a finite number >= 0")
 probability = _number_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")  # dropout rates
+unit_interval = _number_type(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 def add_save_options(group) -> None:

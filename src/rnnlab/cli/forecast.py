@@ -19,11 +19,12 @@ from rnnlab.cli.argtypes import (
     positive_int,
     probability,
     refuse_existing_run,
+    unit_interval,
 )
 
 RESUME_OPTIONS = ("epochs", "max_steps", "log_every", "save_every", "save_minutes", "patience")
 MODEL_OPTIONS = ("cell", "hidden", "layers", "dropout", "output", "mode", "ar", "members",
-                 "dtype")
+                 "beta", "dtype")
 TRAIN_OPTIONS = ("window", "valid", "transform", "relative", "seasonal", "calibrate",
                  "batch_size", "lr", "clip", "seed")
 READ_OPTIONS = ("time", "target", "covariates", "fill")
@@ -354,6 +355,11 @@ def add_forecast_parsers(tsub, sub) -> None:
     g.add_argument("--members", type=positive_int, metavar="K", help="an ensemble of K "
                    "networks trained together, their forecasts averaged (small series: less "
                    f"dependence on one initialisation; K times the work; default {m['members']})")
+    g.add_argument("--beta", type=unit_interval, metavar="B", help="gaussian output: weight "
+                   "each step's NLL by sigma^(2B), held constant (beta-NLL; 0: the plain NLL, "
+                   "1: the mean gets the squared error's gradient, what RMSE rewards, where "
+                   "the plain NLL fits the mean least where the spread is largest); default "
+                   f"{m['beta']}")
     g.add_argument("--dtype", choices=["float32", "float64"], help=f"default {m['dtype']}")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=positive_int, help=f"default {t.epochs}")

@@ -15,6 +15,7 @@ built by :mod:`rnnlab.tasks.forecast`):
                                                  quantile of step h
     gaussian (K = 2):  mu_h, log_sigma_h = s[h, 0], s[h, 1]
                        loss = sum_h 0.5 log 2pi + log_sigma_h + 0.5 ((y_h - mu_h) / sigma_h)^2
+                       (``beta`` > 0: each term times sigma_h^(2 beta), held constant)
     quantile (K = Q):  yhat_h,k = s[h, k]        one per quantile level q_k
                        loss = sum_h,k max(q_k u, (q_k - 1) u),  u = y_h - yhat_h,k
 
@@ -38,7 +39,7 @@ from rnnlab.nn.losses import GaussianNLL, PinballLoss
 from rnnlab.nn.memory import require_parameters
 from rnnlab.nn.module import Module
 from rnnlab.nn.recurrent import GRU, LSTM
-from rnnlab.validate import check_non_negative_int, check_positive_int
+from rnnlab.validate import check_non_negative_int, check_number, check_positive_int
 
 CELLS = {"lstm": LSTM, "gru": GRU}
 OUTPUTS = ("gaussian", "quantile")
@@ -64,6 +65,7 @@ class ForecasterConfig:
     mode: str = "direct"
     ar: int = 0  # the last P steps of the target feed a linear part beside the network (0: off)
     members: int = 1  # an ensemble of this many networks (see ForecasterEnsemble)
+    beta: float = 0.0  # gaussian: the beta-NLL's weight sigma^(2 beta) (0: the plain NLL)
     dtype: str = "float64"
 
     def __post_init__(self) -> None:
@@ -82,6 +84,10 @@ class ForecasterConfig:
         if self.output == "quantile" and not needed <= set(self.quantiles):
             raise ValueError(f"quantiles: expected levels that include {sorted(needed)} (the "
                              f"median and the 80% and 95% interval ends), got {self.quantiles}")
+        self.beta = check_number("beta", self.beta, low=0.0, high=1.0)
+        if self.beta and self.output != "gaussian":
+            raise ValueError(f"beta: weights the gaussian NLL; expected 0 with output "
+                             f"{self.output!r}, got {self.beta}")
         if self.mode == "recursive" and self.output != "gaussian":
             raise ValueError("mode 'recursive' feeds sampled values back: expected output "
                              f"'gaussian', got {self.output!r}")
@@ -126,7 +132,7 @@ class Forecaster(Module):
                                                    dtype=dtype, seed=rng))
         self.ar = (self._add_child("ar", Linear(config.ar, config.horizon, dtype=dtype, seed=rng))
                    if config.ar else None)
-        self.loss = (GaussianNLL("sum") if config.output == "gaussian"
+        self.loss = (GaussianNLL("sum", config.beta) if config.output == "gaussian"
                      else PinballLoss(config.quantiles, "sum"))
         self._T = 0
 

@@ -129,10 +129,27 @@ class GaussianNLL:
     bounds clamps log_sigma itself before the loss.
 
     ``reduction``: "sum" (the default), "mean" over the counted elements, or "none".
+
+    ``beta`` in [0, 1] (default 0, the plain NLL above): the beta-NLL of Seitzer et al. (2022),
+    each element's nll weighted by sigma^(2 beta) held constant (no gradient flows through the
+    weight)::
+
+        w          = exp(2 beta log_sigma)            = sigma^(2 beta), a constant
+        loss       = w nll
+        dloss/dmu  = -w (y - mu) / sigma^2             (beta = 1: -(y - mu), the squared error's)
+        dloss/dlog_sigma = w (1 - z^2)
+
+    The plain NLL's mean gradient shrinks where sigma is large, so a heteroscedastic series
+    (sunspots: the spread grows with the level) has its mean fitted worst where the errors are
+    largest; beta = 1 gives the mean the squared error's gradient (the RMSE's objective) while
+    sigma still comes out where z^2 = 1. The reported loss is ``w nll``, whose derivative
+    through w is left out by design: it is not the gradient above (torch: ``nll *
+    sigma.detach() ** (2 * beta)``).
     """
 
-    def __init__(self, reduction: str = "sum") -> None:
+    def __init__(self, reduction: str = "sum", beta: float = 0.0) -> None:
         self.reduction = _check_reduction(reduction)
+        self.beta = check_number("beta", beta, low=0.0, high=1.0)
         self._cache = None
 
     def forward(self, mu: np.ndarray, log_sigma: np.ndarray, y: np.ndarray,
@@ -150,10 +167,15 @@ class GaussianNLL:
             inv_sigma = np.exp(-log_sigma)  # 1 / sigma
         z = _times_inv_sigma(r, log_sigma, inv_sigma)  # z = (y - mu) / sigma
         nll = dt.type(HALF_LOG_2PI) + log_sigma + dt.type(0.5) * z * z  # the nll above
+        w = None
+        if self.beta:
+            with np.errstate(over="ignore"):
+                w = np.exp(dt.type(2 * self.beta) * log_sigma)  # w = sigma^(2 beta), constant
+            nll = w * nll
         if keep is not None:
             nll = np.where(keep, nll, dt.type(0))  # masked: contributes 0
         count = nll.size if keep is None else int(keep.sum())
-        self._cache = (z, log_sigma, inv_sigma, keep, count)
+        self._cache = (z, log_sigma, inv_sigma, w, keep, count)
         return _reduce(nll, count, self.reduction)
 
     __call__ = forward
@@ -163,9 +185,11 @@ class GaussianNLL:
         "none" ``scale`` may be the upstream gradient: an array of the inputs' shape and dtype."""
         if self._cache is None:
             _no_cache(self)
-        z, log_sigma, inv_sigma, keep, count = self._cache
+        z, log_sigma, inv_sigma, w, keep, count = self._cache
         self._cache = None
         g = _factor(scale, self.reduction, count, z.shape, z.dtype)
+        if w is not None:
+            g = g * w  # beta-NLL: each element's gradient times its constant weight
         dz = _times_inv_sigma(z, log_sigma, inv_sigma)  # z / sigma = (y - mu) / sigma^2
         dmu = -dz * g  # dnll/dmu = -(y - mu) / sigma^2
         dlog_sigma = (1 - z * z) * g  # dnll/dlog_sigma = 1 - z^2
