@@ -9,9 +9,11 @@ asks: airline, one 12- (24-) step forecast from the origin; Melbourne temperatur
 the four stocks, rolling one-step forecasts of every test row from the actual values before it
 (no refit). The stocks are one global model over the four series. Reported: the RMSE of each
 seed, their mean, the ratio to persistence, the coverage of the 80% and 95% intervals (mean over
-seeds; calibrated on the validation tail, and in brackets the model's own, ``--no-calibrate``)
-and the training seconds per run. ``--jobs`` processes run at once (default 2, one per core):
-expect minutes.
+seeds; calibrated on the validation tail, and in brackets the model's own, ``--no-calibrate``),
+for the rolling setups also the coverage of intervals tracked online (``eval forecast --track``;
+``--track auto``, the default here, chooses the step per series and seed on the rows before
+the test part, and the table shows the steps chosen) and the training seconds per run.
+``--jobs`` processes run at once (default 2, one per core): expect minutes.
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ import numpy as np  # noqa: E402
 from rnnlab.data.series import read_series  # noqa: E402
 from rnnlab.tasks.forecast import metrics  # noqa: E402
 from rnnlab.tasks.forecast.calibrate import tracked  # noqa: E402
-from rnnlab.tasks.forecast.predict import forecast_from_end, rolling  # noqa: E402
+from rnnlab.tasks.forecast.predict import (  # noqa: E402
+    choose_track_step,
+    forecast_from_end,
+    rolling,
+)
 from rnnlab.tasks.forecast.task import (  # noqa: E402
     ForecastRun,
     ForecastTask,
@@ -46,7 +52,7 @@ from rnnlab.training import Trainer  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TS, STOCKS = "timeseries/", "gafa-stock/"
-TRACK = 0.1  # the online tracking step reported beside the rolling setups
+TRACK = "auto"  # the online tracking step reported beside the rolling setups (--track)
 TICKERS = ("AAPL", "AMZN", "FB", "GOOG")
 
 # name -> files, read options, holdout, horizon, protocol, train options, target RMSE
@@ -86,9 +92,11 @@ def command(name: str) -> str:
     return f"rnnlab train forecast --data {files} {' '.join(opts)} --out runs/{name}"
 
 
-def run(job: tuple[str, int]) -> dict:
-    """Train one setup with one seed; -> per-series (y, model forecast, baselines, train)."""
-    name, seed = job
+def run(job: tuple[str, int, float | str]) -> dict:
+    """Train one setup with one seed; -> per-series (y, model forecast, baselines, train).
+    ``track``: the step of the tracked intervals beside rolling forecasts, or "auto" (chosen
+    per series on the rows before the holdout, as ``eval forecast --track auto``)."""
+    name, seed, track = job
     s = SETUPS[name]
     full = [read_series(DATA / f, target=s.get("target_col"), fill=s["fill"]) for f in s["files"]]
     holdouts = [holdout_rows(x, s["holdout"]) for x in full]
@@ -108,13 +116,14 @@ def run(job: tuple[str, int]) -> dict:
             fc, fc_raw = (forecast_from_end(r, i, series.head(cut), s["horizon"])
                           for r in (fr, raw))
             y = series.values[cut:cut + s["horizon"]]
-            fc_tracked = None  # one forecast from one origin: no misses to follow
+            fc_tracked, step = None, None  # one forecast from one origin: no misses to follow
         else:
             fc, fc_raw = (rolling(r, i, series, cut, 1) for r in (fr, raw))
             y = series.values[cut:]
-            fc_tracked = tracked(y, fc, TRACK)  # eval forecast --track 0.1
+            step = choose_track_step(fr, i, series, cut, 1)[0] if track == "auto" else track
+            fc_tracked = tracked(y, fc, step) if step else fc  # eval forecast --track
         out.append({"series": prepared[i].meta.name, "y": y, "fc": fc, "fc_raw": fc_raw,
-                    "fc_tracked": fc_tracked,
+                    "fc_tracked": fc_tracked, "track_step": step,
                     "train": series.values[:cut]})
     return {"name": name, "seed": seed, "seconds": seconds, "series": out,
             "calibration": fr.calibration}
@@ -149,6 +158,7 @@ def summarise(name: str, runs: list[dict]) -> list[dict]:
                      "coverage_80_raw": cov["80_raw"], "coverage_95_raw": cov["95_raw"],
                      "coverage_80_tracked": cov["80_tracked"],
                      "coverage_95_tracked": cov["95_tracked"],
+                     "track_steps": [r["series"][k]["track_step"] for r in runs],
                      "calibration": factors,
                      "seconds": float(np.mean([r["seconds"] for r in runs])),
                      "target": SETUPS[name]["target"], "command": command(name)})
@@ -157,13 +167,14 @@ def summarise(name: str, runs: list[dict]) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| setup | series | persistence | rnnlab RMSE (mean; seeds) | / persistence | "
-             "target | cov 80 (raw) | cov 95 (raw) | cov 80 / 95 tracked | train s |",
+             "target | cov 80 (raw) | cov 95 (raw) | cov 80 / 95 tracked (steps) | train s |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         seeds = ", ".join(f"{v:.2f}" for v in r["rmse_seeds"])
         target = "" if r["target"] is None else f"<= {r['target']}"
         tracked_cov = ("" if r["coverage_80_tracked"] is None else
-                       f"{r['coverage_80_tracked']:.2f} / {r['coverage_95_tracked']:.2f}")
+                       f"{r['coverage_80_tracked']:.2f} / {r['coverage_95_tracked']:.2f} ("
+                       + ", ".join(f"{g:g}" for g in r["track_steps"]) + ")")
         lines.append(f"| {r['setup']} | {r['series']} | {r['persistence']:.3f} | "
                      f"{r['rmse_mean']:.3f} ({seeds}) | {r['ratio_to_persistence']:.3f} | "
                      f"{target} | {r['coverage_80']:.2f} ({r['coverage_80_raw']:.2f}) | "
@@ -191,9 +202,13 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON here")
     parser.add_argument("--no-anchors", action="store_true", help="skip statsmodels")
     parser.add_argument("--jobs", type=int, default=2, help="training processes at once")
+    parser.add_argument("--track", default=TRACK, type=lambda t: t if t == "auto" else float(t),
+                        help="the tracking step of the rolling setups' tracked intervals, or "
+                        "auto: chosen per series and seed on the rows before the holdout "
+                        "(default auto)")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(SETUPS)
-    jobs = [(n, seed) for n in names for seed in range(args.seeds)]
+    jobs = [(n, seed, args.track) for n in names for seed in range(args.seeds)]
     if args.jobs > 1:
         with Pool(args.jobs) as pool:
             results = pool.map(run, jobs)

@@ -17,8 +17,8 @@ from conftest import require_module
 from rnnlab.cli.main import main
 from rnnlab.data.series import read_series
 from rnnlab.io import load_checkpoint
-from rnnlab.tasks.forecast.calibrate import tracked
-from rnnlab.tasks.forecast.predict import KEYS, forecast_from_end, rolling
+from rnnlab.tasks.forecast.calibrate import choose_gamma, tracked
+from rnnlab.tasks.forecast.predict import KEYS, choose_track_step, forecast_from_end, rolling
 from rnnlab.tasks.forecast.task import load_forecaster
 
 SMALL = ["--hidden", "8", "--window", "12", "--no-progress"]
@@ -218,6 +218,30 @@ def test_eval_forecast_scores_rolling_forecasts_and_writes_them(data, tmp_path, 
     written = read_csv(out)
     for key in KEYS:
         np.testing.assert_allclose([float(r[key]) for r in written], want[key], rtol=1e-5)
+    # --track auto: the step chosen on the validation-length rows before the first forecast
+    assert main(["eval", "forecast", "--checkpoint", str(run), "--data", str(path),
+                 "--holdout", "12", "--track", "auto", "--csv", str(out)]) == 0
+    text = capsys.readouterr().out
+    found = re.search(r"--track auto: interval score \(80% \+ 95%\) of each step on the (\d+) "
+                      r"rows before the first forecast: .*; chosen ([0-9.]+)", text)
+    assert found, text
+    V, gamma = int(found[1]), float(found[2])
+    tail = rolling(load_forecaster(run), 0, read_series(path).head(108), 108 - V, 1)
+    assert gamma == choose_gamma(v[108 - V:108], tail)[0]
+    want = tracked(v[108:], lib, gamma) if gamma else lib
+    written = read_csv(out)
+    for key in KEYS:
+        np.testing.assert_allclose([float(r[key]) for r in written], want[key], rtol=1e-5)
+
+
+def test_track_auto_needs_rows_before_the_first_forecast(data):
+    path, _, run = data
+    fr = load_forecaster(run)
+    start = fr.train_config.window + 5  # 5 rows with a full window of history before them
+    with pytest.raises(ValueError, match="expected at least 10 with history before them, got 5"):
+        choose_track_step(fr, 0, read_series(path), start)
+    gamma, scores, V = choose_track_step(fr, 0, read_series(path), start + 5)
+    assert V == 10 and gamma in scores
 
 
 @pytest.mark.parametrize("refit", [False, True])

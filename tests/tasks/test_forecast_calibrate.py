@@ -15,9 +15,12 @@ from rnnlab.data.series import read_series
 from rnnlab.models.forecaster import Z80, Z95
 from rnnlab.tasks.forecast import metrics
 from rnnlab.tasks.forecast.calibrate import (
+    GAMMAS,
     calibrated,
+    choose_gamma,
     conformity_scores,
     fit_calibration,
+    interval_score,
     tracked,
 )
 from rnnlab.tasks.forecast.predict import KEYS, rolling
@@ -198,3 +201,33 @@ def test_tracking_narrows_when_everything_is_covered_and_checks_input():
         tracked(y, gaussian(np.zeros(50), 1.0), 0.1, lag=0)
     with pytest.raises(ValueError, match=r"y: expected shape \(50,\)"):
         tracked(y[:10], gaussian(np.zeros(50), 1.0), 0.1)
+
+
+def test_interval_score_is_width_plus_scaled_misses():
+    """Written out per target (Gneiting and Raftery 2007): width, plus 2 / (1 - a) times the
+    distance outside; NaN targets are left out."""
+    y = np.array([0.0, 3.0, -2.5, np.nan])
+    lo, hi = np.array([-1.0, -1.0, -1.0, -1.0]), np.array([1.0, 2.0, 1.0, 1.0])
+    want = np.mean([2.0, 3.0 + 10.0 * 1.0, 2.0 + 10.0 * 1.5])  # a = 0.8: 2 / 0.2 = 10
+    assert interval_score(y, lo, hi, 0.8) == pytest.approx(want, rel=1e-12)
+
+
+def test_choose_gamma_tracks_a_volatility_change_and_not_a_calm_series():
+    """On noise whose sd triples after 100 rows (intervals made for sd 1) a positive step wins,
+    with a lower score than the intervals as given; on noise the intervals describe (sd 1
+    throughout) no step beats them by much and the best is small. The scores are those of the
+    intervals tracked() gives."""
+    g = np.random.default_rng(2)
+    n = 600
+    y = g.standard_normal(n) * np.where(np.arange(n) < 100, 1.0, 3.0)
+    dist = gaussian(np.zeros(n), 1.0)
+    gamma, scores = choose_gamma(y, dist)
+    assert set(scores) == set(GAMMAS) and gamma > 0 and scores[gamma] < 0.8 * scores[0.0]
+    assert scores[gamma] == min(scores.values())
+    d = tracked(y, dist, gamma)
+    assert scores[gamma] == pytest.approx(sum(
+        interval_score(y, d[f"lower_{k}"], d[f"upper_{k}"], a) for k, a in
+        (("80", 0.8), ("95", 0.95))), rel=1e-12)
+    calm = g.standard_normal(n)
+    gamma, scores = choose_gamma(calm, dist)
+    assert gamma <= 0.05 and scores[gamma] > 0.97 * scores[0.0]

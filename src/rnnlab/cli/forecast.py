@@ -197,6 +197,34 @@ def _actuals(meta, history, times):
 
 
 # ----------------------------------------------------------------------------- eval
+def _track_step(text: str) -> float | str:
+    """--track's argparse type: a positive step, or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0 or auto, got {text!r}"
+                                         ) from None
+
+
+def _choose_track_step(run, i: int, series, start: int, horizon: int,
+                       args: argparse.Namespace) -> float:
+    """``--track auto``: :func:`rnnlab.tasks.forecast.predict.choose_track_step`, printed."""
+    from rnnlab.tasks.forecast.predict import choose_track_step
+
+    try:
+        gamma, scores, V = choose_track_step(run, i, series, start, horizon, args.samples,
+                                             args.seed)
+    except ValueError as err:
+        raise UserError(f"--track auto: {err}; give a step (e.g. --track 0.1)") from None
+    table = ", ".join(f"{g:g}: {sc:.4g}" for g, sc in scores.items())
+    print(f"--track auto: interval score (80% + 95%) of each step on the {V} rows before the "
+          f"first forecast: {table}; chosen {gamma:g}"
+          + (" (no tracking)" if not gamma else ""))
+    return gamma
+
+
 def _eval_forecast(args: argparse.Namespace) -> int:
     from rnnlab.tasks.forecast.predict import check_compatible, rolling
     from rnnlab.tasks.forecast.report import evaluation_report, plot_forecast, write_forecast_csv
@@ -220,11 +248,14 @@ def _eval_forecast(args: argparse.Namespace) -> int:
     horizon = args.horizon or 1
     start = len(series) - n
     result = rolling(run, i, series, start, horizon, args.samples, args.seed)
-    if args.track:
+    gamma = args.track
+    if gamma == "auto":
+        gamma = _choose_track_step(run, i, series, start, horizon, args)
+    if gamma:
         from rnnlab.tasks.forecast.calibrate import tracked
 
-        result = tracked(series.values[start:], result, args.track, lag=horizon)
-        print(f"intervals tracked online (step {args.track:g}): each from the misses of the "
+        result = tracked(series.values[start:], result, gamma, lag=horizon)
+        print(f"intervals tracked online (step {gamma:g}): each from the misses of the "
               f"targets before its origin")
     print(evaluation_report(run, i, series, start, horizon, result))
     if args.csv:
@@ -437,9 +468,11 @@ def add_eval_forecast_options(ev) -> None:
                    "from the actual values before it")
     g.add_argument("--horizon", type=positive_int, help="forecast: steps ahead (default 1)")
     g.add_argument("--csv", metavar="OUT.csv", help="forecast: write the forecasts")
-    g.add_argument("--track", type=positive_float, metavar="GAMMA", help="forecast: let the "
-                   "interval widths follow the misses seen so far (online quantile tracking: "
-                   "log width += GAMMA (miss - (1 - level)) after each target; 0.1 is a "
-                   "sensible step), for series whose volatility changes after training")
+    g.add_argument("--track", type=_track_step, metavar="GAMMA|auto", help="forecast: let "
+                   "the interval widths follow the misses seen so far (online quantile "
+                   "tracking: log width += GAMMA (miss - (1 - level)) after each target), for "
+                   "series whose volatility changes after training; auto: the step of 0, 0.01, "
+                   "0.02, 0.05, 0.1, 0.2, 0.3 with the best interval score on the rows before "
+                   "the first forecast (as many as the run's validation rows)")
     _add_fill(g, "forecast: as in training")
     _add_inference_options(g)

@@ -17,8 +17,8 @@ import numpy as np
 
 from rnnlab.data.series import Series, calendar_features, next_times
 from rnnlab.data.text import DataError
-from rnnlab.tasks.forecast.calibrate import calibrated
-from rnnlab.tasks.forecast.task import ForecastRun, SeriesMeta
+from rnnlab.tasks.forecast.calibrate import calibrated, choose_gamma
+from rnnlab.tasks.forecast.task import ForecastRun, SeriesMeta, validation_rows
 from rnnlab.tasks.forecast.windows import (
     base_rows,
     step_features,
@@ -137,6 +137,25 @@ def rolling(run: ForecastRun, i: int, series: Series, start: int, horizon: int =
         out = _from_z(run, i, {k: dist[k][:, horizon - 1] for k in KEYS}, base)
     out["time"] = series.times[start:]
     return out
+
+
+def choose_track_step(run: ForecastRun, i: int, series: Series, start: int, horizon: int = 1,
+                      samples: int = 1000, seed: int = 0) -> tuple[float, dict, int]:
+    """The online tracking step for rolling forecasts of the rows from ``start`` on
+    (:func:`rnnlab.tasks.forecast.calibrate.choose_gamma`, 0: none), chosen on the V rows just
+    before ``start``, V = the run's validation rows (fewer where the window's history runs
+    out): rolling forecasts of those rows made as the evaluated ones are, from
+    ``series.head(start)``, so no evaluated row is read. Returns (step, {step: score}, V).
+    ValueError when fewer than 10 such rows exist."""
+    V = min(validation_rows(run.train_config, run.series[i].rows, run.model.config.horizon),
+            start - horizon - run.train_config.window + 1)
+    if V < 10:
+        raise ValueError(f"the step is chosen on the rows before the first forecast (the run's "
+                         f"validation length): expected at least 10 with history before "
+                         f"them, got {max(V, 0)}")
+    tail = rolling(run, i, series.head(start), start - V, horizon, samples, seed)
+    gamma, scores = choose_gamma(series.values[start - V:start], tail, lag=horizon)
+    return gamma, scores, V
 
 
 def backtest_origins(rows: int, tail: int, every: int) -> np.ndarray:
