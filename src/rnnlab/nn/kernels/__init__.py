@@ -70,7 +70,7 @@ def loop_in_python(batch: int, hidden: int, gates: int, steps: int = 2) -> bool:
     single step (generation, beam search) always does: one compiled call of the step's cells
     costs what the whole-loop call costs (1 x 1 x 256 LSTM: 64 against 58 us, the same host),
     and a program that only ever runs single steps on a shape then never compiles the whole-loop
-    function, about 1.7 s of a first run's start (benchmarks/RESULTS.md section 11)."""
+    function, 1-1.7 s of a first run's start (benchmarks/RESULTS.md section 11)."""
     return steps == 1 or batch * gates * hidden * hidden >= PYTHON_LOOP_MIN
 
 

@@ -261,6 +261,17 @@ def _backward_step(s, T, reverse):
 # all gates of ``gates[t, b, k * H + j]`` did not vectorise: the computed indices and the number
 # of arrays it would have to check for overlap at run time stop it).
 @_jit
+def _keep_rows(new, old, n):
+    """new[b] = old[b] for the rows b >= n (sequences that ended, or have not begun, keep their
+    state). Written as loops: the row assignment ``new[b] = old[b]`` compiled to array-setitem
+    code that took about 2 s of numba's 2.5-3 s compile of :func:`_lstm_cells` (0.5 s as
+    loops; benchmarks/RESULTS.md section 11)."""
+    for b in range(n, new.shape[0]):
+        for j in range(new.shape[1]):
+            new[b, j] = old[b, j]
+
+
+@_jit
 def _lstm_cells(a_t, rec, c_prev, c, tanh_c, h_prev, h, n):
     """One step: a_t (B, 4H) = x W_ih^T + b becomes i, f, g, o for the first n rows (rec = h_prev
     W_hh^T); c, tanh(c) and h are written; rows n.. keep their state."""
@@ -286,9 +297,8 @@ def _lstm_cells(a_t, rec, c_prev, c, tanh_c, h_prev, h, n):
             tc[j] = _tanh(cb[j])
         for j in range(H):
             hb[j] = o[j] * tc[j]
-    for b in range(n, B):  # finished (or not yet started) sequences keep their state
-        h[b] = h_prev[b]
-        c[b] = c_prev[b]
+    _keep_rows(h, h_prev, n)  # finished (or not yet started) sequences keep their state
+    _keep_rows(c, c_prev, n)
 
 
 @_jit
@@ -359,8 +369,7 @@ def _gru_cells(a_t, gh, b_hh, gh_n_t, h_prev, h, n):
             cand[j] = _tanh(cand[j] + r[j] * gh_n[j])
         for j in range(H):
             hb[j] = cand[j] + z[j] * (hp[j] - cand[j])
-    for b in range(n, B):
-        h[b] = h_prev[b]
+    _keep_rows(h, h_prev, n)
 
 
 @_jit
@@ -437,8 +446,7 @@ def _rnn_cells(xw_t, h_prev, h, n, relu, one):
         else:
             for j in range(H):
                 hb[j] = _tanh(hb[j] + xw[j])
-    for b in range(n, B):
-        h[b] = h_prev[b]
+    _keep_rows(h, h_prev, n)
 
 
 @_jit
