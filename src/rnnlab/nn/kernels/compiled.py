@@ -73,9 +73,13 @@ from rnnlab.nn.kernels.numpy import StepProduct
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
 # A step product of at most this many multiply-adds (rows * K * N) runs as a plain compiled loop
-# instead of a BLAS call. Unmeasured first guess (phase 1 of issue 15): BLAS's fixed cost per
-# call is ~1 us, a plain loop does a few multiply-adds per ns. Read at every call (passed into
-# the kernels, not compiled in), so tests can force either path.
+# instead of a BLAS call: BLAS's fixed cost per call is ~1 us, a plain loop does a few
+# multiply-adds per ns. Measured against 2^16, 2^18 and 2^20 on whole-loop layer shapes (LSTM and
+# GRU, 200 x 1 x 64/128/256, 200 x 4 x 128, 35 x 8 x 64, inference and training): 2^12 was the
+# fastest or within 7% everywhere but 200 x 4 x 128 inference, where the plain loop was 1.1-1.5x
+# faster and the training rows as fast or up to 1.25x slower (benchmarks/RESULTS.md section
+# 11). Read at every call (passed into the kernels, not compiled in), so tests can force either
+# path.
 HAND_LOOP_MAX = 1 << 12
 
 # error_model="numpy": a float division by zero gives inf/NaN instead of raising, so the gate
