@@ -32,6 +32,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from rnnlab.cli.argtypes import step_or_auto  # noqa: E402
 from rnnlab.data.series import read_series  # noqa: E402
 from rnnlab.tasks.forecast import metrics  # noqa: E402
 from rnnlab.tasks.forecast.calibrate import tracked  # noqa: E402
@@ -202,7 +203,7 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON here")
     parser.add_argument("--no-anchors", action="store_true", help="skip statsmodels")
     parser.add_argument("--jobs", type=int, default=2, help="training processes at once")
-    parser.add_argument("--track", default=TRACK, type=lambda t: t if t == "auto" else float(t),
+    parser.add_argument("--track", default=TRACK, type=step_or_auto,
                         help="the tracking step of the rolling setups' tracked intervals, or "
                         "auto: chosen per series and seed on the rows before the holdout "
                         "(default auto)")

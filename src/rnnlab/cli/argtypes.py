@@ -34,6 +34,17 @@ probability = _number_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")  #
 unit_interval = _number_type(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
+def step_or_auto(text: str) -> float | str:
+    """An argparse type: a finite step > 0, or "auto" (eval forecast --track)."""
+    if text == "auto":
+        return text
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0 or auto, got {text!r}"
+                                         ) from None
+
+
 def add_save_options(group) -> None:
     """--save-every and --save-minutes, the same on every training command."""
     group.add_argument("--save-every", type=non_negative_int, dest="save_every", metavar="N",

@@ -19,6 +19,7 @@ from rnnlab.cli.argtypes import (
     positive_int,
     probability,
     refuse_existing_run,
+    step_or_auto,
     unit_interval,
 )
 
@@ -197,17 +198,6 @@ def _actuals(meta, history, times):
 
 
 # ----------------------------------------------------------------------------- eval
-def _track_step(text: str) -> float | str:
-    """--track's argparse type: a positive step, or "auto"."""
-    if text == "auto":
-        return text
-    try:
-        return positive_float(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0 or auto, got {text!r}"
-                                         ) from None
-
-
 def _choose_track_step(run, i: int, series, start: int, horizon: int,
                        args: argparse.Namespace) -> float:
     """``--track auto``: :func:`rnnlab.tasks.forecast.predict.choose_track_step`, printed."""
@@ -468,7 +458,7 @@ def add_eval_forecast_options(ev) -> None:
                    "from the actual values before it")
     g.add_argument("--horizon", type=positive_int, help="forecast: steps ahead (default 1)")
     g.add_argument("--csv", metavar="OUT.csv", help="forecast: write the forecasts")
-    g.add_argument("--track", type=_track_step, metavar="GAMMA|auto", help="forecast: let "
+    g.add_argument("--track", type=step_or_auto, metavar="GAMMA|auto", help="forecast: let "
                    "the interval widths follow the misses seen so far (online quantile "
                    "tracking: log width += GAMMA (miss - (1 - level)) after each target), for "
                    "series whose volatility changes after training; auto: the step of 0, 0.01, "

@@ -279,7 +279,7 @@ def _keep_rows(new, old, n):
 def _lstm_cells(a_t, rec, c_prev, c, tanh_c, h_prev, h, n):
     """One step: a_t (B, 4H) = x W_ih^T + b becomes i, f, g, o for the first n rows (rec = h_prev
     W_hh^T); c, tanh(c) and h are written; rows n.. keep their state."""
-    B, G = a_t.shape
+    G = a_t.shape[1]
     H = G // 4
     for b in range(n):
         a, r = a_t[b], rec[b]
@@ -355,8 +355,7 @@ def _lstm_backward(gates, cs, tanh_cs, W_hh, dH, dh, dc, dA, batch_sizes, revers
 def _gru_cells(a_t, gh, b_hh, gh_n_t, h_prev, h, n):
     """One step: a_t (B, 3H) = x W_ih^T + b_ih becomes r, z, n for the first n rows (gh = h_prev
     W_hh^T, b_hh added here); gh_n_t keeps h_prev W_hn^T + b_hn; rows n.. keep their state."""
-    B, G = a_t.shape
-    H = G // 3
+    H = a_t.shape[1] // 3
     b_r, b_z, b_n = b_hh[:H], b_hh[H:2 * H], b_hh[2 * H:]
     for b in range(n):
         a, g = a_t[b], gh[b]
@@ -439,7 +438,7 @@ def _gru_backward(gates, hs, gh_ns, W_hh, dH, dh, dAx, dAh, rec, batch_sizes, re
 def _rnn_cells(xw_t, h_prev, h, n, relu, one):
     """One step: h (holding h_prev W_hh^T in its first n rows) becomes act(xw + that); rows
     n.. keep their state."""
-    B, H = xw_t.shape
+    H = xw_t.shape[1]
     zero = one - one
     for b in range(n):
         hb, xw = h[b], xw_t[b]
