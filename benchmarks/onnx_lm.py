@@ -59,9 +59,13 @@ def worker_rnnlab(hidden: int, calls: int, threads: int) -> dict:
     window, token = _ids((T, B)), _ids((1, 1))
     state = {"window": None, "token": None}
 
+    from rnnlab.nn import no_grad
+
+    @no_grad()  # inference, as onnxruntime and torch (no_grad) run it
     def score():
         _, state["window"] = model(window, state["window"])
 
+    @no_grad()
     def generate():
         _, state["token"] = model(token, state["token"])
 

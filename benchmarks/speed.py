@@ -55,6 +55,7 @@ the table reads ``error``; a value marked ``*`` is a median over fewer rounds th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import gc
 import importlib
@@ -272,9 +273,13 @@ def worker_rnnlab(spec: dict[str, Any]) -> dict[str, Any]:
     x, dout = _inputs(case, spec["seed"])
     if case.mode == "fwd":
         m.eval()
+        # inference as torch's side runs it (no_grad): nothing kept for a backward (a module
+        # from before no_grad existed keeps its cache)
+        no_grad = getattr(getattr(rl, "nn", None), "no_grad", contextlib.nullcontext)
 
         def step() -> object:
-            return m(x)
+            with no_grad():
+                return m(x)
     else:
         m.train()
 

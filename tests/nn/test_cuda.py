@@ -138,6 +138,25 @@ def test_layer_on_cuda_equals_numpy_and_cudnn(cp, request, kind, dtype, lengths)
         _same(got, _torch_run(torch, m, kind, x, state, dstate, dout, lens), dtype)
 
 
+@pytest.mark.parametrize("kind", list(CLASSES))
+@pytest.mark.parametrize("lengths", [False, True])
+def test_inference_forward_on_cuda_equals_the_training_forward(cp, kind, lengths):
+    """Under no_grad the cuda set keeps the cell state in two rows used in turn and one row of
+    tanh(c) / h W_hn^T + b_hn: the outputs and final states are the training forward's."""
+    x, state, _, _, lens = _data(kind, np.float64, lengths)
+    m = _layer(kind, np.float64, "cuda")
+    pack = tuple if kind == "lstm" else (lambda s: s[0])
+    states = pack([cp.asarray(s) for s in state])
+    out, final = m(cp.asarray(x), states, lengths=lens)
+    with rnnlab.nn.no_grad():
+        out_i, final_i = m(cp.asarray(x), states, lengths=lens)
+    assert m._cache is None
+    np.testing.assert_array_equal(to_host(out_i), to_host(out))
+    finals = (list(final), list(final_i)) if kind == "lstm" else ([final], [final_i])
+    for want, got in zip(*finals, strict=True):
+        np.testing.assert_array_equal(to_host(got), to_host(want))
+
+
 @pytest.fixture
 def host_masks(monkeypatch):
     """Dropout masks drawn on the host (as on the CPU) and copied over, so that a model with

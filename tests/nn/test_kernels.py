@@ -385,8 +385,8 @@ def test_float32_gate_loops_vectorise(kernel):
     sizes, f32 = np.full(T, B, np.int64), np.float32(1)
     hs = np.zeros((T + 1, B, 16), np.float32)
     if kernel == "_lstm_forward":
-        fresh(a["XW"], a["W_hh"], hs, hs.copy(), hs[:T].copy(), np.empty((B, G), np.float32),
-              sizes, False, 0, f32)
+        fresh(a["XW"], a["W_hh"], hs, hs.copy(), np.arange(T + 1), hs[:T].copy(),
+              np.empty((B, G), np.float32), sizes, False, 0, f32)
     elif kernel == "_gru_forward":
         fresh(a["XW"], a["W_hh"], a["b_hh"], hs, hs[:T].copy(), np.empty((B, G), np.float32),
               sizes, False, 0, f32)

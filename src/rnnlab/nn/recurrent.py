@@ -30,6 +30,7 @@ from rnnlab.nn.backend import (
     resolve_device,
     resolve_dtype,
 )
+from rnnlab.nn.grad_mode import is_grad_enabled
 from rnnlab.nn.memory import require_parameters
 from rnnlab.nn.module import Module
 from rnnlab.validate import (
@@ -174,7 +175,7 @@ class _RecurrentBase(Module):
         XW[rows] = packed
         return XW.reshape(T, B, -1)
 
-    def _run(self, XW, layer, direction, state0, batch_sizes):  # -> kernel cache
+    def _run(self, XW, layer, direction, state0, batch_sizes, keep):  # -> kernel cache
         raise NotImplementedError
 
     def _final(self, run, reverse):
@@ -213,6 +214,9 @@ class _RecurrentBase(Module):
                 states0 = [s[:, order] for s in states0]
         cache = _Cache(out_shape=np.shape(x), unbatched=unbatched, order=order, inverse=inverse,
                        valid=valid, batch_sizes=batch_sizes)
+        # Under no_grad the kernels store only what they return and nothing is cached for a
+        # backward (the internals need the whole cache, so they keep it).
+        keep = is_grad_enabled() or return_internals
         finals = [xp.empty_like(s) for s in states0]
         inp = X
         H, K = self.hidden_size, self.num_directions
@@ -223,14 +227,16 @@ class _RecurrentBase(Module):
                 cache.masks.append(mask)
             else:
                 cache.masks.append(None)
-            cache.inputs.append(inp)
+            if keep:
+                cache.inputs.append(inp)
             out = xp.empty((T, B, K * H), self.dtype)
             runs = []
             for d in range(K):
                 row = layer * K + d
                 run = self._run(self._project(inp, layer, d, rows), layer, d,
-                                [s[row] for s in states0], batch_sizes)
-                runs.append(run)
+                                [s[row] for s in states0], batch_sizes, keep)
+                if keep:
+                    runs.append(run)
                 hs = run[0]
                 out[:, :, d * H:(d + 1) * H] = _outputs(hs, bool(d))
                 for final, value in zip(finals, self._final(run, d), strict=True):
@@ -239,7 +245,7 @@ class _RecurrentBase(Module):
                 out *= valid
             cache.runs.append(runs)
             inp = out
-        self._cache = cache
+        self._cache = cache if keep else None
         out = self._to_user(inp, inverse, unbatched)
         finals = [self._state_to_user(s, inverse, unbatched) for s in finals]
         result_state = tuple(finals) if self.has_cell_state else finals[0]
@@ -261,7 +267,8 @@ class _RecurrentBase(Module):
         if cache is None:
             raise RuntimeError(
                 f"{type(self).__name__}.backward: expected a forward call before backward, "
-                "got none (or the cache was already consumed)"
+                "got none (or the cache was already consumed, or the forward ran under "
+                "rnnlab.nn.no_grad(), which keeps nothing for backward)"
             )
         dOut = self._time_major_grad(dout, cache)
         T, B, _ = dOut.shape
@@ -448,10 +455,10 @@ class LSTM(_RecurrentBase):
     gates = 4
     has_cell_state = True
 
-    def _run(self, XW, layer, direction, state0, batch_sizes):
+    def _run(self, XW, layer, direction, state0, batch_sizes, keep):
         h0, c0 = state0
         return kernels.lstm_forward(XW, self._weights(layer, direction)[1], h0, c0, batch_sizes,
-                                    bool(direction))
+                                    bool(direction), keep)
 
     def _run_backward(self, run, layer, direction, dH, dstate, batch_sizes):
         W_hh = self._weights(layer, direction)[1]
@@ -482,9 +489,9 @@ class GRU(_RecurrentBase):
     gates = 3
     fold_hidden_bias = False  # b_hn stays inside: r scales (h W_hn^T + b_hn)
 
-    def _run(self, XW, layer, direction, state0, batch_sizes):
+    def _run(self, XW, layer, direction, state0, batch_sizes, keep):
         _, W_hh, _, b_hh = self._weights(layer, direction)
-        return kernels.gru_forward(XW, W_hh, b_hh, state0[0], batch_sizes, bool(direction))
+        return kernels.gru_forward(XW, W_hh, b_hh, state0[0], batch_sizes, bool(direction), keep)
 
     def _run_backward(self, run, layer, direction, dH, dstate, batch_sizes):
         W_hh = self._weights(layer, direction)[1]
@@ -517,10 +524,10 @@ class RNN(_RecurrentBase):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, seed, device)
 
-    def _run(self, XW, layer, direction, state0, batch_sizes):
+    def _run(self, XW, layer, direction, state0, batch_sizes, keep):
         W_hh = self._weights(layer, direction)[1]
         return kernels.rnn_forward(XW, W_hh, state0[0], self.nonlinearity, batch_sizes,
-                                   bool(direction))
+                                   bool(direction), keep)
 
     def _run_backward(self, run, layer, direction, dH, dstate, batch_sizes):
         W_hh = self._weights(layer, direction)[1]

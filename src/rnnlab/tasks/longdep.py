@@ -80,6 +80,7 @@ from rnnlab.data.synthetic import (
 from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.io.safetensors import CheckpointError, load_file, load_metadata, save_file
 from rnnlab.models.longdep import CELLS, INITS, TASKS, LongDepModel, init_gate_biases
+from rnnlab.nn import no_grad
 from rnnlab.optim import Adam
 from rnnlab.training import SAVE_MINUTES, LoopConfig, Task, Trainer, dataclass_from_dict
 from rnnlab.validate import check_positive_int
@@ -230,6 +231,7 @@ def make_batch(cfg: LongDepConfig, n: int, rng: np.random.Generator):
     return copy_task(n, cfg.T, rng, symbols=cfg.symbols, length=cfg.length)
 
 
+@no_grad()
 def evaluate(model: LongDepModel, x: np.ndarray, y: np.ndarray, length: int) -> dict:
     """Test metrics, scored in chunks: adding {test_mse}; copy {test_loss, test_acc}, the
     accuracy over the last ``length`` steps (the recalled symbols) of every sequence."""

@@ -30,6 +30,7 @@ from rnnlab.data.conllu import Sentence, read_conllu
 from rnnlab.data.text import DataError, Vocabulary
 from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.tagger import Tagger, TaggerBatch, TaggerConfig
+from rnnlab.nn import no_grad
 from rnnlab.optim import Adam
 from rnnlab.training import (
     LoopConfig,
@@ -184,6 +185,7 @@ def make_batch(items: Sequence[Encoded], vocabs: Vocabs, with_tags: bool = True)
     return TaggerBatch(words, lengths, spelling, spellings, spelling_lengths, tags)
 
 
+@no_grad()
 def predict(model: Tagger, encoded: Sequence[Encoded], vocabs: Vocabs, batch_size: int = 256,
             stop: Callable[[], bool] | None = None) -> list[dict[str, np.ndarray]]:
     """The predicted tag ids of every sentence, per head, in the sentences' order."""

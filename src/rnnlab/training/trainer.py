@@ -36,6 +36,7 @@ from rnnlab import optim
 from rnnlab.io.atomic import atomic_write_json
 from rnnlab.io.checkpoint import save_checkpoint
 from rnnlab.nn.backend import device_of, xp_of
+from rnnlab.nn.grad_mode import no_grad
 from rnnlab.nn.module import Module
 from rnnlab.training import distributed
 from rnnlab.training.config import LoopConfig
@@ -318,10 +319,12 @@ class Trainer:
 
     def _guarded(self, evaluation: Callable[[Callable[[], bool]], Any]):
         """An evaluation that a signal abandons (the loop then stops, its state unchanged);
-        training mode comes back on any exit."""
+        training mode comes back on any exit. It runs under ``no_grad``: its forwards keep
+        nothing for a backward."""
         was_training = self.model.training
         try:
-            return evaluation(self._stop_requested)
+            with no_grad():
+                return evaluation(self._stop_requested)
         except Stop:
             raise Interrupted(self.signals.signum) from None
         finally:

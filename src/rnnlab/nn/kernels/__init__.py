@@ -181,10 +181,12 @@ def _owner(cache: tuple, x, batch: int, hidden: int, dtype, gates: int) -> Modul
 
 
 # The dispatchers the layers call; the arguments are documented in the numpy set. W_hh is
-# (G, H): its second axis is the hidden size.
-def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False) -> _Run:
+# (G, H): its second axis is the hidden size. ``keep`` false (inference, rnnlab.nn.no_grad):
+# the forward stores only what it returns (hidden states, final cell state); its cache then
+# serves no backward, and a backward given it raises ValueError.
+def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False, keep=True) -> _Run:
     name = _set_for(XW, XW.shape[1], W_hh.shape[1], XW.dtype, 4)
-    return _tagged(_sets[name].lstm_forward(XW, W_hh, h0, c0, batch_sizes, reverse), name)
+    return _tagged(_sets[name].lstm_forward(XW, W_hh, h0, c0, batch_sizes, reverse, keep), name)
 
 
 def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
@@ -192,9 +194,10 @@ def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
     return owner.lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes, reverse)
 
 
-def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False) -> _Run:
+def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False, keep=True) -> _Run:
     name = _set_for(XW, XW.shape[1], W_hh.shape[1], XW.dtype, 3)
-    return _tagged(_sets[name].gru_forward(XW, W_hh, b_hh, h0, batch_sizes, reverse), name)
+    return _tagged(_sets[name].gru_forward(XW, W_hh, b_hh, h0, batch_sizes, reverse, keep),
+                   name)
 
 
 def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
@@ -202,9 +205,10 @@ def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
     return owner.gru_backward(cache, W_hh, dH, dh_n, batch_sizes, reverse)
 
 
-def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=False) -> _Run:
+def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=False,
+                keep=True) -> _Run:
     name = _set_for(XW, XW.shape[1], W_hh.shape[1], XW.dtype, 1)
-    run = _sets[name].rnn_forward(XW, W_hh, h0, nonlinearity, batch_sizes, reverse)
+    run = _sets[name].rnn_forward(XW, W_hh, h0, nonlinearity, batch_sizes, reverse, keep)
     return _tagged(run, name)
 
 

@@ -68,7 +68,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from rnnlab.nn import kernels as _dispatch
-from rnnlab.nn.kernels.numpy import StepProduct
+from rnnlab.nn.kernels.numpy import StepProduct, cell_states, check_kept, state_rows
 
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
@@ -331,13 +331,14 @@ def _lstm_cells_backward(a_t, c_prev, tanh_c, dH_t, dh, dc, dA_t, n, one):
 
 
 @_jit
-def _lstm_forward(gates, W_hh, hs, cs, tanh_cs, rec, batch_sizes, reverse, hand_max, one):
+def _lstm_forward(gates, W_hh, hs, cs, crow, tanh_cs, rec, batch_sizes, reverse, hand_max, one):
     T = gates.shape[0]
     for s in range(T):
         t, p, q = _forward_step(s, T, reverse)
         n = batch_sizes[t]
         _product_t(hs[p, :n], W_hh, rec[:n], hand_max, one - one)  # h_prev W_hh^T
-        _lstm_cells(gates[t], rec, cs[p], cs[q], tanh_cs[t], hs[p], hs[q], n)
+        _lstm_cells(gates[t], rec, cs[crow[p]], cs[crow[q]], tanh_cs[t % tanh_cs.shape[0]],
+                    hs[p], hs[q], n)
 
 
 @_jit
@@ -418,7 +419,7 @@ def _gru_forward(gates, W_hh, b_hh, hs, gh_ns, rec, batch_sizes, reverse, hand_m
         t, p, q = _forward_step(s, T, reverse)
         n = batch_sizes[t]
         _product_t(hs[p, :n], W_hh, rec[:n], hand_max, one - one)  # h_prev W_hh^T
-        _gru_cells(gates[t], rec, b_hh, gh_ns[t], hs[p], hs[q], n)
+        _gru_cells(gates[t], rec, b_hh, gh_ns[t % gh_ns.shape[0]], hs[p], hs[q], n)
 
 
 @_jit
@@ -508,14 +509,15 @@ def _steps(T, reverse):
         yield (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
 
 
-def _lstm_forward_py(gates, W_hh, hs, cs, tanh_cs, sizes, reverse):
+def _lstm_forward_py(gates, W_hh, hs, cs, crow, tanh_cs, sizes, reverse):
     B = gates.shape[1]
     recurrent = StepProduct(W_hh.T, B, gates.shape[0])
     rec = np.empty_like(gates[0])
     for t, p, q in _steps(gates.shape[0], reverse):
         n = int(sizes[t])
         recurrent(hs[p, :n], out=rec[:n])  # h_prev W_hh^T
-        _lstm_cells(gates[t], rec, cs[p], cs[q], tanh_cs[t], hs[p], hs[q], n)
+        _lstm_cells(gates[t], rec, cs[crow[p]], cs[crow[q]], tanh_cs[t % len(tanh_cs)], hs[p],
+                    hs[q], n)
 
 
 def _lstm_backward_py(gates, cs, tanh_cs, W_hh, dH, dh, dc, dA, sizes, reverse, one):
@@ -532,7 +534,7 @@ def _gru_forward_py(gates, W_hh, b_hh, hs, gh_ns, sizes, reverse):
     for t, p, q in _steps(gates.shape[0], reverse):
         n = int(sizes[t])
         recurrent(hs[p, :n], out=rec[:n])
-        _gru_cells(gates[t], rec, b_hh, gh_ns[t], hs[p], hs[q], n)
+        _gru_cells(gates[t], rec, b_hh, gh_ns[t % gh_ns.shape[0]], hs[p], hs[q], n)
 
 
 def _gru_backward_py(gates, hs, gh_ns, W_hh, dH, dh, dAx, dAh, sizes, reverse, one):
@@ -581,17 +583,20 @@ def _c(a, dtype):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False):
-    """As :func:`rnnlab.nn.kernels.numpy.lstm_forward`: (hs, cs, gates, tanh_cs)."""
+def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False, keep=True):
+    """As :func:`rnnlab.nn.kernels.numpy.lstm_forward`: (hs, cs, gates, tanh_cs); ``keep``
+    false: cs in two rows used in turn, tanh_cs one row (the same compiled functions, which
+    index them through ``crow`` and ``t % len(tanh_cs)``)."""
     T, B, G = XW.shape
     dt = XW.dtype
-    hs, cs = _states(T, h0, reverse), _states(T, c0, reverse)
-    tanh_cs = np.empty((T, B, G // 4), dt)
+    crow = state_rows(T, reverse, keep)
+    hs, cs = _states(T, h0, reverse), cell_states(T, c0, reverse, crow)
+    tanh_cs = np.empty((T if keep else 1, B, G // 4), dt)
     W, sizes = _c(W_hh, dt), _sizes(batch_sizes, T, B)
     if _dispatch.loop_in_python(B, G // 4, 4, T):
-        _lstm_forward_py(XW, W, hs, cs, tanh_cs, sizes, bool(reverse))
+        _lstm_forward_py(XW, W, hs, cs, crow, tanh_cs, sizes, bool(reverse))
     else:
-        _lstm_forward(XW, W, hs, cs, tanh_cs, np.empty((B, G), dt), sizes, bool(reverse),
+        _lstm_forward(XW, W, hs, cs, crow, tanh_cs, np.empty((B, G), dt), sizes, bool(reverse),
                       HAND_LOOP_MAX, dt.type(1))
     return hs, cs, XW, tanh_cs
 
@@ -601,6 +606,7 @@ def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
     _, cs, gates, tanh_cs = cache
     T, B, G = gates.shape
     dt = gates.dtype
+    check_kept(len(cs), T + 1)
     dh, dc = _c(dh_n, dt).copy(), _c(dc_n, dt).copy()
     dA = np.empty_like(gates)
     args = (gates, cs, tanh_cs, _c(W_hh, dt), _grad(dH, T, B, G // 4, dt), dh, dc, dA,
@@ -612,12 +618,13 @@ def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
     return dA, (dh, dc)
 
 
-def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False):
-    """As :func:`rnnlab.nn.kernels.numpy.gru_forward`: (hs, gates, gh_ns)."""
+def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False, keep=True):
+    """As :func:`rnnlab.nn.kernels.numpy.gru_forward`: (hs, gates, gh_ns); ``keep`` false: gh_ns
+    one row (indexed ``t % len(gh_ns)``)."""
     T, B, G = XW.shape
     dt = XW.dtype
     hs = _states(T, h0, reverse)
-    gh_ns = np.empty((T, B, G // 3), dt)
+    gh_ns = np.empty((T if keep else 1, B, G // 3), dt)
     b = np.zeros(G, dt) if b_hh is None else _c(b_hh, dt)
     W, sizes = _c(W_hh, dt), _sizes(batch_sizes, T, B)
     if _dispatch.loop_in_python(B, G // 3, 3, T):
@@ -633,6 +640,7 @@ def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
     hs, gates, gh_ns = cache
     T, B, G = gates.shape
     H, dt = G // 3, gates.dtype
+    check_kept(len(gh_ns), T)
     dh = _c(dh_n, dt).copy()
     dAx, dAh = np.empty_like(gates), np.empty_like(gates)
     W, dH, sizes = _c(W_hh, dt), _grad(dH, T, B, H, dt), _sizes(batch_sizes, T, B)
@@ -644,8 +652,9 @@ def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
     return dAx, dAh, dh
 
 
-def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=False):
-    """As :func:`rnnlab.nn.kernels.numpy.rnn_forward`: (hs,)."""
+def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=False, keep=True):
+    """As :func:`rnnlab.nn.kernels.numpy.rnn_forward`: (hs,), which is all backward reads
+    (``keep`` changes nothing)."""
     T, B, H = XW.shape
     dt = XW.dtype
     hs = _states(T, h0, reverse)

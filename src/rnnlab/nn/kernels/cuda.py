@@ -24,6 +24,7 @@ import numpy as np
 
 from rnnlab.nn.backend import xp_of
 from rnnlab.nn.kernels.cuda_sources import kernel_names, module_source, signature
+from rnnlab.nn.kernels.numpy import check_kept, state_rows
 
 THREADS = 256  # threads per block of the step kernels
 XENT_THREADS = 256  # threads per row of the softmax cross-entropy (its shared array's size)
@@ -158,15 +159,19 @@ def _pre_activation_grads(xp, shape: tuple, dtype, batch_sizes):
 
 
 # ----------------------------------------------------------------------------------------- LSTM
-def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False):
+def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False, keep=True):
     """XW (T, B, 4H) (input projection and both biases) -> (hs, cs, gates, tanh_cs), as the
-    NumPy set; XW becomes the gate activations i, f, g, o in place."""
+    NumPy set (``keep`` false: cs in two rows used in turn, tanh_cs one row); XW becomes the
+    gate activations i, f, g, o in place."""
     xp = xp_of(XW)
     XW = xp.ascontiguousarray(XW)
     T, B, G = XW.shape
     H = G // 4
-    hs, cs = _new_states(xp, T, h0, reverse), _new_states(xp, T, c0, reverse)
-    tanh_cs = xp.empty((T, B, H), XW.dtype)
+    crow = state_rows(T, reverse, keep).tolist()
+    hs = _new_states(xp, T, h0, reverse)
+    cs = xp.empty((max(crow) + 1, B, H), XW.dtype)
+    cs[crow[T if reverse else 0]] = c0
+    tanh_cs = xp.empty((T if keep else 1, B, H), XW.dtype)
     rec = xp.empty((B, G), XW.dtype)
     h_, c_, a_, tc_, rec_ = _Rows(hs), _Rows(cs), _Rows(XW), _Rows(tanh_cs), rec.data.ptr
     recurrent = StepGemm(xp, W_hh, transpose=True)
@@ -174,10 +179,11 @@ def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False):
     for t, p, q in _order(T, reverse):
         n = _live(batch_sizes, t, B)
         recurrent(h_.at(p), rec_, n)  # rec = h_prev W_hh^T
-        fused(n * H, rec_, c_.at(p), H, a_.at(t), c_.at(q), h_.at(q), tc_.at(t))
+        cp, cq = crow[p], crow[q]
+        fused(n * H, rec_, c_.at(cp), H, a_.at(t), c_.at(cq), h_.at(q), tc_.at(t % len(tanh_cs)))
         if n < B:  # finished (forward) or not yet started (reverse) rows keep their state
             hs[q, n:] = hs[p, n:]
-            cs[q, n:] = cs[p, n:]
+            cs[cq, n:] = cs[cp, n:]
     return hs, cs, XW, tanh_cs
 
 
@@ -187,6 +193,7 @@ def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
     xp = xp_of(gates)
     T, B, G = gates.shape
     H = G // 4
+    check_kept(len(cs), T + 1)
     dH = _step_grads(xp, dH, T, B, H, gates.dtype)
     dA = _pre_activation_grads(xp, gates.shape, gates.dtype, batch_sizes)
     dh, dc = dh_n.copy(), dc_n.copy()
@@ -202,14 +209,15 @@ def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
 
 
 # ------------------------------------------------------------------------------------------ GRU
-def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False):
-    """XW (T, B, 3H) = x W_ih^T + b_ih -> (hs, gates, gh_ns), as the NumPy set."""
+def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False, keep=True):
+    """XW (T, B, 3H) = x W_ih^T + b_ih -> (hs, gates, gh_ns), as the NumPy set (``keep``
+    false: gh_ns one row)."""
     xp = xp_of(XW)
     XW = xp.ascontiguousarray(XW)
     T, B, G = XW.shape
     H = G // 3
     hs = _new_states(xp, T, h0, reverse)
-    gh_ns = xp.empty((T, B, H), XW.dtype)
+    gh_ns = xp.empty((T if keep else 1, B, H), XW.dtype)
     rec = xp.empty((B, G), XW.dtype)
     bias = xp.zeros(G, XW.dtype) if b_hh is None else xp.ascontiguousarray(b_hh)
     h_, a_, n_, rec_, b_ = _Rows(hs), _Rows(XW), _Rows(gh_ns), rec.data.ptr, bias.data.ptr
@@ -218,7 +226,7 @@ def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False):
     for t, p, q in _order(T, reverse):
         n = _live(batch_sizes, t, B)
         recurrent(h_.at(p), rec_, n)  # rec = h_prev W_hh^T
-        fused(n * H, rec_, b_, h_.at(p), H, a_.at(t), n_.at(t), h_.at(q))
+        fused(n * H, rec_, b_, h_.at(p), H, a_.at(t), n_.at(t % len(gh_ns)), h_.at(q))
         if n < B:
             hs[q, n:] = hs[p, n:]
     return hs, XW, gh_ns
@@ -230,6 +238,7 @@ def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
     xp = xp_of(gates)
     T, B, G = gates.shape
     H = G // 3
+    check_kept(len(gh_ns), T)
     dH = _step_grads(xp, dH, T, B, H, gates.dtype)
     dAx, dAh = (_pre_activation_grads(xp, gates.shape, gates.dtype, batch_sizes)
                 for _ in range(2))
@@ -249,8 +258,9 @@ def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
 
 
 # ------------------------------------------------------------------------------------------ RNN
-def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=False):
-    """XW (T, B, H) = x W_ih^T + b_ih + b_hh -> (hs,), as the NumPy set."""
+def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=False, keep=True):
+    """XW (T, B, H) = x W_ih^T + b_ih + b_hh -> (hs,), as the NumPy set (``keep`` changes
+    nothing)."""
     xp = xp_of(XW)
     XW = xp.ascontiguousarray(XW)
     T, B, H = XW.shape

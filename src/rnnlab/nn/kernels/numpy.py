@@ -69,6 +69,32 @@ def _new_states(T: int, h0: np.ndarray, reverse: bool) -> np.ndarray:
     return hs
 
 
+def state_rows(T: int, reverse: bool, keep: bool) -> np.ndarray:
+    """Where the state after position k (0..T, the ``p``/``q`` of a step) is stored: row k of a
+    (T+1)-row history when the forward keeps its cache (``keep``), else one of two rows used in
+    turn (a step reads one, writes the other), placed so that the final state lands where the
+    full history has it: row 1 = -1 forward, row 0 reverse (what the layers read as the final
+    state). The initial state goes to ``rows[T if reverse else 0]``."""
+    k = np.arange(T + 1, dtype=np.int64)
+    return k if keep else (k + (0 if reverse else T + 1)) % 2
+
+
+def check_kept(rows: int, needed: int) -> None:
+    """A backward's guard: the cache must come from a forward that kept every step (a per-step
+    buffer of ``needed`` rows), not from an inference forward (``keep`` false)."""
+    if rows < needed:
+        raise ValueError(f"backward: expected the cache of a forward that kept every step "
+                         f"({needed} rows), got one of an inference forward ({rows} rows: "
+                         "keep=False, e.g. under rnnlab.nn.no_grad())")
+
+
+def cell_states(T: int, c0: np.ndarray, reverse: bool, rows: np.ndarray) -> np.ndarray:
+    """The cell-state history: T+1 rows, or 2 (:func:`state_rows`), holding c0 at its place."""
+    cs = np.empty((int(rows.max()) + 1, *c0.shape), c0.dtype)
+    cs[rows[T if reverse else 0]] = c0
+    return cs
+
+
 PAD_ROWS = 8
 
 
@@ -136,16 +162,20 @@ def _activate_gates_one_exp(a, H, scale):
     g -= 1.0  # g = 2 sigma(2 a_g) - 1 = tanh(a_g)
 
 
-def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False):
+def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False, keep=True):
     """XW (T, B, 4H) = x W_ih^T + b_ih + b_hh; becomes the gate activations i, f, g, o in place.
 
     Returns (hs, cs, gates, tanh_cs): states (T+1, B, H), activations (T, B, 4H), tanh(c) (T, B, H).
+    ``keep`` false (inference, :func:`rnnlab.nn.no_grad`): cs has two rows used in turn, the final
+    c at row 0 reverse and -1 forward (:func:`state_rows`), and tanh_cs one row of scratch; the
+    cache then serves no backward.
     """
     T, B, G = XW.shape
     H = G // 4
-    hs, cs = _new_states(T, h0, reverse), _new_states(T, c0, reverse)
+    crow = state_rows(T, reverse, keep)
+    hs, cs = _new_states(T, h0, reverse), cell_states(T, c0, reverse, crow)
     gates = XW
-    tanh_cs = np.empty((T, B, H), XW.dtype)
+    tanh_cs = np.empty((T if keep else 1, B, H), XW.dtype)
     recurrent = StepProduct(W_hh.T, B, T)
     ig = np.empty((B, H), XW.dtype)
     activate = _activate_gates_one_exp if XW.dtype == np.float32 else _activate_gates
@@ -157,13 +187,14 @@ def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False):
             a += recurrent(hs[p, :n])  # a = x W_ih^T + h W_hh^T + b
             activate(a, H, scale)  # i, f, g, o
             i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-            c = np.multiply(f, cs[p, :n], out=cs[q, :n])  # c = f * c_prev ...
+            c_prev, c_new = cs[crow[p]], cs[crow[q]]
+            c = np.multiply(f, c_prev[:n], out=c_new[:n])  # c = f * c_prev ...
             c += np.multiply(i, g, out=ig[:n])  # ... + i * g
-            tanh_c = tanh(c, out=tanh_cs[t, :n])
+            tanh_c = tanh(c, out=tanh_cs[t % len(tanh_cs), :n])
             np.multiply(o, tanh_c, out=hs[q, :n])  # h = o * tanh(c)
             if n < B:
                 hs[q, n:] = hs[p, n:]
-                cs[q, n:] = cs[p, n:]
+                c_new[n:] = c_prev[n:]
     return hs, cs, gates, tanh_cs
 
 
@@ -207,6 +238,7 @@ def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
     hs, cs, gates, tanh_cs = cache
     T, B, G = gates.shape
     H = G // 4
+    check_kept(len(cs), T + 1)
     gates4 = gates.reshape(T, B, 4, H)
     dA = np.empty_like(gates)
     dA4 = dA.reshape(T, B, 4, H)
@@ -234,17 +266,18 @@ def lstm_backward(cache, W_hh, dH, dh_n, dc_n, batch_sizes=None, reverse=False):
 
 
 # ------------------------------------------------------------------------------------------ GRU
-def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False):
+def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False, keep=True):
     """XW (T, B, 3H) = x W_ih^T + b_ih; becomes the activations r, z, n in place.
 
     Returns (hs, gates, gh_ns): states (T+1, B, H), activations (T, B, 3H) and the recurrent part
-    of the candidate, gh_n = h W_hn^T + b_hn (T, B, H), which the reset gate scales.
+    of the candidate, gh_n = h W_hn^T + b_hn (T, B, H), which the reset gate scales. ``keep``
+    false (inference): gh_ns is one row of scratch and the cache serves no backward.
     """
     T, B, G = XW.shape
     H = G // 3
     hs = _new_states(T, h0, reverse)
     gates = XW
-    gh_ns = np.empty((T, B, H), XW.dtype)
+    gh_ns = np.empty((T if keep else 1, B, H), XW.dtype)
     recurrent = StepProduct(W_hh.T, B, T)
     with np.errstate(over="ignore"):
         for t, p, q in _order(T, reverse):
@@ -256,7 +289,7 @@ def gru_forward(XW, W_hh, b_hh, h0, batch_sizes=None, reverse=False):
             a[:, : 2 * H] += gh[:, : 2 * H]
             sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # r, z
             r, z, cand = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
-            gh_n = gh_ns[t, :n]
+            gh_n = gh_ns[t % len(gh_ns), :n]
             gh_n[...] = gh[:, 2 * H :]
             cand += np.multiply(r, gh_n, out=gh[:, :H])
             tanh(cand, out=cand)  # n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn))
@@ -297,6 +330,7 @@ def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
     hs, gates, gh_ns = cache
     T, B, G = gates.shape
     H = G // 3
+    check_kept(len(gh_ns), T)
     gates4 = gates.reshape(T, B, 3, H)
     dAx, dAh = np.empty_like(gates), np.empty_like(gates)
     x4, h4 = dAx.reshape(T, B, 3, H), dAh.reshape(T, B, 3, H)
@@ -326,8 +360,9 @@ def gru_backward(cache, W_hh, dH, dh_n, batch_sizes=None, reverse=False):
 
 
 # ------------------------------------------------------------------------------------------ RNN
-def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=False):
-    """XW (T, B, H) = x W_ih^T + b_ih + b_hh. Returns hs (T+1, B, H)."""
+def rnn_forward(XW, W_hh, h0, nonlinearity="tanh", batch_sizes=None, reverse=False, keep=True):
+    """XW (T, B, H) = x W_ih^T + b_ih + b_hh. Returns hs (T+1, B, H), the outputs, which is
+    all backward reads: ``keep`` (for the same interface as LSTM and GRU) changes nothing."""
     T, B, H = XW.shape
     hs = _new_states(T, h0, reverse)
     act = tanh if nonlinearity == "tanh" else relu

@@ -17,6 +17,7 @@ import numpy as np
 
 from rnnlab.data.series import Series, calendar_features, next_times
 from rnnlab.data.text import DataError
+from rnnlab.nn import no_grad
 from rnnlab.tasks.forecast.calibrate import calibrated, choose_gamma
 from rnnlab.tasks.forecast.task import ForecastRun, SeriesMeta, validation_rows
 from rnnlab.tasks.forecast.windows import (
@@ -70,6 +71,7 @@ def _from_z(run: ForecastRun, i: int, dist: dict, base: np.ndarray) -> dict:
     return {k: scaler.unscale(dist[k] + base) for k in KEYS}
 
 
+@no_grad()
 def forecast_from_end(run: ForecastRun, i: int, series: Series, horizon: int,
                       samples: int = 1000, seed: int = 0) -> dict:
     """The ``horizon`` steps after the last row of ``series`` (+ "time": their timestamps)."""
@@ -91,6 +93,7 @@ def forecast_from_end(run: ForecastRun, i: int, series: Series, horizon: int,
     return out
 
 
+@no_grad()
 def _sample_paths(run: ForecastRun, i: int, series: Series, steps: np.ndarray, horizon: int,
                   samples: int, seed: int) -> dict:
     """Recursive forecasts: ``samples`` paths, each step drawn from N(mu, sigma) given the
@@ -115,6 +118,7 @@ def _sample_paths(run: ForecastRun, i: int, series: Series, steps: np.ndarray, h
     return {k: run.scalers[i].unscale(v) for k, v in dist.items()}
 
 
+@no_grad()
 def rolling(run: ForecastRun, i: int, series: Series, start: int, horizon: int = 1,
             samples: int = 1000, seed: int = 0) -> dict:
     """The ``horizon``-step-ahead forecast of each row t >= ``start``, made at row t - horizon
@@ -164,6 +168,7 @@ def backtest_origins(rows: int, tail: int, every: int) -> np.ndarray:
     return np.arange(rows - tail - 1, rows - 1, every)
 
 
+@no_grad()
 def forecast_at(run: ForecastRun, i: int, series: Series, origin: int, horizon: int,
                 samples: int = 1000, seed: int = 0) -> dict:
     """The forecast made at ``origin`` (0-based row), cut to the rows the series has."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from rnnlab.models.language_model import LanguageModel
+from rnnlab.nn import no_grad
 from rnnlab.nn.backend import Seed, make_rng, to_host
 from rnnlab.nn.ops import log_softmax
 
@@ -51,6 +52,7 @@ def _prime(model: LanguageModel, prompt_ids):
     return model(np.asarray(prompt_ids, dtype=np.int64).reshape(-1, 1))  # (T, B=1)
 
 
+@no_grad()
 def generate(model: LanguageModel, prompt_ids: list[int] | np.ndarray, length: int,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
              seed: Seed = None, banned: list[int] | None = None) -> list[int]:

@@ -28,6 +28,7 @@ from rnnlab import optim
 from rnnlab.data.text import Corpus, Vocabulary, batchify, bptt_windows
 from rnnlab.io.checkpoint import CheckpointError, load_run_checkpoint
 from rnnlab.models.language_model import LanguageModel, LMConfig
+from rnnlab.nn import no_grad
 from rnnlab.training import LoopConfig, Stop, Task, dataclass_from_dict
 from rnnlab.validate import check_non_negative_int, check_number, check_positive_int
 
@@ -90,6 +91,7 @@ def make_optimizer(params: dict, cfg: TrainConfig) -> optim.Optimizer:
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+@no_grad()
 def evaluate(model: LanguageModel, ids: np.ndarray, batch_size: int, bptt: int,
              stop: Callable[[], bool] | None = None) -> float:
     """Mean NLL per token over every target of ``ids`` (perplexity = exp of it).

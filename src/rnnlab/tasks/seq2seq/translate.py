@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rnnlab.models.seq2seq import Seq2Seq
+from rnnlab.nn import no_grad
 
 
 @dataclass
@@ -28,6 +29,7 @@ def _rows(state, idx):
     return tuple(s[:, idx] for s in state) if isinstance(state, tuple) else state[:, idx]
 
 
+@no_grad()
 def greedy_decode(model: Seq2Seq, src: np.ndarray, src_lengths: np.ndarray, bos: int, eos: int,
                   max_length: int) -> list[Decoded]:
     """src (Ts, B) -> B decoded sequences, taking the most likely token at every step."""
@@ -60,6 +62,7 @@ def greedy_decode(model: Seq2Seq, src: np.ndarray, src_lengths: np.ndarray, bos:
                     None if att is None else att[b, :steps[b]]) for b in range(B)]
 
 
+@no_grad()
 def beam_search(model: Seq2Seq, src: np.ndarray, bos: int, eos: int, max_length: int,
                 beam: int = 5) -> Decoded:
     """One source sequence src (Ts,) -> the best hypothesis of a beam of width ``beam``."""

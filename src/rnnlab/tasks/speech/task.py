@@ -32,6 +32,7 @@ from rnnlab.data.features import FeatureConfig, features
 from rnnlab.data.text import DataError
 from rnnlab.io.checkpoint import load_run_checkpoint
 from rnnlab.models.classifier import ClassifierConfig, SequenceClassifier
+from rnnlab.nn import no_grad
 from rnnlab.nn.ctc import beam_decode, greedy_decode, sequence_log_prob
 from rnnlab.optim import Adam, ReduceOnPlateau
 from rnnlab.tasks.speech.corpus import (
@@ -135,6 +136,7 @@ def make_batch(feats: Sequence[np.ndarray], targets: Sequence, dtype, ctc: bool)
 
 
 # ----------------------------------------------------------------------------- inference
+@no_grad()
 def recognise(model: SequenceClassifier, feats: Sequence[np.ndarray], batch_size: int = 64,
               beam: int = 0, stop: Callable[[], bool] | None = None,
               confidence: bool = True) -> list[dict]:
