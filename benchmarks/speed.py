@@ -24,6 +24,11 @@ Method
   GFLOP/s are also shown as a percentage of the machine's float32 GEMM rate, measured in its own
   worker process with NumPy at the same thread count (1024x1024 @ 1024x1024, median of the
   iterations), once per round; the best round is used as the peak.
+* GEMM floor (``case_gemms``): the time of the row's matrix products alone (input projection,
+  T step products, and backward's step products, dx, dW_ih, dW_hh) at NumPy's BLAS, the same
+  shapes and threads, timed in the rnnlab worker after the case. Its ratio to torch's time
+  says how far a row is from the limit this BLAS sets: above 1, no work outside the GEMMs can
+  close the gap.
 * Interference: other processes on the machine distort multi-threaded timings badly (a
   descheduled BLAS/OpenMP thread stalls the whole team). Each worker measures the CPU time that
   other processes used during its timed window (/proc/stat minus its own CPU time). Before every
@@ -120,6 +125,50 @@ def forward_flops(case: Case) -> float:
     for k in range(case.layers):
         d_k = case.D if k == 0 else dirs * case.H
         total += dirs * 2.0 * case.T * case.B * g * case.H * (d_k + case.H)
+    return total
+
+
+def case_gemms(case: Case) -> dict[tuple[int, int, int], int]:
+    """The matrix products one timed step of ``case`` makes in rnnlab's layers, as
+    {(M, K, N): count}, per layer and direction: the input projection (T*B, D_k) @ (D_k, G*H)
+    once and the step product (B, H) @ (H, G*H) T times; forward+backward adds the backward's
+    step products (B, G*H) @ (G*H, H) T times, dx (T*B, G*H) @ (G*H, D_k), dW_ih (G*H, T*B) @
+    (T*B, D_k) and dW_hh (G*H, T*B) @ (T*B, H). Their time at NumPy's BLAS is the GEMM floor:
+    what this decomposition costs with nothing else (cells, copies, Python) taking any time."""
+    dirs = 2 if case.bidirectional else 1
+    gh = GATES[case.cell] * case.H
+    T, B, H = case.T, case.B, case.H
+    out: dict[tuple[int, int, int], int] = {}
+    for k in range(case.layers):
+        d_k = case.D if k == 0 else dirs * H
+        shapes = [((T * B, d_k, gh), 1), ((B, H, gh), T)]
+        if case.mode == "fwdbwd":
+            shapes += [((B, gh, H), T), ((T * B, gh, d_k), 1), ((gh, T * B, d_k), 1),
+                       ((gh, T * B, H), 1)]
+        for shape, n in shapes:
+            out[shape] = out.get(shape, 0) + dirs * n
+    return out
+
+
+def time_gemm_floor(case: Case, seconds: float = 0.15) -> float:
+    """The GEMM floor of ``case`` in ms (:func:`case_gemms`), each product timed with
+    ``np.matmul(a, b, out=c)`` on C-ordered float32 operands (median of repeated calls)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for (m, k, n), count in case_gemms(case).items():
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        c = np.empty((m, n), np.float32)
+        np.matmul(a, b, out=c)  # warm
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < 5 or (time.perf_counter() - start < seconds and len(times) < 2000):
+            t0 = time.perf_counter()
+            np.matmul(a, b, out=c)
+            times.append(time.perf_counter() - t0)
+        total += count * statistics.median(times) * 1e3
     return total
 
 
@@ -289,6 +338,7 @@ def worker_rnnlab(spec: dict[str, Any]) -> dict[str, Any]:
             return m.backward(dout)
 
     res = _time_loop(step, spec)
+    res["gemm_floor_ms"] = time_gemm_floor(case)
     if "torch" in sys.modules:
         raise RuntimeError("torch was imported in the rnnlab worker process")
     version = getattr(rl, "__version__", None)
@@ -727,6 +777,11 @@ def summarize(
             }
         r_ms, t_ms = row["rnnlab"]["median_ms"], row["torch"]["median_ms"]
         row["ratio"] = r_ms / t_ms if r_ms and t_ms else None
+        floors = [r.data["gemm_floor_ms"] for r in runs.get((i, "rnnlab"), [])
+                  if r.ok and "gemm_floor_ms" in r.data]
+        row["gemm_floor_ms"] = _median_or_none(floors)
+        f_ms = row["gemm_floor_ms"]
+        row["floor_ratio"] = f_ms / t_ms if f_ms and t_ms else None
         g = row["rnnlab"]["gflops"]
         row["pct_gemm_peak"] = 100.0 * g / gemm_gflops if g and gemm_gflops else None
         tg = row["torch"]["gflops"]
@@ -753,7 +808,8 @@ def format_table(rows: list[dict[str, Any]], markdown: bool) -> str:
     headers = (
         ["cell", "mode", "T", "B"]
         + (["D"] if show_d else [])
-        + ["H", "rnnlab ms", "torch ms", "ratio", "rnnlab GFLOP/s", "% of GEMM peak"]
+        + ["H", "rnnlab ms", "torch ms", "ratio", "rnnlab GFLOP/s", "% of GEMM peak",
+           "GEMM floor ms", "floor / torch"]
     )
     body = []
     for r in rows:
@@ -769,6 +825,8 @@ def format_table(rows: list[dict[str, Any]], markdown: bool) -> str:
                 f"{r['ratio']:.2f}x" if r["ratio"] else "error",
                 f"{g:.1f}" if g else "error",
                 f"{r['pct_gemm_peak']:.1f}%" if r["pct_gemm_peak"] else "error",
+                f"{r['gemm_floor_ms']:.3g}" if r.get("gemm_floor_ms") else "-",
+                f"{r['floor_ratio']:.2f}x" if r.get("floor_ratio") else "-",
             ]
         )
     left = {0, 1}
@@ -1105,7 +1163,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     notes = [
         "ratio = rnnlab ms / torch ms (> 1: rnnlab slower); ms = median over rounds of "
-        "per-process medians; GFLOP/s counts GEMM FLOPs only (fwd+bwd = 3x fwd)."
+        "per-process medians; GFLOP/s counts GEMM FLOPs only (fwd+bwd = 3x fwd).",
+        "GEMM floor = the time rnnlab's matrix products alone take at NumPy's BLAS (the same "
+        "shapes and thread count, timed in the rnnlab worker; cells, copies and Python free); "
+        "floor / torch > 1: this row cannot reach torch's time with these products at this "
+        "BLAS's speed.",
     ]
     if any(r[s]["rounds_ok"] < args.repeats for r in rows for s in IMPLS):
         notes.append("* = some rounds failed; median over the successful ones.")
