@@ -394,3 +394,30 @@ def test_float32_gate_loops_vectorise(kernel):
         fresh(a["XW"], a["W_hh"], hs, sizes, False, False, 0, f32)
     asm = fresh.inspect_asm(fresh.signatures[0])
     assert re.search(r"vpslld\s+\$23, %[yz]mm", asm), "the float32 exp did not vectorise"
+
+
+@pytest.mark.parametrize("pad, n, rows", [(8, 20, 24), (8, 13, 16), (8, 9, 9), (8, 16, 16),
+                                          (1, 20, 20), (1, 13, 13)])
+def test_step_product_pads_float32_rows_as_pad_rows_says(pad, n, rows, monkeypatch):
+    """PAD_ROWS = 8 (AVX2 hosts) hands the GEMM a multiple of 8 rows, 1 (AVX-512 hosts) the live
+    rows; either way the product is x @ M, and float64 is never padded."""
+    from rnnlab.nn.kernels import numpy as numpy_set
+
+    monkeypatch.setattr(numpy_set, "PAD_ROWS", pad)
+    g = np.random.default_rng(2)
+    seen = []
+    real = np.matmul
+
+    def spy(a, b, out=None):
+        seen.append(a.shape[0])
+        return real(a, b, out=out)
+
+    for dtype, want in ((np.float32, rows), (np.float64, n)):
+        M = g.standard_normal((6, 10)).astype(dtype)
+        x = g.standard_normal((n, 6)).astype(dtype)
+        product = numpy_set.StepProduct(M, 24)
+        monkeypatch.setattr(numpy_set.np, "matmul", spy)
+        got = product(x).copy()
+        monkeypatch.setattr(numpy_set.np, "matmul", real)
+        assert seen.pop() == want
+        np.testing.assert_allclose(got, x @ M, rtol=1e-6)

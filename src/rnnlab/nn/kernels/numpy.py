@@ -95,16 +95,34 @@ def cell_states(T: int, c0: np.ndarray, reverse: bool, rows: np.ndarray) -> np.n
     return cs
 
 
-PAD_ROWS = 8
+def _cpu_has_avx512() -> bool:
+    """Whether the CPU runs AVX-512 (NumPy's runtime CPU detection; False where it is not
+    found)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # NumPy 1.x
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__
+        except ImportError:
+            return False
+    return bool(__cpu_features__.get("AVX512F", False))
+
+
+# Step GEMMs of float32 are padded to a multiple of PAD_ROWS rows (1: never). Where OpenBLAS runs
+# its AVX2 (Haswell) kernels its time is a saw-tooth in the rows with minima at multiples of 8
+# ((n, 650) x (650, 2600): n = 20 0.73 ms, n = 24 0.65 ms; benchmarks/RESULTS.md section 4). On
+# AVX-512 CPUs (OpenBLAS's SkylakeX kernels) it is not: 20 and 24 rows took the same time or 24
+# longer (74.5 / 75.4 us at 200 units, 549 / 592 us at 650), and in a layer, where padding costs
+# two copies per step, the 35 x 20 LSTM's step products took 20-25% longer padded (section 11).
+# Read at every call, so tests can force padding on any host.
+PAD_ROWS = 1 if _cpu_has_avx512() else 8
 
 
 def _gemm_rows(n: int, dtype: np.dtype) -> int:
-    """How many rows to hand the step GEMM for ``n`` live rows. With float32, OpenBLAS's time is
-    a saw-tooth in n with minima at multiples of 8 (measured for (n, 650) x (650, 2600): n = 20
-    0.73 ms, n = 24 0.65 ms; the same at H = 200: benchmarks/RESULTS.md section 4), so n is
-    rounded up to a multiple of 8 unless n % 8 is 0 or 1 (a single row is a GEMV; one row over
-    a multiple costs less than seven padding rows)."""
-    if dtype != np.float32 or n % PAD_ROWS in (0, 1):
+    """How many rows to hand the step GEMM for ``n`` live rows: n rounded up to a multiple of
+    :data:`PAD_ROWS` for float32, unless n % PAD_ROWS is 0 or 1 (a single row is a GEMV; one row
+    over a multiple costs less than seven padding rows)."""
+    if dtype != np.float32 or PAD_ROWS == 1 or n % PAD_ROWS in (0, 1):
         return n
     return n + PAD_ROWS - n % PAD_ROWS
 
