@@ -113,7 +113,7 @@ def _cpu_has_avx512() -> bool:
 # ((n, 650) x (650, 2600): n = 20 0.73 ms, n = 24 0.65 ms; benchmarks/RESULTS.md section 4). On
 # AVX-512 CPUs (OpenBLAS's SkylakeX kernels) it is not: 20 and 24 rows took the same time or 24
 # longer (74.5 / 75.4 us at 200 units, 549 / 592 us at 650), and in a layer, where padding costs
-# two copies per step, the 35 x 20 LSTM's step products took 20-25% longer padded (section 11).
+# two copies per step, the 35 x 20 LSTM's step products took 17-22% longer padded (section 11).
 # Read at every call, so tests can force padding on any host.
 PAD_ROWS = 1 if _cpu_has_avx512() else 8
 
