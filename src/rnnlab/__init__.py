@@ -9,8 +9,8 @@ The package in layers, each importing only those below it (checked by ``lint-imp
 """
 
 from rnnlab.io.onnx import export_onnx
-from rnnlab.nn import GRU, LSTM, RNN, Attention, GRUCell, LSTMCell, Module, RNNCell
+from rnnlab.nn import GRU, LSTM, RNN, Attention, GRUCell, LSTMCell, Module, RNNCell, no_grad
 
 __all__ = ["GRU", "Attention", "GRUCell", "LSTM", "LSTMCell", "Module", "RNN", "RNNCell",
-           "export_onnx"]
+           "export_onnx", "no_grad"]
 __version__ = "0.1.0"
