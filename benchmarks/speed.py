@@ -19,8 +19,9 @@ Method
   ``fwdbwd`` is one training step without the optimizer: torch ``zero_grad``, ``out, _ = m(x)``,
   ``(out * dout).sum().backward()`` with ``x.requires_grad``; rnnlab ``zero_grad(lazy=True)``,
   ``out, _ = m(x)``, ``m.backward(dout)``. Initial states are zeros, inputs standard normal.
-* FLOP model (GEMMs only): per layer and direction the forward costs ``2*T*B*G*H*(D_k + H)`` with
-  G = 4 (LSTM) or 3 (GRU), D_0 = input size, D_k = dirs*H above; forward+backward counts 3x that.
+* FLOP model (GEMMs only, the products of ``case_gemms``): per layer and direction the forward
+  costs ``2*T*B*G*H*(D_k + H)`` with G = 4 (LSTM) or 3 (GRU), D_0 = input size, D_k = dirs*H
+  above; forward+backward costs 3x that.
   GFLOP/s are also shown as a percentage of the machine's float32 GEMM rate, measured in its own
   worker process with NumPy at the same thread count (1024x1024 @ 1024x1024, median of the
   iterations), once per round; the best round is used as the peak.
@@ -117,17 +118,6 @@ class Case:
         return f"{self.cell} {self.mode} T={self.T} B={self.B} D={self.D} H={self.H}"
 
 
-def forward_flops(case: Case) -> float:
-    """GEMM FLOPs of one forward pass: sum over layers/directions of 2*T*B*G*H*(D_k+H)."""
-    dirs = 2 if case.bidirectional else 1
-    g = GATES[case.cell]
-    total = 0.0
-    for k in range(case.layers):
-        d_k = case.D if k == 0 else dirs * case.H
-        total += dirs * 2.0 * case.T * case.B * g * case.H * (d_k + case.H)
-    return total
-
-
 def case_gemms(case: Case) -> dict[tuple[int, int, int], int]:
     """The matrix products one timed step of ``case`` makes in rnnlab's layers, as
     {(M, K, N): count}, per layer and direction: the input projection (T*B, D_k) @ (D_k, G*H)
@@ -152,29 +142,27 @@ def case_gemms(case: Case) -> dict[tuple[int, int, int], int]:
 
 def time_gemm_floor(case: Case, seconds: float = 0.15) -> float:
     """The GEMM floor of ``case`` in ms (:func:`case_gemms`), each product timed with
-    ``np.matmul(a, b, out=c)`` on C-ordered float32 operands (median of repeated calls)."""
+    ``np.matmul(a, b, out=c)`` on C-ordered float32 operands (:func:`_time_loop`'s median)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
+    timing = {"warmup": 1, "warmup_time": 0.0, "min_iters": 5, "min_time": seconds,
+              "max_iters": 2000}
     total = 0.0
     for (m, k, n), count in case_gemms(case).items():
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
         c = np.empty((m, n), np.float32)
-        np.matmul(a, b, out=c)  # warm
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < 5 or (time.perf_counter() - start < seconds and len(times) < 2000):
-            t0 = time.perf_counter()
-            np.matmul(a, b, out=c)
-            times.append(time.perf_counter() - t0)
-        total += count * statistics.median(times) * 1e3
+        total += count * _time_loop(lambda a=a, b=b, c=c: np.matmul(a, b, out=c),
+                                    timing)["median_ms"]
     return total
 
 
 def case_flops(case: Case) -> float:
-    """FLOPs of the timed step: forward, or ~3x forward for forward+backward."""
-    return forward_flops(case) * (3.0 if case.mode == "fwdbwd" else 1.0)
+    """GEMM FLOPs of the timed step, those of :func:`case_gemms`: per layer and direction the
+    forward's 2*T*B*G*H*(D_k + H), and for forward+backward 3x that (the backward's four
+    products cost twice the forward's two)."""
+    return sum(2.0 * m * k * n * count for (m, k, n), count in case_gemms(case).items())
 
 
 def parse_shape(text: str) -> tuple[int, int, int, int]:

@@ -20,7 +20,6 @@ from rnnlab.tasks.forecast.calibrate import (
     choose_gamma,
     conformity_scores,
     fit_calibration,
-    interval_score,
     tracked,
 )
 from rnnlab.tasks.forecast.predict import KEYS, rolling
@@ -209,7 +208,7 @@ def test_interval_score_is_width_plus_scaled_misses():
     y = np.array([0.0, 3.0, -2.5, np.nan])
     lo, hi = np.array([-1.0, -1.0, -1.0, -1.0]), np.array([1.0, 2.0, 1.0, 1.0])
     want = np.mean([2.0, 3.0 + 10.0 * 1.0, 2.0 + 10.0 * 1.5])  # a = 0.8: 2 / 0.2 = 10
-    assert interval_score(y, lo, hi, 0.8) == pytest.approx(want, rel=1e-12)
+    assert metrics.interval_score(y, lo, hi, 0.8) == pytest.approx(want, rel=1e-12)
 
 
 def test_choose_gamma_tracks_a_volatility_change_and_not_a_calm_series():
@@ -226,7 +225,7 @@ def test_choose_gamma_tracks_a_volatility_change_and_not_a_calm_series():
     assert scores[gamma] == min(scores.values())
     d = tracked(y, dist, gamma)
     assert scores[gamma] == pytest.approx(sum(
-        interval_score(y, d[f"lower_{k}"], d[f"upper_{k}"], a) for k, a in
+        metrics.interval_score(y, d[f"lower_{k}"], d[f"upper_{k}"], a) for k, a in
         (("80", 0.8), ("95", 0.95))), rel=1e-12)
     calm = g.standard_normal(n)
     gamma, scores = choose_gamma(calm, dist)

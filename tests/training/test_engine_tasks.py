@@ -17,6 +17,7 @@ from rnnlab.data.pairs import build_vocabs
 from rnnlab.data.text import load_corpus
 from rnnlab.io import load_checkpoint
 from rnnlab.models import LanguageModel, LMConfig, Seq2Seq, Seq2SeqConfig
+from rnnlab.nn import is_grad_enabled
 from rnnlab.tasks import longdep
 from rnnlab.tasks.lm.task import LMTask, TrainConfig
 from rnnlab.tasks.seq2seq.task import Seq2SeqTask, Seq2SeqTrainConfig, load_pairs, upgrade_state
@@ -191,3 +192,27 @@ def test_a_release_0_1_seq2seq_state_is_read_as_after_its_last_epoch():
     new = upgrade_state(old, train_pairs=100)
     assert (new["epoch"], new["position"], new["step"]) == (4, 0, 3 * 7)
     assert new["data_rng"] == old["rng"] and "rng" not in new
+
+
+def test_evaluation_runs_under_no_grad_and_training_does_not(tmp_path):
+    """The engine's evaluations keep nothing for backward (rnnlab.nn.no_grad): the task's
+    evaluate sees gradients off and the recurrent layer holds no cache after it; the training
+    steps around it see them on."""
+    task = _lm_task(tmp_path)
+    seen = []
+    evaluate, step = task.evaluate, task.step
+
+    def watched_evaluate(stop):
+        result = evaluate(stop)
+        seen.append(("evaluate", is_grad_enabled(), task.model.rnn._cache is None))
+        return result
+
+    def watched_step(batch):
+        seen.append(("step", is_grad_enabled(), None))
+        return step(batch)
+
+    task.evaluate, task.step = watched_evaluate, watched_step
+    Trainer(task, None, log=_quiet, progress=False).fit()
+    assert ("evaluate", False, True) in seen
+    assert {s[1] for s in seen if s[0] == "step"} == {True}
+    assert all(s[1:] == (False, True) for s in seen if s[0] == "evaluate")

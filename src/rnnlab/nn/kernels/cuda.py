@@ -24,7 +24,7 @@ import numpy as np
 
 from rnnlab.nn.backend import xp_of
 from rnnlab.nn.kernels.cuda_sources import kernel_names, module_source, signature
-from rnnlab.nn.kernels.numpy import check_kept, state_rows
+from rnnlab.nn.kernels.numpy import cell_states, check_kept, state_rows
 
 THREADS = 256  # threads per block of the step kernels
 XENT_THREADS = 256  # threads per row of the softmax cross-entropy (its shared array's size)
@@ -167,10 +167,9 @@ def lstm_forward(XW, W_hh, h0, c0, batch_sizes=None, reverse=False, keep=True):
     XW = xp.ascontiguousarray(XW)
     T, B, G = XW.shape
     H = G // 4
-    crow = state_rows(T, reverse, keep).tolist()
-    hs = _new_states(xp, T, h0, reverse)
-    cs = xp.empty((max(crow) + 1, B, H), XW.dtype)
-    cs[crow[T if reverse else 0]] = c0
+    rows = state_rows(T, reverse, keep)
+    hs, cs = _new_states(xp, T, h0, reverse), cell_states(T, c0, reverse, rows, xp)
+    crow = rows.tolist()  # Python ints for the row addresses
     tanh_cs = xp.empty((T if keep else 1, B, H), XW.dtype)
     rec = xp.empty((B, G), XW.dtype)
     h_, c_, a_, tc_, rec_ = _Rows(hs), _Rows(cs), _Rows(XW), _Rows(tanh_cs), rec.data.ptr

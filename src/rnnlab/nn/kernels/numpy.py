@@ -88,9 +88,10 @@ def check_kept(rows: int, needed: int) -> None:
                          "keep=False, e.g. under rnnlab.nn.no_grad())")
 
 
-def cell_states(T: int, c0: np.ndarray, reverse: bool, rows: np.ndarray) -> np.ndarray:
-    """The cell-state history: T+1 rows, or 2 (:func:`state_rows`), holding c0 at its place."""
-    cs = np.empty((int(rows.max()) + 1, *c0.shape), c0.dtype)
+def cell_states(T: int, c0, reverse: bool, rows: np.ndarray, xp=np):
+    """The cell-state history: T+1 rows, or 2 (:func:`state_rows`), holding c0 at its place;
+    ``xp`` the array module (the cuda set passes CuPy)."""
+    cs = xp.empty((int(rows.max()) + 1, *c0.shape), c0.dtype)
     cs[rows[T if reverse else 0]] = c0
     return cs
 

@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 
+from rnnlab.tasks.forecast.metrics import interval_score
+
 LEVELS = {"80": 0.8, "95": 0.95}
 
 
@@ -120,18 +122,6 @@ def tracked(y: np.ndarray, dist: dict, gamma: float, lag: int = 1) -> dict:
 
 # The steps ``--track auto`` chooses from; 0 is "no tracking" (the intervals as given).
 GAMMAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
-
-
-def interval_score(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, a: float) -> float:
-    """The mean interval score of the central level-``a`` intervals [lo, hi] over the finite
-    targets y (Gneiting and Raftery 2007; lower is better): the width, plus 2 / (1 - a) times
-    the distance by which y falls outside. It rewards narrow intervals and charges each miss by
-    its size, so an interval that is always too wide and one that misses too often both lose."""
-    y, lo, hi = (np.asarray(v, np.float64) for v in (y, lo, hi))
-    keep = np.isfinite(y)
-    y, lo, hi = y[keep], lo[keep], hi[keep]
-    k = 2.0 / (1.0 - a)
-    return float(np.mean((hi - lo) + k * np.maximum(lo - y, 0) + k * np.maximum(y - hi, 0)))
 
 
 def choose_gamma(y: np.ndarray, dist: dict, lag: int = 1, grid: tuple = GAMMAS

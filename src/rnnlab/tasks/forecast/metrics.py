@@ -11,6 +11,8 @@ Metrics, with y the actual values, yhat the forecasts (same shape, n values) and
               constant, or exactly m-periodic, training series) gives nan, not a division by 0
     pinball   mean over values i and levels q of max(q u, (q - 1) u),  u = y_i - pred_{i,q}
     coverage  fraction of i with lower_i <= y_i <= upper_i
+    interval  mean (upper - lower) + 2/(1-a) (max(lower - y, 0) + max(y - upper, 0)), the
+    score     interval score of central level-a intervals (Gneiting and Raftery 2007)
 
 Baselines forecast h = 1..H steps from the origin T, the last value of the history y_1..y_T:
 
@@ -125,6 +127,18 @@ def coverage(y: object, lower: object, upper: object) -> float:
     if np.isnan(lower).any() or np.isnan(upper).any():
         return math.nan
     return float(np.mean((lower <= y) & (y <= upper)))
+
+
+def interval_score(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, a: float) -> float:
+    """The mean interval score of the central level-``a`` intervals [lo, hi] over the finite
+    targets y (Gneiting and Raftery 2007; lower is better): the width, plus 2 / (1 - a) times
+    the distance by which y falls outside. It rewards narrow intervals and charges each miss by
+    its size, so an interval that is always too wide and one that misses too often both lose."""
+    y, lo, hi = (np.asarray(v, np.float64) for v in (y, lo, hi))
+    keep = np.isfinite(y)
+    y, lo, hi = y[keep], lo[keep], hi[keep]
+    k = 2.0 / (1.0 - a)
+    return float(np.mean((hi - lo) + k * np.maximum(lo - y, 0) + k * np.maximum(y - hi, 0)))
 
 
 def _sd(residuals: np.ndarray) -> float:

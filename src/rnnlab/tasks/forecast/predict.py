@@ -93,7 +93,6 @@ def forecast_from_end(run: ForecastRun, i: int, series: Series, horizon: int,
     return out
 
 
-@no_grad()
 def _sample_paths(run: ForecastRun, i: int, series: Series, steps: np.ndarray, horizon: int,
                   samples: int, seed: int) -> dict:
     """Recursive forecasts: ``samples`` paths, each step drawn from N(mu, sigma) given the
